@@ -1,0 +1,44 @@
+"""Sign-up form: the page's face of `user_create`."""
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from .services import user_create
+
+
+class SignUpForm(forms.Form):
+    username = forms.CharField(label=_("Username"), max_length=150)
+    email = forms.EmailField(label=_("E-mail (optional)"), required=False)
+    display_name = forms.CharField(label=_("Display name (optional)"), max_length=150, required=False)
+    password1 = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
+    password2 = forms.CharField(label=_("Password again"), widget=forms.PasswordInput, strip=False)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("password1") and data.get("password1") != data.get("password2"):
+            self.add_error("password2", _("The two passwords differ."))
+        return data
+
+    def save(self):
+        data = self.cleaned_data
+        try:
+            return user_create(
+                username=data["username"],
+                password=data["password1"],
+                email=data.get("email", ""),
+                display_name=data.get("display_name", ""),
+            )
+        except ValidationError as exc:
+            for field, messages in exc.message_dict.items():
+                self.add_error("password1" if field == "password" else field, messages)
+            return None
+
+
+class TokenCreateForm(forms.Form):
+    """A new API token: a name to recognise it by and how long it lives."""
+
+    name = forms.CharField(label=_("Name"), max_length=100, widget=forms.TextInput(attrs={"placeholder": _("e.g. my phone")}))
+    expiry_days = forms.IntegerField(
+        label=_("Expires after (days)"), min_value=1, max_value=365, initial=30,
+        help_text=_("Between 1 and 365 days."),
+    )

@@ -1,0 +1,90 @@
+"""Accounts: Easel's own user model, custom from the first migration."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser, UserManager
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+from knox.models import AbstractAuthToken
+
+
+def default_daily_image_quota() -> int:
+    return settings.EASEL_DEFAULT_DAILY_IMAGE_QUOTA
+
+
+def default_max_concurrent_tasks() -> int:
+    return settings.EASEL_DEFAULT_MAX_CONCURRENT_TASKS
+
+
+class EaselUserManager(UserManager):
+    def get_by_natural_key(self, username: str):
+        # Sign-in accepts a username or an e-mail address, case-insensitively.
+        return self.get(models.Q(username__iexact=username) | models.Q(email__iexact=username))
+
+
+class User(AbstractUser):
+    """One person (or app) who signs in to the studio."""
+
+    email = models.EmailField(_("email address"), blank=True)
+    display_name = models.CharField(_("display name"), max_length=150, blank=True)
+    daily_image_quota = models.PositiveIntegerField(
+        _("daily image quota"),
+        default=default_daily_image_quota,
+        help_text=_("Images this user may generate per day (UTC)."),
+    )
+    max_concurrent_tasks = models.PositiveIntegerField(
+        _("concurrent task cap"),
+        default=default_max_concurrent_tasks,
+        help_text=_("Tasks this user may have running at once."),
+    )
+    priority = models.SmallIntegerField(
+        _("queue priority"),
+        default=0,
+        help_text=_("Higher goes first when backends are busy (e.g. staff or paying users)."),
+    )
+
+    objects = EaselUserManager()
+
+    class Meta:
+        verbose_name = _("user")
+        verbose_name_plural = _("users")
+        constraints = [
+            # One account per e-mail address, ignoring case; blank addresses are allowed.
+            models.UniqueConstraint(
+                models.functions.Lower("email"),
+                condition=~models.Q(email=""),
+                name="accounts_user_email_unique_ci",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.username
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.username
+
+
+def _new_webhook_secret() -> str:
+    import base64
+    import secrets
+
+    return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class ApiToken(AbstractAuthToken):
+    """One API token. Only a hash of it is stored (knox); the clear text is shown once."""
+
+    name = models.CharField(_("name"), max_length=100, blank=True)
+    # Webhooks for tasks created with this token are signed with this secret
+    # (Standard Webhooks style); the URL is the default callback for such tasks.
+    webhook_url = models.URLField(_("default webhook URL"), max_length=500, blank=True)
+    webhook_secret = models.CharField(max_length=100, default=_new_webhook_secret, editable=False)
+
+    class Meta:
+        verbose_name = _("API token")
+        verbose_name_plural = _("API tokens")
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.name or self.token_key} ({self.user})"

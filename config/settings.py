@@ -1,0 +1,387 @@
+"""Easel settings.
+
+Every setting is read from the environment once, here, with a default that works on a
+laptop (SQLite and media under ./data, the built-in demo engine as the only backend).
+The README's configuration reference lists each variable.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+from django.utils.translation import gettext_lazy as _
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name)
+    return float(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
+
+
+# --- Core -------------------------------------------------------------------------
+
+DATA_DIR = Path(os.environ.get("EASEL_DATA_DIR", BASE_DIR / "data")).resolve()
+DATA_DIR.mkdir(parents=True, exist_ok=True)
+
+# "production" turns the laptop conveniences off: no generated secret key, DEBUG off.
+EASEL_ENV = os.environ.get("EASEL_ENV", "development")
+PRODUCTION = EASEL_ENV == "production"
+DEBUG = env_bool("DEBUG", not PRODUCTION)
+
+
+def _secret_key() -> str:
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    if PRODUCTION:
+        raise ImproperlyConfigured("SECRET_KEY must be set when EASEL_ENV=production.")
+    # Kept in the data folder so sessions and tokens survive restarts of a laptop install.
+    path = DATA_DIR / "secret_key"
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(50))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+SECRET_KEY = _secret_key()
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "knox",
+    "drf_spectacular",
+    # Swagger UI and ReDoc assets served from our own static files (no CDN).
+    "drf_spectacular_sidecar",
+    "django_q",
+    "accounts",
+    "models_catalog",
+    "generation",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "config.csp.ContentSecurityPolicyMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    # Keeps answers under /api/ in the API's error body (413, HTML error pages, 500).
+    "config.middleware.ApiErrorMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.template.context_processors.i18n",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "config.context_processors.easel",
+            ],
+        },
+    },
+]
+
+# --- Database ---------------------------------------------------------------------
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'easel.sqlite3'}"),
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+    )
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the qcluster workers and the tests' helper processes share one
+    # SQLite file: WAL lets readers run beside a writer, IMMEDIATE transactions take the
+    # write lock up front (no "database is locked" on lock upgrade), and the timeout
+    # lets a writer wait for another instead of failing.
+    DATABASES["default"]["OPTIONS"] = {
+        "timeout": 30,
+        "transaction_mode": "IMMEDIATE",
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+    # A file, not :memory:, so a real qcluster process can share the test database;
+    # one per test run, so runs side by side do not share it.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.environ.get("EASEL_TEST_SQLITE", str(DATA_DIR / f"test_easel_{os.getpid()}.sqlite3"))
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# --- Accounts ---------------------------------------------------------------------
+
+AUTH_USER_MODEL = "accounts.User"
+KNOX_TOKEN_MODEL = "accounts.ApiToken"
+# knox's own migrations would create its (swapped-out) token table with a foreign key
+# to the user table that no model owns, which blocks flushing users on PostgreSQL.
+MIGRATION_MODULES = {"knox": None}
+AUTHENTICATION_BACKENDS = ["accounts.backends.UsernameOrEmailBackend"]
+LOGIN_URL = "accounts:login"
+LOGIN_REDIRECT_URL = "generation:generate"
+LOGOUT_REDIRECT_URL = "accounts:login"
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+# Defaults copied onto each new user; staff change them per user in the admin.
+EASEL_DEFAULT_DAILY_IMAGE_QUOTA = env_int("EASEL_DEFAULT_DAILY_IMAGE_QUOTA", 200)
+EASEL_DEFAULT_MAX_CONCURRENT_TASKS = env_int("EASEL_DEFAULT_MAX_CONCURRENT_TASKS", 2)
+EASEL_ALLOW_SIGNUP = env_bool("EASEL_ALLOW_SIGNUP", True)
+
+# --- Internationalisation ---------------------------------------------------------
+
+LANGUAGE_CODE = "en"
+LANGUAGES = [("en", _("English")), ("zh-hans", _("Simplified Chinese"))]
+LOCALE_PATHS = [BASE_DIR / "locale"]
+TIME_ZONE = os.environ.get("TIME_ZONE", "UTC")
+USE_I18N = True
+USE_TZ = True
+
+# --- Static and media -------------------------------------------------------------
+
+STATIC_URL = "/static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", DATA_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)
+MEDIA_URL = "/media/"  # never served directly: files go through owner-checked views
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
+# --- Storage (deployment block: config/storage.py) --------------------------------
+# Empty: local files under MEDIA_ROOT. `s3://bucket?endpoint_url=...&region=...`: an
+# S3-compatible bucket through django-storages (private objects, short signed URLs).
+STORAGE_URL = os.environ.get("STORAGE_URL", "")
+from config.storage import storage_from_url  # noqa: E402
+
+STORAGES = {
+    "default": storage_from_url(STORAGE_URL),
+    "staticfiles": {
+        "BACKEND": (
+            "whitenoise.storage.CompressedManifestStaticFilesStorage"
+            if not DEBUG
+            else "django.contrib.staticfiles.storage.StaticFilesStorage"
+        )
+    },
+}
+DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+
+# --- Security ---------------------------------------------------------------------
+
+SESSION_COOKIE_HTTPONLY = True
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+if env_bool("EASEL_BEHIND_HTTPS_PROXY", False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
+# --- API --------------------------------------------------------------------------
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "knox.auth.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": [
+        "rest_framework.parsers.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
+    "EXCEPTION_HANDLER": "config.api_errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
+    "DEFAULT_SCHEMA_CLASS": "config.api_errors.EaselAutoSchema",
+    # Rate limits. The counters live in the `default` cache: per process with the
+    # embedded LocMemCache; multi-process deployments should point that cache at the
+    # database or Redis so the limits hold across workers.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "config.throttling.UserThrottle",
+        "config.throttling.AnonThrottle",
+        "config.throttling.ScopedThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        # Generous: a client polling a few tasks every 2 s stays far below it.
+        "user": os.environ.get("EASEL_API_RATE_USER", "600/min"),
+        "anon": os.environ.get("EASEL_API_RATE_ANON", "120/min"),
+        # Sign-in attempts per client IP, whatever the username.
+        "login": os.environ.get("EASEL_API_RATE_LOGIN", "10/min"),
+        "register": os.environ.get("EASEL_API_RATE_REGISTER", "20/hour"),
+    },
+    # Trusted reverse proxies in front of Easel, so throttles see the client's IP (0:
+    # REMOTE_ADDR only; X-Forwarded-For from a client is never trusted then).
+    "NUM_PROXIES": env_int("EASEL_NUM_PROXIES", 1 if env_bool("EASEL_BEHIND_HTTPS_PROXY", False) else 0),
+}
+# After this many failed sign-ins for one username from one IP, further attempts are
+# refused with 429 until the window has passed since the first failure.
+EASEL_LOGIN_MAX_FAILURES = env_int("EASEL_LOGIN_MAX_FAILURES", 5)
+EASEL_LOGIN_FAILURE_WINDOW = env_int("EASEL_LOGIN_FAILURE_WINDOW", 15 * 60)
+# Longest lifetime of a personal API token made with POST /api/v1/auth/tokens.
+EASEL_TOKEN_MAX_DAYS = 365
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Easel API",
+    "DESCRIPTION": (
+        "Image generation for app clients. Send `Authorization: Bearer <token>` (from "
+        "`POST /api/v1/auth/login` or `POST /api/v1/auth/tokens`). Every error answers "
+        '`{"error": {"code", "message", "fields"}}`.'
+    ),
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": r"/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "generation.models.TaskStatus"},
+}
+from datetime import timedelta  # noqa: E402
+
+REST_KNOX = {
+    "AUTH_HEADER_PREFIX": "Bearer",
+    "TOKEN_TTL": timedelta(hours=env_int("EASEL_TOKEN_TTL_HOURS", 24 * 30)),
+    "AUTO_REFRESH": False,
+    "TOKEN_LIMIT_PER_USER": env_int("EASEL_TOKEN_LIMIT_PER_USER", 50),
+    "USER_SERIALIZER": "accounts.serializers.UserSerializer",
+}
+
+# --- Generation -------------------------------------------------------------------
+
+# Extra ComfyUI servers registered at start-up, comma separated (name=url or url).
+COMFYUI_URLS = env_list("COMFYUI_URLS")
+# The built-in demo engine started by `manage.py studio`.
+EASEL_DEMO_ENGINE = env_bool("EASEL_DEMO_ENGINE", True)
+EASEL_DEMO_ENGINE_PORT = env_int("EASEL_DEMO_ENGINE_PORT", 8189)
+COMFYUI_HTTP_TIMEOUT = env_float("COMFYUI_HTTP_TIMEOUT", 10.0)
+# How long a task waits for an unreachable backend (retrying with backoff) before failing.
+EASEL_BACKEND_UNREACHABLE_TIMEOUT = env_float("EASEL_BACKEND_UNREACHABLE_TIMEOUT", 120.0)
+EASEL_BACKEND_RETRY_MAX_DELAY = env_float("EASEL_BACKEND_RETRY_MAX_DELAY", 15.0)
+# A task not yet submitted goes back to the queue (another backend may take it) after
+# its backend stayed unreachable this long.
+EASEL_BACKEND_HANDBACK_SECONDS = env_float("EASEL_BACKEND_HANDBACK_SECONDS", 8.0)
+# A submitted task whose backend stays away this long is run elsewhere under a new
+# prompt_id; the old prompt is taken off that backend when it returns.
+EASEL_FAILOVER_GRACE_SECONDS = env_float("EASEL_FAILOVER_GRACE_SECONDS", 60.0)
+# Longest a single generation may run on a backend before Easel gives up on it.
+EASEL_EXECUTION_TIMEOUT = env_int("EASEL_EXECUTION_TIMEOUT", 1200)
+# How long `POST /api/v1/generation/create` waits for the result before answering 202.
+EASEL_CREATE_WAIT_SECONDS = env_float("EASEL_CREATE_WAIT_SECONDS", 30.0)
+# Progress is written to the database at most this often per task.
+EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
+# A job holds a task for this long without renewing before another may take it over.
+EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
+EASEL_MAX_PROMPT_LENGTH = env_int("EASEL_MAX_PROMPT_LENGTH", 2000)
+EASEL_MIN_SIZE = env_int("EASEL_MIN_SIZE", 64)
+EASEL_MAX_SIZE = env_int("EASEL_MAX_SIZE", 2048)
+EASEL_MAX_STEPS = env_int("EASEL_MAX_STEPS", 150)
+EASEL_MAX_BATCH_SIZE = env_int("EASEL_MAX_BATCH_SIZE", 4)
+EASEL_THUMBNAIL_SIZE = env_int("EASEL_THUMBNAIL_SIZE", 256)
+EASEL_DEFAULT_DENOISE = env_float("EASEL_DEFAULT_DENOISE", 0.75)
+# Source images for img2img: refused above these (the pixel check runs before decoding,
+# so a decompression bomb never expands).
+EASEL_MAX_UPLOAD_BYTES = env_int("EASEL_MAX_UPLOAD_BYTES", 10 * 1024 * 1024)
+EASEL_MAX_UPLOAD_PIXELS = env_int("EASEL_MAX_UPLOAD_PIXELS", 4096 * 4096)
+
+# --- Webhooks ---------------------------------------------------------------------
+
+# Callback URLs on loopback or private networks are refused (SSRF) unless this is on.
+EASEL_WEBHOOK_ALLOW_PRIVATE = env_bool("EASEL_WEBHOOK_ALLOW_PRIVATE", False)
+EASEL_WEBHOOK_MAX_ATTEMPTS = env_int("EASEL_WEBHOOK_MAX_ATTEMPTS", 6)
+EASEL_WEBHOOK_BACKOFF_BASE = env_float("EASEL_WEBHOOK_BACKOFF_BASE", 5.0)
+EASEL_WEBHOOK_BACKOFF_MAX = env_float("EASEL_WEBHOOK_BACKOFF_MAX", 3600.0)
+EASEL_WEBHOOK_TIMEOUT = env_float("EASEL_WEBHOOK_TIMEOUT", 10.0)
+# Short backoffs are slept in the delivery job (0: every retry waits for the schedule).
+EASEL_WEBHOOK_INLINE_RETRY_MAX = env_float("EASEL_WEBHOOK_INLINE_RETRY_MAX", 30.0)
+# For receivers whose certificate comes from an internal certificate authority.
+EASEL_WEBHOOK_CA_BUNDLE = os.environ.get("EASEL_WEBHOOK_CA_BUNDLE", "")
+# The studio's public address; when set, image URLs in webhook payloads are absolute.
+EASEL_PUBLIC_URL = os.environ.get("EASEL_PUBLIC_URL", "")
+
+# --- django-q2 --------------------------------------------------------------------
+
+Q_CLUSTER = {
+    "name": "easel",
+    "orm": "default",
+    # A run job holds a worker while its generation runs: at least (backends x tasks
+    # in flight per backend) + 1 for dispatch, health checks and webhooks.
+    "workers": env_int("Q_WORKERS", 4),
+    # A job may follow one generation for EASEL_EXECUTION_TIMEOUT plus the wait for an
+    # unreachable backend; `retry` must stay above `timeout` so a running job is never
+    # handed to a second worker while the first still owns it.
+    "timeout": EASEL_EXECUTION_TIMEOUT + int(EASEL_BACKEND_UNREACHABLE_TIMEOUT) + 120,
+    "retry": EASEL_EXECUTION_TIMEOUT + int(EASEL_BACKEND_UNREACHABLE_TIMEOUT) + 300,
+    "max_attempts": 3,
+    "ack_failures": True,
+    "save_limit": 1000,
+    "poll": env_float("Q_POLL", 0.5),
+    "catch_up": False,
+    "label": "Django Q2",
+    # Cluster heartbeats go to a database cache so the web process (health, pages)
+    # can see workers running in other processes and on other hosts.
+    "cache": "qcluster",
+    "guard_cycle": 1.0,
+}
+
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "qcluster": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "easel_qcluster_cache"},
+}
+
+# --- Deployment: retention and logs (config/logging.py, generation/retention.py) ---
+
+# Retention (hourly schedule "easel-retention", or `manage.py retention`): a finished
+# task's images are removed this many days after it finished (0: kept forever), and the
+# oldest finished tasks' images go first while all images exceed this many GB (10^9
+# bytes; 0: no limit). The task rows stay, marked with files_removed_at. Running and
+# shared tasks are never touched.
+EASEL_MAX_HISTORY_DAYS = env_int("EASEL_MAX_HISTORY_DAYS", 0)
+EASEL_MAX_STORAGE_GB = env_float("EASEL_MAX_STORAGE_GB", 0.0)
+
+# --- Logging ----------------------------------------------------------------------
+
+# `text` (readable, the default) or `json` (one object per line, for a log shipper).
+LOG_FORMAT = os.environ.get("LOG_FORMAT", "text")
+from config.logging import logging_config  # noqa: E402
+
+LOGGING = logging_config(fmt=LOG_FORMAT, level=os.environ.get("LOG_LEVEL", "INFO"))
+# --- end of the deployment block ----------------------------------------------------

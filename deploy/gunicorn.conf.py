@@ -1,0 +1,78 @@
+"""gunicorn settings for Easel: `gunicorn --config deploy/gunicorn.conf.py config.wsgi:application`.
+
+Read from the same environment as Django's settings (without importing them):
+
+- WEB_CONCURRENCY: worker processes (default: 2 x CPU cores + 1, at most 8; the
+  machine's cores, or the container's CPU quota when one is set).
+- GUNICORN_THREADS: threads per worker (default 4). `POST /api/v1/generation/create`
+  holds its thread while it waits for the result, so threads, not processes, absorb
+  those waits.
+- EASEL_CREATE_WAIT_SECONDS: that wait; the worker timeout stays 30 s above it so a
+  waiting request is never killed as "stuck".
+- EASEL_HOST / EASEL_PORT or GUNICORN_BIND: where to listen (0.0.0.0:8000 in a container).
+- FORWARDED_ALLOW_IPS (read by gunicorn itself): proxies trusted for X-Forwarded-*.
+- LOG_FORMAT=json: gunicorn's own and access log lines as JSON too (config.logging).
+"""
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+
+def _cpu_count() -> int:
+    # A container limited with --cpus sees every host core in cpu_count(); the cgroup
+    # quota says what it may really use.
+    try:
+        quota, period = open("/sys/fs/cgroup/cpu.max").read().split()
+        if quota != "max":
+            return max(1, int(int(quota) / int(period)))
+    except (OSError, ValueError):
+        pass
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return multiprocessing.cpu_count()
+
+
+def _workers() -> int:
+    configured = os.environ.get("WEB_CONCURRENCY", "")
+    if configured.strip():
+        return max(1, int(configured))
+    return min(2 * _cpu_count() + 1, 8)
+
+
+CREATE_WAIT_SECONDS = float(os.environ.get("EASEL_CREATE_WAIT_SECONDS") or 30)
+
+bind = os.environ.get("GUNICORN_BIND") or (
+    f"{os.environ.get('EASEL_HOST', '0.0.0.0')}:{os.environ.get('EASEL_PORT', '8000')}"
+)
+workers = _workers()
+worker_class = "gthread"
+threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+# Above the create wait, so `create` answers 200/202 itself instead of being killed.
+timeout = int(CREATE_WAIT_SECONDS) + 30
+graceful_timeout = 30
+keepalive = 5
+# Recycle workers now and then (bounded memory growth), not all at once.
+max_requests = 2000
+max_requests_jitter = 200
+# Heartbeat files in memory: a container's overlay filesystem can stall them.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+accesslog = "-"
+errorlog = "-"
+loglevel = os.environ.get("LOG_LEVEL", "info").lower()
+
+if os.environ.get("LOG_FORMAT", "text").strip().lower() == "json":
+    # The access line becomes the JSON record's message; one object per line.
+    logconfig_dict = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": "config.logging.JsonFormatter"}},
+        "handlers": {
+            "console": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stdout"},
+        },
+        "loggers": {
+            "gunicorn.error": {"handlers": ["console"], "level": loglevel.upper(), "propagate": False},
+            "gunicorn.access": {"handlers": ["console"], "level": "INFO", "propagate": False},
+        },
+    }

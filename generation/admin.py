@@ -1,0 +1,262 @@
+"""Staff screens for generation tasks.
+
+The task list must stay fast with millions of rows:
+
+- no `date_hierarchy`: its drill-down runs `SELECT DISTINCT date_trunc(created_at)` over
+  the whole (filtered) table on every page view, a full scan on SQLite and PostgreSQL
+  alike (a function of the column cannot use the plain index). The "created" filter
+  offers the same periods as plain range lookups on the indexed column instead;
+- `show_full_result_count = False`: no second COUNT(*) of the whole table, and no
+  facet counts (one COUNT per filter option);
+- the paginator estimates the unfiltered count from PostgreSQL's statistics;
+- ordering by `-id` (the primary key index), sorting only on indexed columns;
+- the model filter lists the catalog (a few rows), not `DISTINCT model_name` over tasks;
+- owner, backend and the first image come in the list query itself (no N+1).
+"""
+from __future__ import annotations
+
+import json
+
+from django.contrib import admin, messages
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import OuterRef, Subquery
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html
+from django.utils.translation import gettext, gettext_lazy as _
+
+from .errors import GenerationError, TaskStateError
+from .models import GeneratedImage, GenerationTask, WebhookDelivery
+from .services import generation_cancel, generation_delete, generation_retry
+
+
+class EstimatedCountPaginator(Paginator):
+    """COUNT(*) on a million-row PostgreSQL table is a sequential scan; the unfiltered
+    list page uses the planner's row estimate instead (exact everywhere else)."""
+
+    @cached_property
+    def count(self):
+        query = getattr(self.object_list, "query", None)
+        if connection.vendor == "postgresql" and query is not None and not query.where:
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
+                    [self.object_list.model._meta.db_table],
+                )
+                row = cursor.fetchone()
+            if row and row[0] > 10000:
+                return int(row[0])
+        return super().count
+
+
+class ModelFilter(admin.SimpleListFilter):
+    title = _("model")
+    parameter_name = "model"
+
+    def lookups(self, request, model_admin):
+        from models_catalog.models import Checkpoint
+
+        return [(c.name, c.shown_name) for c in Checkpoint.objects.order_by("name")]
+
+    def queryset(self, request, queryset):
+        return queryset.filter(model_name=self.value()) if self.value() else queryset
+
+
+class GeneratedImageInline(admin.TabularInline):
+    model = GeneratedImage
+    extra = 0
+    can_delete = False
+    fields = ("picture", "index", "width", "height", "seed", "content_type", "size_bytes", "created_at")
+    readonly_fields = fields
+
+    @admin.display(description=_("picture"))
+    def picture(self, image):
+        # The API's owner-checked URLs; staff may read every image through them.
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="" width="96" loading="lazy"></a>',
+            reverse("api-generation-image-file", args=[image.pk]),
+            reverse("api-generation-image-thumbnail", args=[image.pk]),
+        )
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(GenerationTask)
+class GenerationTaskAdmin(admin.ModelAdmin):
+    list_display = (
+        "id", "thumbnail", "short_prompt", "owner", "model_name", "status_badge", "backend", "duration", "created_at",
+    )
+    list_display_links = ("id", "short_prompt")
+    list_filter = ("status", ("created_at", admin.DateFieldListFilter), "backend", ModelFilter)
+    search_fields = ("prompt", "user__username", "=id")
+    list_select_related = ("user", "backend")
+    ordering = ("-id",)
+    sortable_by = ("id", "created_at")
+    show_full_result_count = False
+    # Facet counts are one COUNT per filter option over the whole table.
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+
+    def get_search_results(self, request, queryset, search_term):
+        """Search without a join, so each part can use its own index.
+
+        A number is a task id (primary key). Text matches the prompt (a trigram index on
+        PostgreSQL, migration 0007) or the owner's username, written as `user_id IN
+        (...)` so the planner can combine both indexes instead of scanning every task.
+        """
+        from django.contrib.auth import get_user_model
+        from django.db.models import Q
+
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        if term.isdigit():
+            return queryset.filter(pk=int(term)), False
+        owners = get_user_model().objects.filter(username__icontains=term).values("pk")
+        return queryset.filter(Q(prompt__icontains=term) | Q(user_id__in=owners)), False
+    list_per_page = 50
+    inlines = [GeneratedImageInline]
+    actions = ["cancel_tasks", "retry_tasks"]
+
+    class Media:
+        css = {"all": ["admin_dashboard/dashboard.css"]}
+
+    fieldsets = (
+        (None, {"fields": ("id", "user", "status", "status_message", "progress", "prompt", "negative_prompt")}),
+        (
+            _("Parameters"),
+            {
+                "fields": (
+                    "model_name", "checkpoint", "template", "width", "height", "steps", "cfg", "sampler",
+                    "scheduler", "seed", "batch_size", "denoise", "source_image", "callback_url", "api_token",
+                )
+            },
+        ),
+        (_("Error"), {"fields": ("error_code", "error_message", "error_fields_pretty")}),
+        (
+            _("Execution"),
+            {
+                "fields": (
+                    "backend", "prompt_id", "client_id", "attempts", "retries", "lease_owner", "lease_until",
+                    "created_at", "assigned_at", "waiting_since", "submitted_at", "started_at", "completed_at",
+                    "duration", "updated_at", "share_token", "shared_at", "files_removed_at",
+                )
+            },
+        ),
+        (_("Rendered ComfyUI prompt"), {"classes": ["collapse"], "fields": ("rendered_prompt_pretty",)}),
+    )
+
+    def get_readonly_fields(self, request, obj=None):
+        # Every field is written by the system (or by the user who asked); staff act
+        # through the actions, which go through the same services as the API.
+        return [f for fs in self.fieldsets for f in fs[1]["fields"]]
+
+    def get_queryset(self, request):
+        first_image = (
+            GeneratedImage.objects.filter(task=OuterRef("pk")).exclude(thumbnail="").order_by("index").values("pk")[:1]
+        )
+        return super().get_queryset(request).annotate(first_image_id=Subquery(first_image))
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        # A task's page is read-only; the change permission (object-less) gates the
+        # cancel / retry actions.
+        if obj is not None:
+            return False
+        return super().has_change_permission(request)
+
+    # --- columns ------------------------------------------------------------------
+
+    @admin.display(description=_("picture"))
+    def thumbnail(self, task):
+        if not getattr(task, "first_image_id", None):
+            return ""
+        url = reverse("api-generation-image-thumbnail", args=[task.first_image_id])
+        return format_html('<img src="{}" alt="" width="48" height="48" loading="lazy" class="easel-thumb">', url)
+
+    @admin.display(description=_("prompt"))
+    def short_prompt(self, task):
+        return task.prompt if len(task.prompt) <= 60 else task.prompt[:59] + "…"
+
+    @admin.display(description=_("owner"))
+    def owner(self, task):
+        return task.user.username
+
+    @admin.display(description=_("status"))
+    def status_badge(self, task):
+        return format_html('<span class="easel-status easel-status-{}">{}</span>', task.status, task.get_status_display())
+
+    @admin.display(description=_("duration"))
+    def duration(self, task):
+        if task.started_at and task.completed_at:
+            return f"{(task.completed_at - task.started_at).total_seconds():.1f} s"
+        return "-"
+
+    @admin.display(description=_("progress"))
+    def progress(self, task):
+        return f"{task.progress_value} / {task.progress_max}" if task.progress_max else "-"
+
+    @admin.display(description=_("error fields"))
+    def error_fields_pretty(self, task):
+        if not task.error_fields:
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(task.error_fields, indent=2, ensure_ascii=False))
+
+    @admin.display(description=_("rendered prompt"))
+    def rendered_prompt_pretty(self, task):
+        if task.rendered_prompt is None:
+            return "-"
+        return format_html("<pre>{}</pre>", json.dumps(task.rendered_prompt, indent=2, ensure_ascii=False))
+
+    # --- actions (the services do the work) ---------------------------------------
+
+    def _each(self, request, queryset, service, done_message: str) -> None:
+        for task in queryset.select_related("user").order_by("pk"):
+            try:
+                service(task=task)
+            except TaskStateError as exc:
+                self.message_user(request, f"#{task.pk}: {exc.message}", messages.WARNING)
+            except GenerationError as exc:  # e.g. the owner's quota on retry
+                self.message_user(request, f"#{task.pk}: {exc.message}", messages.ERROR)
+            else:
+                self.message_user(request, done_message % {"id": task.pk}, messages.SUCCESS)
+
+    @admin.action(description=_("Cancel selected tasks"), permissions=["change"])
+    def cancel_tasks(self, request, queryset):
+        self._each(request, queryset, generation_cancel, gettext("#%(id)s cancelled."))
+
+    @admin.action(description=_("Retry selected tasks"), permissions=["change"])
+    def retry_tasks(self, request, queryset):
+        self._each(request, queryset, generation_retry, gettext("#%(id)s queued again."))
+
+    # The stock "delete selected" (with its confirmation page) ends in delete_queryset,
+    # which goes through the service: files removed, a running prompt stopped.
+    # Deleting one task from its page goes through the same service.
+    def delete_model(self, request, obj):
+        generation_delete(task=obj)
+
+    def delete_queryset(self, request, queryset):
+        for task in queryset.order_by("pk"):
+            generation_delete(task=task)
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(admin.ModelAdmin):
+    """The webhook delivery log, for staff: what was sent where, and how it went."""
+
+    list_display = ("id", "event", "url", "state", "attempts", "last_status_code", "task_id", "user", "created_at")
+    list_filter = ("state", "event")
+    search_fields = ("url", "message_id", "=task__id", "user__username")
+    list_select_related = ("user",)
+    show_full_result_count = False
+    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

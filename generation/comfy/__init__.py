@@ -1,0 +1,43 @@
+"""ComfyUI client library for Easel: plain Python, no Django, so it can be reused and
+tested on its own. Protocol notes: /work/shared/comfyui/README.md (ComfyUI 0.3.64)."""
+
+from .client import (
+    ComfyClient,
+    ComfyError,
+    ComfyNotFound,
+    ComfyPromptRejected,
+    ComfyProtocolError,
+    ComfySocket,
+    ComfySocketClosed,
+    ComfyUnreachable,
+    combo_options,
+)
+from .errors import describe_execution_error, describe_rejection, is_transient
+from .events import Event, Preview, TextFrame, parse_binary, parse_text
+from .tracker import PromptTracker
+from .workflow import BindingError, output_nodes, render_workflow, validate_bindings
+
+__all__ = [
+    "BindingError",
+    "ComfyClient",
+    "ComfyError",
+    "ComfyNotFound",
+    "ComfyPromptRejected",
+    "ComfyProtocolError",
+    "ComfySocket",
+    "ComfySocketClosed",
+    "ComfyUnreachable",
+    "Event",
+    "Preview",
+    "PromptTracker",
+    "TextFrame",
+    "combo_options",
+    "describe_execution_error",
+    "describe_rejection",
+    "is_transient",
+    "output_nodes",
+    "parse_binary",
+    "parse_text",
+    "render_workflow",
+    "validate_bindings",
+]

@@ -1,0 +1,175 @@
+"""Turn ComfyUI's error payloads into messages for Easel users.
+
+POST /prompt rejections are mapped back onto Easel form fields through the same
+bindings used to render the workflow ({field: [node_id, input_name]}), so a bad step
+count is shown next to the "steps" field rather than as "node 3 failed validation".
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import requests
+
+from .client import ComfyPromptRejected, ComfyProtocolError, ComfyUnreachable
+
+ALL = "__all__"
+
+# Top-level error types that are not about any single node.
+_TOP_LEVEL = {
+    "no_prompt": "ComfyUI received no workflow",
+    "prompt_no_outputs": "the workflow has no output node (SaveImage or PreviewImage)",
+}
+
+
+def describe_rejection(exc_or_body: Any, bindings: dict[str, list]) -> tuple[str, dict[str, list[str]]]:
+    """-> (one readable message, {easel_field or "__all__": [messages]})."""
+    if isinstance(exc_or_body, ComfyPromptRejected):
+        status, body = exc_or_body.status, exc_or_body.body
+    else:
+        status, body = None, exc_or_body
+    fields: dict[str, list[str]] = {}
+
+    if not isinstance(body, dict):
+        # 500 text/plain: ComfyUI crashed on a prompt that is not an API-format dict.
+        where = f" (HTTP {status})" if status else ""
+        msg = f"ComfyUI could not process the workflow{where}; it is probably not in API format"
+        text = str(body or "").strip().splitlines()
+        if text:
+            msg += f": {text[0]}"
+        fields[ALL] = [msg]
+        return msg, fields
+
+    error = body.get("error")
+    if isinstance(error, str):
+        error = {"message": error}
+    node_errors = body.get("node_errors") if isinstance(body.get("node_errors"), dict) else {}
+    by_binding = {_key(b): field for field, b in bindings.items() if _key(b)}
+
+    for node_id, node_error in node_errors.items():
+        node_error = node_error if isinstance(node_error, dict) else {}
+        class_type = node_error.get("class_type") or "node"
+        errs = [e for e in node_error.get("errors") or [] if isinstance(e, dict)]
+        if not errs:
+            fields.setdefault(ALL, []).append(f"{class_type} (node {node_id}) failed validation")
+        for err in errs:
+            input_name = (err.get("extra_info") or {}).get("input_name")
+            field = by_binding.get((str(node_id), input_name)) if input_name else None
+            if field:
+                fields.setdefault(field, []).append(_field_message(field, class_type, err))
+            else:
+                fields.setdefault(ALL, []).append(_node_message(node_id, class_type, err))
+
+    if isinstance(error, dict) and (error.get("type") != "prompt_outputs_failed_validation" or not fields):
+        # For prompt_outputs_failed_validation the top-level error only says "Prompt
+        # outputs failed validation" with empty details; node_errors has the substance.
+        top = _TOP_LEVEL.get(error.get("type") or "") or error.get("message") or "the workflow was rejected"
+        details = error.get("details")
+        if details and details not in top and error.get("type") not in _TOP_LEVEL:
+            top = f"{top} ({details})"
+        fields.setdefault(ALL, []).insert(0, top)
+
+    if not fields:
+        fields[ALL] = ["ComfyUI rejected the workflow"]
+    messages = [m for msgs in fields.values() for m in msgs]
+    summary = "; ".join(dict.fromkeys(messages))
+    if status == 200:
+        # Accepted-but-pruned graphs: say why the job is not run as asked.
+        summary = f"part of the workflow is invalid: {summary}"
+    return summary, fields
+
+
+def _key(binding: Any) -> tuple[str, str] | None:
+    if isinstance(binding, (list, tuple)) and len(binding) == 2:
+        return str(binding[0]), str(binding[1])
+    return None
+
+
+def _label(field: str) -> str:
+    return field.replace("_", " ")
+
+
+def _field_message(field: str, class_type: str, err: dict) -> str:
+    etype = err.get("type")
+    extra = err.get("extra_info") or {}
+    received = extra.get("received_value")
+    config = extra.get("input_config")
+    opts = config[1] if isinstance(config, list) and len(config) > 1 and isinstance(config[1], dict) else {}
+    label = _label(field)
+
+    if etype == "value_not_in_list":
+        if field == "checkpoint" or extra.get("input_name") == "ckpt_name":
+            return f"model '{received}' is not installed on this backend"
+        return f"{label} '{received}' is not available on this backend"
+    if etype == "value_smaller_than_min":
+        bound = opts.get("min", _number_in(err.get("message"), "min of"))
+        return f"{label} must be at least {bound}" if bound is not None else f"{label} is too small"
+    if etype == "value_bigger_than_max":
+        bound = opts.get("max", _number_in(err.get("message"), "max of"))
+        return f"{label} must be at most {bound}" if bound is not None else f"{label} is too large"
+    if etype == "invalid_input_type":
+        kind = config[0] if isinstance(config, list) and config else None
+        if kind == "INT":
+            return f"{label} must be a whole number"
+        if kind == "FLOAT":
+            return f"{label} must be a number"
+        return f"{label} has the wrong type"
+    if etype == "required_input_missing":
+        return f"{label} is required"
+    if etype == "custom_validation_failed":
+        details = str(err.get("details") or "")
+        if class_type == "LoadImage" or "Invalid image file" in details:
+            name = details.split("Invalid image file:", 1)[-1].strip() if "Invalid image file" in details else ""
+            shown = f"'{name}' " if name else ""
+            return f"the input image {shown}is missing on this backend; upload it again"
+        return f"{label} is invalid: {details.split(' - ', 1)[-1] or err.get('message')}"
+    return f"{label}: {_raw(err)}"
+
+
+def _node_message(node_id: Any, class_type: str, err: dict) -> str:
+    input_name = (err.get("extra_info") or {}).get("input_name")
+    where = f"{class_type} (node {node_id})" + (f", input '{input_name}'" if input_name else "")
+    return f"{where}: {_raw(err)}"
+
+
+def _raw(err: dict) -> str:
+    message = str(err.get("message") or err.get("type") or "invalid")
+    details = str(err.get("details") or "")
+    return f"{message} ({details})" if details and details != message else message
+
+
+def _number_in(message: Any, marker: str) -> str | None:
+    # "Value -1 smaller than min of 1" -> "1"; only used when input_config lacks the bound.
+    m = re.search(re.escape(marker) + r"\s+(-?[\d.]+)", str(message or ""))
+    return m.group(1) if m else None
+
+
+def describe_execution_error(data: dict) -> str:
+    """Readable one-liner for execution_error (or execution_interrupted) data."""
+    data = data or {}
+    if "exception_message" not in data and "exception_type" not in data:
+        # execution_interrupted carries only prompt_id/node_id/node_type/executed.
+        return "interrupted"
+    node_type, node_id = data.get("node_type"), data.get("node_id")
+    if node_type and node_id is not None:
+        where = f"{node_type} (node {node_id})"
+    elif node_type or node_id is not None:
+        where = str(node_type or f"node {node_id}")
+    else:
+        where = "ComfyUI"
+    etype = data.get("exception_type") or "Error"
+    emsg = str(data.get("exception_message") or "").strip()
+    return f"{where} failed: {etype}: {emsg}" if emsg else f"{where} failed: {etype}"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when retrying later may help (server down or overloaded), False for errors
+    that will repeat (the graph itself is wrong)."""
+    if isinstance(exc, ComfyPromptRejected):
+        return False
+    if isinstance(exc, ComfyUnreachable):
+        return True
+    if isinstance(exc, ComfyProtocolError):
+        return exc.status is not None and exc.status >= 500
+    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))

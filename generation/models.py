@@ -1,0 +1,237 @@
+"""Generation: one task per request, its images, and its latest preview frame."""
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class TaskStatus(models.TextChoices):
+    # These names are promised to app clients (API-CONTRACT.md): never rename them.
+    PENDING = "pending", _("pending")
+    PROCESSING = "processing", _("processing")
+    COMPLETED = "completed", _("completed")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+# The one place that says which states are final.
+TERMINAL_STATUSES = (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED)
+ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.PROCESSING)
+
+
+def _new_client_id() -> str:
+    return f"easel-{uuid.uuid4().hex}"
+
+
+class GenerationTask(models.Model):
+    """One request to generate images, from the moment it is accepted until it ends."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks")
+    prompt = models.TextField(_("prompt"))
+    negative_prompt = models.TextField(_("negative prompt"), blank=True)
+    checkpoint = models.ForeignKey(
+        "models_catalog.Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    # Kept on the row so history still reads right after a checkpoint leaves the catalog.
+    model_name = models.CharField(_("model"), max_length=200)
+    template = models.ForeignKey(
+        "models_catalog.WorkflowTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    width = models.PositiveIntegerField(_("width"))
+    height = models.PositiveIntegerField(_("height"))
+    steps = models.PositiveIntegerField(_("steps"))
+    cfg = models.FloatField(_("CFG"))
+    sampler = models.CharField(_("sampler"), max_length=50)
+    scheduler = models.CharField(_("scheduler"), max_length=50)
+    seed = models.BigIntegerField(_("seed"))
+    batch_size = models.PositiveSmallIntegerField(_("batch size"), default=1)
+    denoise = models.FloatField(_("denoise"), null=True, blank=True)
+    source_image = models.ForeignKey(
+        "generation.SourceImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    callback_url = models.URLField(_("webhook URL"), max_length=500, blank=True)
+    # The token the task was created with: its secret signs the task's webhooks.
+    api_token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+
+    status = models.CharField(_("status"), max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING)
+    # Why a task is still waiting, in words a user understands ("backend unreachable, retrying").
+    status_message = models.CharField(_("status message"), max_length=500, blank=True)
+    progress_value = models.PositiveIntegerField(default=0)
+    progress_max = models.PositiveIntegerField(default=0)
+    progress_node = models.CharField(max_length=100, blank=True)
+
+    backend = models.ForeignKey(
+        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+    )
+    # Chosen and stored before submitting, so a redelivered job can ask ComfyUI about it
+    # instead of submitting the same work twice.
+    prompt_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    client_id = models.CharField(max_length=64, default=_new_client_id, editable=False)
+    rendered_prompt = models.JSONField(null=True, blank=True, editable=False)
+    attempts = models.PositiveIntegerField(default=0)
+    # Times the owner asked to run it again after it failed or was cancelled.
+    retries = models.PositiveIntegerField(default=0)
+    # When the dispatcher gave it a backend (None: waiting in Easel's queue).
+    assigned_at = models.DateTimeField(null=True, blank=True)
+    # Since when it has been waiting for an unreachable backend (bounded, then it fails).
+    waiting_since = models.DateTimeField(null=True, blank=True)
+    # A public read-only link to the task's images and prompt (None: not shared).
+    share_token = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
+    shared_at = models.DateTimeField(null=True, blank=True)
+    # Retention removed its files (the row stays, marked, so history still reads right).
+    files_removed_at = models.DateTimeField(null=True, blank=True)
+    error_code = models.CharField(max_length=50, blank=True)
+    error_message = models.TextField(blank=True)
+    error_fields = models.JSONField(default=dict, blank=True)
+
+    # The job that currently owns the task, and until when (renewed while it works).
+    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    submitted_at = models.DateTimeField(null=True, blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("generation task")
+        verbose_name_plural = _("generation tasks")
+        indexes = [
+            models.Index(fields=["user", "-created_at", "-id"], name="task_user_recent"),
+            models.Index(fields=["status", "created_at"], name="task_status_created"),
+            models.Index(fields=["status", "backend"], name="task_status_backend"),
+            # The dashboard counts finished tasks by when they ended.
+            models.Index(fields=["completed_at"], name="task_completed"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.prompt[:40]}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def progress_fraction(self) -> float:
+        if self.status == TaskStatus.COMPLETED:
+            return 1.0
+        if not self.progress_max:
+            return 0.0
+        return min(1.0, self.progress_value / self.progress_max)
+
+
+def _image_path(instance: "GeneratedImage", filename: str) -> str:
+    task = instance.task
+    return f"results/{task.user_id}/{task.created_at:%Y/%m}/{task.pk}-{instance.index}-{filename}"
+
+
+def _thumb_path(instance: "GeneratedImage", filename: str) -> str:
+    task = instance.task
+    return f"thumbs/{task.user_id}/{task.created_at:%Y/%m}/{task.pk}-{instance.index}.webp"
+
+
+class GeneratedImage(models.Model):
+    """One picture a task produced, stored through Django's storage API."""
+
+    task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="images")
+    index = models.PositiveSmallIntegerField(default=0)
+    file = models.FileField(upload_to=_image_path, max_length=300)
+    thumbnail = models.FileField(upload_to=_thumb_path, max_length=300, blank=True)
+    content_type = models.CharField(max_length=50, default="image/png")
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    seed = models.BigIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["task_id", "index"]
+        constraints = [models.UniqueConstraint(fields=["task", "index"], name="image_task_index_unique")]
+
+    def __str__(self) -> str:
+        return f"task {self.task_id} image {self.index}"
+
+
+class TaskPreview(models.Model):
+    """The latest live preview frame of a running task (dropped when the task ends).
+
+    Kept in the database rather than storage: it is overwritten several times a second
+    and is small, and every page reads it through the same owner check as the task.
+    """
+
+    task = models.OneToOneField(GenerationTask, on_delete=models.CASCADE, primary_key=True, related_name="preview")
+    image = models.BinaryField()
+    content_type = models.CharField(max_length=50, default="image/jpeg")
+    updated_at = models.DateTimeField(auto_now=True)
+
+
+def _source_path(instance: "SourceImage", filename: str) -> str:
+    return f"uploads/{instance.user_id}/{instance.sha256[:2]}/{instance.sha256}.{instance.extension}"
+
+
+class SourceImage(models.Model):
+    """A picture a user uploaded (or picked from their results) to start img2img from.
+
+    Validated and re-encoded on the way in, so what reaches ComfyUI is a clean image.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="source_images")
+    file = models.FileField(upload_to=_source_path, max_length=300)
+    original_name = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=50)
+    width = models.PositiveIntegerField()
+    height = models.PositiveIntegerField()
+    size_bytes = models.PositiveBigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [models.UniqueConstraint(fields=["user", "sha256"], name="source_user_sha_unique")]
+
+    def __str__(self) -> str:
+        return self.original_name or f"upload {self.pk}"
+
+    @property
+    def extension(self) -> str:
+        return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(self.content_type, "png")
+
+
+class WebhookDelivery(models.Model):
+    """One event (a task ending) to POST to a client's callback URL, with its attempts."""
+
+    class State(models.TextChoices):
+        PENDING = "pending", _("pending")
+        DELIVERED = "delivered", _("delivered")
+        FAILED = "failed", _("failed")
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    task = models.ForeignKey(
+        GenerationTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
+    )
+    api_token = models.ForeignKey("accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL)
+    event = models.CharField(max_length=50)
+    url = models.URLField(max_length=500)
+    message_id = models.CharField(max_length=64, unique=True)
+    payload = models.JSONField()
+    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    last_status_code = models.PositiveIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_state_next")]
+
+    def __str__(self) -> str:
+        return f"{self.event} → {self.url} ({self.state})"

@@ -1,0 +1,7 @@
+from django.urls import path
+
+from . import api
+
+urlpatterns = [
+    path("templates", api.TemplateListApi.as_view(), name="api-templates"),
+]

@@ -1,0 +1,124 @@
+"""The catalog: what can be generated, and where."""
+from __future__ import annotations
+
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+
+class ComfyBackend(models.Model):
+    """One ComfyUI server (or Easel's built-in demo engine) that runs prompts."""
+
+    name = models.CharField(_("name"), max_length=100, unique=True)
+    base_url = models.URLField(_("base URL"), max_length=300, unique=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    is_demo = models.BooleanField(
+        _("demo engine"), default=False, help_text=_("Easel's built-in engine: placeholder pictures, no GPU.")
+    )
+    is_online = models.BooleanField(_("online"), default=False)
+    last_checked_at = models.DateTimeField(_("last health check"), null=True, blank=True)
+    last_seen_at = models.DateTimeField(_("last seen"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    comfyui_version = models.CharField(_("ComfyUI version"), max_length=50, blank=True)
+    devices = models.JSONField(_("devices"), default=list, blank=True)
+    queue_remaining = models.PositiveIntegerField(_("ComfyUI queue length"), default=0)
+    draining = models.BooleanField(
+        _("draining"), default=False, help_text=_("Finish what it runs, take nothing new.")
+    )
+    # ComfyUI runs one prompt at a time; keeping one more submitted behind it means the
+    # backend never idles between prompts while Easel does its bookkeeping.
+    max_in_flight = models.PositiveSmallIntegerField(
+        _("tasks in flight"), default=2, help_text=_("Tasks assigned to this backend at once (running + queued).")
+    )
+    # The checkpoint it ran last: routing prefers it to avoid a model reload.
+    loaded_checkpoint = models.CharField(_("loaded checkpoint"), max_length=300, blank=True)
+    # Prompts Easel moved elsewhere while this backend was away: taken off its queue
+    # (or interrupted) as soon as it answers again, so they never run for nothing.
+    abandoned_prompts = models.JSONField(default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("ComfyUI backend")
+        verbose_name_plural = _("ComfyUI backends")
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def state(self) -> str:
+        if not self.enabled:
+            return "disabled"
+        if self.draining:
+            return "draining"
+        return "online" if self.is_online else "offline"
+
+    @property
+    def accepts_work(self) -> bool:
+        return self.enabled and self.is_online and not self.draining
+
+
+class Checkpoint(models.Model):
+    """A model users can pick, known to ComfyUI by its file name."""
+
+    name = models.SlugField(
+        _("name"), max_length=200, unique=True, help_text=_("What API clients send as model_name.")
+    )
+    ckpt_name = models.CharField(_("ComfyUI file name"), max_length=300, unique=True)
+    display_name = models.CharField(_("display name"), max_length=200, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    backends = models.ManyToManyField(
+        ComfyBackend, blank=True, related_name="checkpoints", verbose_name=_("available on")
+    )
+    default_width = models.PositiveIntegerField(_("default width"), default=512)
+    default_height = models.PositiveIntegerField(_("default height"), default=512)
+    default_steps = models.PositiveIntegerField(_("default steps"), default=20)
+    default_cfg = models.FloatField(_("default CFG"), default=7.0)
+    default_sampler = models.CharField(_("default sampler"), max_length=50, default="euler")
+    default_scheduler = models.CharField(_("default scheduler"), max_length=50, default="normal")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["display_name", "name"]
+        verbose_name = _("checkpoint")
+        verbose_name_plural = _("checkpoints")
+
+    def __str__(self) -> str:
+        return self.display_name or self.name
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.name
+
+
+class WorkflowTemplate(models.Model):
+    """A ComfyUI API-format graph plus where Easel's parameters go in it."""
+
+    KIND_TXT2IMG = "txt2img"
+    KIND_IMG2IMG = "img2img"
+    KIND_CHOICES = [(KIND_TXT2IMG, _("text to image")), (KIND_IMG2IMG, _("image to image"))]
+
+    slug = models.SlugField(_("slug"), max_length=100, unique=True)
+    name = models.CharField(_("name"), max_length=200)
+    kind = models.CharField(_("kind"), max_length=20, choices=KIND_CHOICES, default=KIND_TXT2IMG)
+    graph = models.JSONField(_("ComfyUI API-format graph"))
+    bindings = models.JSONField(
+        _("bindings"), help_text=_('Easel parameter → [node_id, input_name], e.g. {"prompt": ["6", "text"]}.')
+    )
+    description = models.TextField(_("description"), blank=True)
+    enabled = models.BooleanField(_("enabled"), default=True)
+    is_default = models.BooleanField(_("default for its kind"), default=False)
+    execution_timeout = models.PositiveIntegerField(
+        _("execution timeout (s)"), null=True, blank=True, help_text=_("Empty: the studio's default.")
+    )
+    builtin = models.BooleanField(_("built in"), default=False, editable=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        verbose_name = _("workflow template")
+        verbose_name_plural = _("workflow templates")
+
+    def __str__(self) -> str:
+        return self.name

@@ -1,0 +1,211 @@
+"""Writes on the catalog: registering backends, health checks, checkpoint sync."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+from datetime import timedelta
+
+from django.db import models, transaction
+from django.utils import timezone
+from django.utils.text import slugify
+from django.utils.translation import gettext_lazy as _
+
+from generation.comfy import ComfyClient, ComfyError
+
+from .models import Checkpoint, ComfyBackend
+
+logger = logging.getLogger(__name__)
+
+DEMO_DESCRIPTION = _("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
+
+
+def comfy_client(backend: ComfyBackend) -> ComfyClient:
+    return ComfyClient(backend.base_url, timeout=settings.COMFYUI_HTTP_TIMEOUT)
+
+
+def backend_ensure(*, name: str, base_url: str, is_demo: bool = False) -> ComfyBackend:
+    """Register a backend by URL (idempotent: the run command calls it at every start)."""
+    base_url = base_url.rstrip("/")
+    backend = ComfyBackend.objects.filter(base_url=base_url).first()
+    if backend is None:
+        # Another backend may already own the name; keep both by suffixing.
+        unique, n = name, 2
+        while ComfyBackend.objects.filter(name=unique).exists():
+            unique, n = f"{name}-{n}", n + 1
+        backend = ComfyBackend.objects.create(name=unique, base_url=base_url, is_demo=is_demo)
+    elif backend.is_demo != is_demo:
+        backend.is_demo = is_demo
+        backend.save(update_fields=["is_demo"])
+    return backend
+
+
+def backends_from_settings() -> list[ComfyBackend]:
+    """Register every `COMFYUI_URLS` entry (`url` or `name=url`)."""
+    out = []
+    for i, entry in enumerate(settings.COMFYUI_URLS, start=1):
+        name, _, url = entry.rpartition("=") if "=" in entry.split("://")[0] else ("", "", entry)
+        out.append(backend_ensure(name=name or f"comfyui-{i}", base_url=url))
+    return out
+
+
+def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> bool:
+    """Ask the backend for /system_stats and its queue, and record what it said.
+
+    When a backend comes back, prompts Easel moved away from it meanwhile are taken
+    off it and its checkpoints are read again.
+    """
+    now = timezone.now()
+    client = ComfyClient(backend.base_url, timeout=timeout or settings.COMFYUI_HTTP_TIMEOUT)
+    was_online = backend.is_online
+    try:
+        stats = client.system_stats()
+        queue = client.queue()
+    except ComfyError as exc:
+        ComfyBackend.objects.filter(pk=backend.pk).update(
+            is_online=False, last_checked_at=now, last_error=str(exc)[:2000]
+        )
+        backend.is_online, backend.last_error, backend.last_checked_at = False, str(exc), now
+        return False
+    version = str(stats.get("system", {}).get("comfyui_version", ""))[:50]
+    devices = [
+        {k: d.get(k) for k in ("name", "type", "vram_total", "vram_free")}
+        for d in stats.get("devices", []) if isinstance(d, dict)
+    ]
+    waiting = len(queue.get("queue_running", [])) + len(queue.get("queue_pending", []))
+    ComfyBackend.objects.filter(pk=backend.pk).update(
+        is_online=True, last_checked_at=now, last_seen_at=now, last_error="", comfyui_version=version,
+        devices=devices, queue_remaining=waiting,
+    )
+    backend.is_online, backend.last_error, backend.comfyui_version = True, "", version
+    backend.devices, backend.queue_remaining, backend.last_checked_at = devices, waiting, now
+    backend_release_abandoned(backend=backend, client=client)
+    if not was_online:
+        logger.info("backend %s is back online", backend.name)
+        checkpoints_sync(backends=[backend])
+    return True
+
+
+def backends_health_check(*, only_offline: bool = False, min_interval: float = 0.0) -> list[ComfyBackend]:
+    """Check every enabled backend (or only the offline ones not checked for a while)."""
+    qs = ComfyBackend.objects.filter(enabled=True)
+    if only_offline:
+        qs = qs.filter(is_online=False)
+    if min_interval:
+        cutoff = timezone.now() - timedelta(seconds=min_interval)
+        qs = qs.filter(models.Q(last_checked_at__isnull=True) | models.Q(last_checked_at__lt=cutoff))
+    checked = list(qs)
+    for backend in checked:
+        # Short timeout: a dead host must not stall dispatch or the schedule.
+        backend_check(backend=backend, timeout=min(3.0, settings.COMFYUI_HTTP_TIMEOUT))
+    return checked
+
+
+def backend_abandon_prompt(*, backend_id: int, prompt_id: str) -> None:
+    """Remember to take this prompt off the backend once it answers again."""
+    with transaction.atomic():
+        backend = ComfyBackend.objects.select_for_update().filter(pk=backend_id).first()
+        if backend is None:
+            return
+        if prompt_id not in backend.abandoned_prompts:
+            backend.abandoned_prompts = [*backend.abandoned_prompts, prompt_id][-500:]
+            backend.save(update_fields=["abandoned_prompts"])
+
+
+def backend_release_abandoned(*, backend: ComfyBackend, client: ComfyClient) -> None:
+    pending = list(ComfyBackend.objects.filter(pk=backend.pk).values_list("abandoned_prompts", flat=True))
+    prompts = pending[0] if pending else []
+    if not prompts:
+        return
+    for prompt_id in prompts:
+        try:
+            state = client.queue_state(prompt_id)
+            if state == "pending":
+                client.delete_from_queue([prompt_id])
+            elif state == "running":
+                client.interrupt(prompt_id)
+        except ComfyError:
+            return  # gone again: try next time
+    with transaction.atomic():
+        row = ComfyBackend.objects.select_for_update().get(pk=backend.pk)
+        row.abandoned_prompts = [p for p in row.abandoned_prompts if p not in prompts]
+        row.save(update_fields=["abandoned_prompts"])
+    logger.info("backend %s: took %d abandoned prompt(s) off its queue", backend.name, len(prompts))
+
+
+def backend_mark(*, backend_id: int, online: bool, error: str = "") -> None:
+    """Record what a job learned about a backend while talking to it."""
+    now = timezone.now()
+    values = {"is_online": online, "last_checked_at": now, "last_error": error[:2000]}
+    if online:
+        values["last_seen_at"] = now
+    ComfyBackend.objects.filter(pk=backend_id).update(**values)
+
+
+@dataclass
+class SyncSummary:
+    added: list[str] = field(default_factory=list)
+    now_available: list[str] = field(default_factory=list)
+    no_longer_available: list[str] = field(default_factory=list)
+    errors: dict[str, str] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        parts = [
+            f"added {len(self.added)}",
+            f"became available {len(self.now_available)}",
+            f"no longer available {len(self.no_longer_available)}",
+        ]
+        if self.errors:
+            parts.append("errors: " + "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+        return ", ".join(parts)
+
+
+def _checkpoint_name(ckpt_name: str) -> str:
+    stem = Path(ckpt_name).stem if "." in Path(ckpt_name).name else ckpt_name
+    base = slugify(stem.replace("/", "-").replace("\\", "-")) or "model"
+    name, n = base, 2
+    while Checkpoint.objects.filter(name=name).exists():
+        name, n = f"{base}-{n}", n + 1
+    return name
+
+
+def checkpoints_sync(*, backends=None) -> SyncSummary:
+    """Read CheckpointLoaderSimple's choices from each backend's /object_info.
+
+    New checkpoints are added (enabled, with the file name as display name); the
+    per-backend availability is replaced by what each reachable backend reports.
+    An unreachable backend keeps its previous list: a restart must not empty the catalog.
+    """
+    summary = SyncSummary()
+    targets = list(backends) if backends is not None else list(ComfyBackend.objects.filter(enabled=True))
+    for backend in targets:
+        try:
+            names = comfy_client(backend).checkpoints()
+        except ComfyError as exc:
+            summary.errors[backend.name] = str(exc)
+            backend_mark(backend_id=backend.pk, online=False, error=str(exc))
+            continue
+        backend_mark(backend_id=backend.pk, online=True)
+        with transaction.atomic():
+            before = set(backend.checkpoints.values_list("ckpt_name", flat=True))
+            current = []
+            for ckpt_name in names:
+                checkpoint = Checkpoint.objects.filter(ckpt_name=ckpt_name).first()
+                if checkpoint is None:
+                    checkpoint = Checkpoint.objects.create(
+                        ckpt_name=ckpt_name,
+                        name=_checkpoint_name(ckpt_name),
+                        display_name=Path(ckpt_name).stem,
+                        # Say plainly what a demo "model" is, so nobody mistakes it for AI.
+                        description=DEMO_DESCRIPTION if backend.is_demo else "",
+                    )
+                    summary.added.append(ckpt_name)
+                current.append(checkpoint)
+            backend.checkpoints.set(current)
+        after = set(names)
+        summary.now_available += sorted(after - before)
+        summary.no_longer_available += sorted(before - after)
+    logger.info("checkpoint sync: %s", summary)
+    return summary

@@ -1,0 +1,25 @@
+// History: the bulk bar counts the selected tasks and enables its buttons.
+(function () {
+  "use strict";
+
+  function init() {
+    var bar = document.querySelector("[data-bulk]");
+    if (!bar) return;
+    var count = bar.querySelector("[data-bulk-count]");
+    var idle = count ? count.textContent : "";
+    var template = bar.dataset.selectedLabel || "%(n)s selected";
+    function sync() {
+      var n = document.querySelectorAll("input[data-bulk-item]:checked").length;
+      bar.querySelectorAll("[data-bulk-action]").forEach(function (b) { b.disabled = n === 0; });
+      bar.classList.toggle("bulk-bar--active", n > 0);
+      if (count) count.textContent = n ? template.replace("%(n)s", n) : idle;
+    }
+    document.addEventListener("change", function (event) {
+      if (event.target.matches && event.target.matches("input[data-bulk-item]")) sync();
+    });
+    sync();
+  }
+
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
+  else init();
+})();

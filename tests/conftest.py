@@ -1,0 +1,298 @@
+"""Shared fixtures: users and API clients, the demo engine on a real port, a real qcluster."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Media goes to a throw-away folder shared with the helper processes the tests start.
+_MEDIA = tempfile.mkdtemp(prefix="easel-test-media-")
+os.environ["MEDIA_ROOT"] = _MEDIA
+
+
+@pytest.fixture(autouse=True)
+def _fast_hasher(settings):
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+    settings.MEDIA_ROOT = _MEDIA
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --- users and clients ------------------------------------------------------------
+
+
+@pytest.fixture
+def make_user(db):
+    from django.contrib.auth import get_user_model
+
+    counter = {"n": 0}
+
+    def make(username: str | None = None, **extra):
+        counter["n"] += 1
+        username = username or f"user{counter['n']}"
+        return get_user_model().objects.create_user(
+            username=username, password="correct horse battery", email=f"{username}@example.com", **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def api_client_for():
+    from rest_framework.test import APIClient
+
+    from accounts.services import token_create
+
+    def make(user):
+        client = APIClient()
+        _, token = token_create(user=user)
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        return client
+
+    return make
+
+
+# --- catalog ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def catalog(db):
+    """A backend (not running) with one checkpoint and the built-in template."""
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    backend = ComfyBackend.objects.create(name="offline", base_url=f"http://127.0.0.1:{free_port()}")
+    checkpoint = Checkpoint.objects.create(
+        name="demo-sd15", ckpt_name="demo-sd15.safetensors", display_name="Demo SD 1.5", default_steps=4
+    )
+    checkpoint.backends.add(backend)
+    return {"backend": backend, "checkpoint": checkpoint}
+
+
+# --- the demo engine --------------------------------------------------------------
+
+
+class DemoEngine:
+    """The built-in engine as a real process on a real port, with its fault controls."""
+
+    def __init__(self, port: int, workdir: Path):
+        self.port = port
+        self.workdir = workdir
+        self.url = f"http://127.0.0.1:{port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> None:
+        argv = [
+            sys.executable, "-m", "generation.demo_engine", "--port", str(self.port),
+            "--output-dir", str(self.workdir / "output"), "--input-dir", str(self.workdir / "input"),
+            "--step-delay", "0.05", *extra,
+        ]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "listening" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("demo engine did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def faults(self, **values) -> None:
+        requests.post(f"{self.url}/demo/faults", json=values, timeout=5).raise_for_status()
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/demo/stats", timeout=5).json()
+
+
+@pytest.fixture
+def demo_engine(tmp_path):
+    engine = DemoEngine(free_port(), tmp_path)
+    engine.start()
+    yield engine
+    engine.stop()
+
+
+@pytest.fixture
+def engine_catalog(transactional_db, demo_engine):
+    """The demo engine registered as a backend, with its checkpoints synced."""
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import Checkpoint, WorkflowTemplate
+    from models_catalog.services import backend_ensure, checkpoints_sync
+
+    ensure_builtin_templates(WorkflowTemplate)
+    backend = backend_ensure(name="demo", base_url=demo_engine.url, is_demo=True)
+    summary = checkpoints_sync(backends=[backend])
+    assert not summary.errors, summary
+    Checkpoint.objects.update(default_steps=6, default_width=64, default_height=64)
+    return {"backend": backend, "engine": demo_engine}
+
+
+# --- a real django-q2 cluster -----------------------------------------------------
+
+
+def _database_url(settings_dict: dict) -> str:
+    engine = settings_dict["ENGINE"]
+    if engine.endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict.get("USER") or ""
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = settings_dict.get("HOST") or "127.0.0.1"
+    port = settings_dict.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{settings_dict['NAME']}"
+
+
+class Cluster:
+    def __init__(self, env: dict):
+        self.env = env
+        self.proc: subprocess.Popen | None = None
+        self.log = tempfile.NamedTemporaryFile(prefix="qcluster-", suffix=".log", delete=False)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env,
+            stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        from generation.workers import worker_status
+
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if worker_status()["alive"]:
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise RuntimeError("qcluster did not start:\n" + Path(self.log.name).read_text()[-3000:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            # SIGTERM to the sentinel alone lets django-q2 stop its workers in order.
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                pass
+        if self.proc:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in its group
+            except ProcessLookupError:
+                pass
+        self.proc = None
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text()
+
+
+def cluster_env() -> dict:
+    """The environment of a qcluster process working on the test database."""
+    from django.conf import settings
+    from django.db import connection
+
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=_database_url(connection.settings_dict),
+        MEDIA_ROOT=_MEDIA,
+        # django-q2 signs queued payloads with the secret key: both sides need the same.
+        SECRET_KEY=settings.SECRET_KEY,
+        # Enough workers for two backends with two tasks in flight each, plus one.
+        Q_WORKERS="5",
+        Q_POLL="0.2",
+        EASEL_BACKEND_UNREACHABLE_TIMEOUT="30",
+        EASEL_BACKEND_RETRY_MAX_DELAY="1",
+        EASEL_BACKEND_HANDBACK_SECONDS="2",
+        EASEL_FAILOVER_GRACE_SECONDS="3",
+        EASEL_PROGRESS_WRITE_INTERVAL="0.1",
+        EASEL_TASK_LEASE_SECONDS="20",
+    )
+    return env
+
+
+@pytest.fixture(scope="session")
+def qcluster(django_db_setup, django_db_blocker):
+    """One qcluster process for the session, on the test database."""
+    with django_db_blocker.unblock():
+        cluster = Cluster(cluster_env())
+        cluster.start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(autouse=True)
+def _quiet_cluster_before_flush(request):
+    """After a test that used the live cluster, let it go idle before the database is
+    flushed: a runner still writing while TRUNCATE takes its locks can deadlock on
+    PostgreSQL. Unfinished tasks are cancelled (their runners stop within a second).
+
+    Set up after `transactional_db` (requested here), so it is torn down before it.
+    """
+    if "qcluster" not in request.fixturenames:
+        yield
+        return
+    request.getfixturevalue("transactional_db")
+    yield
+    from django_q.models import OrmQ
+
+    from generation.models import ACTIVE_STATUSES, GenerationTask, TaskStatus
+
+    GenerationTask.objects.filter(status__in=ACTIVE_STATUSES).update(
+        status=TaskStatus.CANCELLED, lease_owner="", lease_until=None
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and OrmQ.objects.exists():
+        time.sleep(0.1)
+    time.sleep(1.5)  # a runner notices the cancel at its next heartbeat (about 1 s)
+
+
+@pytest.fixture
+def make_engine(tmp_path):
+    """Start more demo engines (each on its own port) for fleet tests."""
+    engines = []
+
+    def make(*extra: str) -> DemoEngine:
+        engine = DemoEngine(free_port(), tmp_path / f"engine{len(engines)}")
+        engine.start(*extra)
+        engines.append(engine)
+        return engine
+
+    yield make
+    for engine in engines:
+        engine.stop()
+
+
+def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+def strip_ansi(text: str) -> str:
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)

@@ -1,0 +1,158 @@
+"""The dispatcher's decisions: routing, model affinity, capacity, fairness, priority, caps."""
+import pytest
+
+from generation.dispatch import dispatch, queue_position
+from generation.models import GenerationTask, TaskStatus
+from generation.services import generation_create
+from models_catalog.models import Checkpoint, ComfyBackend
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def fleet(catalog):
+    """Two online backends: A has model x and y, B has only y. One slot each unless set."""
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    ComfyBackend.objects.all().delete()
+    a = ComfyBackend.objects.create(name="a", base_url="http://a.invalid", is_online=True, max_in_flight=1)
+    b = ComfyBackend.objects.create(name="b", base_url="http://b.invalid", is_online=True, max_in_flight=1)
+    x = Checkpoint.objects.create(name="x", ckpt_name="x.safetensors")
+    y = Checkpoint.objects.create(name="y", ckpt_name="y.safetensors")
+    x.backends.add(a)
+    y.backends.add(a, b)
+    return {"a": a, "b": b, "x": x, "y": y}
+
+
+def create(user, model="y", **values):
+    # generation_create dispatches on commit; in these tests (no commit) we call
+    # dispatch() ourselves to look at each decision.
+    return generation_create(user=user, prompt="p", model_name=model, width=64, height=64, **values)
+
+
+def assigned(task) -> str | None:
+    task.refresh_from_db()
+    return task.backend.name if task.backend_id else None
+
+
+def test_routes_by_checkpoint_availability(fleet, make_user):
+    user = make_user(max_concurrent_tasks=5)
+    only_a = create(user, model="x")
+    dispatch(probe=False)
+    assert assigned(only_a) == "a"
+    second_x = create(user, model="x")
+    dispatch(probe=False)
+    assert assigned(second_x) is None  # a is full; b does not have x
+
+
+def test_offline_draining_and_disabled_backends_get_nothing(fleet, make_user):
+    user = make_user(max_concurrent_tasks=5)
+    ComfyBackend.objects.filter(name="a").update(is_online=False)
+    ComfyBackend.objects.filter(name="b").update(draining=True)
+    task = create(user)
+    assert dispatch(probe=False) == []
+    ComfyBackend.objects.filter(name="b").update(draining=False, enabled=False)
+    assert dispatch(probe=False) == []
+    ComfyBackend.objects.filter(name="b").update(enabled=True)
+    dispatch(probe=False)
+    assert assigned(task) == "b"
+
+
+def test_prefers_the_backend_with_the_model_loaded_then_the_least_loaded(fleet, make_user):
+    user = make_user(max_concurrent_tasks=5)
+    ComfyBackend.objects.update(max_in_flight=2)
+    ComfyBackend.objects.filter(name="b").update(loaded_checkpoint="y.safetensors")
+    ComfyBackend.objects.filter(name="a").update(loaded_checkpoint="x.safetensors")
+    first = create(user)
+    dispatch(probe=False)
+    assert assigned(first) == "b"  # no reload of y
+    second = create(user)
+    dispatch(probe=False)
+    assert assigned(second) == "a"  # idle beats loaded: never queue behind work while a backend idles
+    ComfyBackend.objects.update(loaded_checkpoint="")
+    ComfyBackend.objects.filter(name="a").update(loaded_checkpoint="y.safetensors")
+    GenerationTask.objects.filter(pk=first.pk).update(status=TaskStatus.COMPLETED)
+    third = create(user)
+    dispatch(probe=False)
+    assert assigned(third) == "b"  # b is idle now, a is busy
+
+
+def test_capacity_per_backend_is_respected(fleet, make_user):
+    ComfyBackend.objects.update(max_in_flight=2)
+    users = [make_user(max_concurrent_tasks=10) for _ in range(3)]
+    tasks = [create(u) for u in users for _ in range(3)]
+    dispatch(probe=False)
+    counts = {name: GenerationTask.objects.filter(backend__name=name).count() for name in ("a", "b")}
+    assert counts == {"a": 2, "b": 2}
+    assert sum(1 for t in tasks if assigned(t) is None) == 5
+    # Finishing one frees exactly one slot.
+    done = GenerationTask.objects.filter(backend__name="a").first()
+    GenerationTask.objects.filter(pk=done.pk).update(status=TaskStatus.COMPLETED)
+    assert len(dispatch(probe=False)) == 1
+
+
+def test_round_robin_a_light_user_is_served_within_one_round(fleet, make_user):
+    heavy, light = make_user("heavy", max_concurrent_tasks=100), make_user("light", max_concurrent_tasks=100)
+    for _ in range(20):
+        create(heavy)
+    dispatch(probe=False)  # heavy takes both slots
+    late = create(light)
+    GenerationTask.objects.filter(backend__isnull=False).update(status=TaskStatus.COMPLETED)
+    dispatch(probe=False)
+    # The next free slot goes to the light user, not to heavy's 18 older tasks.
+    assert assigned(late) is not None
+    assert queue_position(task=late) is None
+
+
+def test_users_alternate_when_capacity_frees(fleet, make_user):
+    ComfyBackend.objects.update(max_in_flight=1)
+    ComfyBackend.objects.filter(name="b").update(enabled=False)
+    u1, u2 = make_user(max_concurrent_tasks=10), make_user(max_concurrent_tasks=10)
+    for _ in range(3):
+        create(u1)
+    for _ in range(3):
+        create(u2)
+    order = []
+    for _ in range(6):
+        [task_id] = dispatch(probe=False)
+        task = GenerationTask.objects.get(pk=task_id)
+        order.append(task.user_id)
+        GenerationTask.objects.filter(pk=task_id).update(status=TaskStatus.COMPLETED)
+    assert order == [u1.pk, u2.pk, u1.pk, u2.pk, u1.pk, u2.pk]
+
+
+def test_priority_users_go_first(fleet, make_user):
+    ComfyBackend.objects.filter(name="b").update(enabled=False)
+    normal, vip = make_user(max_concurrent_tasks=10), make_user(max_concurrent_tasks=10, priority=10)
+    older = create(normal)
+    newer_vip = create(vip)
+    dispatch(probe=False)
+    assert assigned(newer_vip) == "a" and assigned(older) is None
+
+
+def test_per_user_concurrency_cap(fleet, make_user):
+    ComfyBackend.objects.update(max_in_flight=5)
+    user = make_user(max_concurrent_tasks=2)
+    tasks = [create(user) for _ in range(4)]
+    dispatch(probe=False)
+    assert sum(1 for t in tasks if assigned(t)) == 2
+
+
+def test_cancelled_tasks_are_never_dispatched(fleet, make_user):
+    from generation.services import generation_cancel
+
+    task = create(make_user())
+    generation_cancel(task=task)
+    assert dispatch(probe=False) == []
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED and task.backend_id is None
+
+
+def test_queue_position_counts_waiting_tasks_ahead(fleet, make_user):
+    ComfyBackend.objects.update(is_online=False)
+    user = make_user(max_concurrent_tasks=10)
+    tasks = [create(user) for _ in range(3)]
+    dispatch(probe=False)
+    assert [queue_position(task=t) for t in tasks] == [1, 2, 3]

@@ -1,0 +1,938 @@
+"""The server-rendered pages: sign-in, generate, task, history, files, delete."""
+from __future__ import annotations
+
+import io
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.base import ContentFile
+from django.urls import reverse
+from PIL import Image
+
+from generation.models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus
+from models_catalog.builtin import ensure_builtin_templates
+from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
+
+PASSWORD = "correct horse battery"
+XSS = '<script>alert("x")</script>'
+
+
+# --- fixtures (kept here so this file does not depend on the shared conftest) -------
+
+
+@pytest.fixture
+def media(settings, tmp_path):
+    settings.MEDIA_ROOT = tmp_path
+    return tmp_path
+
+
+@pytest.fixture
+def alice(db):
+    return get_user_model().objects.create_user(username="alice", email="alice@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def bob(db):
+    return get_user_model().objects.create_user(username="bob", email="bob@example.com", password=PASSWORD)
+
+
+@pytest.fixture
+def alice_client(client, alice):
+    client.force_login(alice)
+    return client
+
+
+@pytest.fixture
+def bob_client(bob):
+    from django.test import Client
+
+    c = Client()
+    c.force_login(bob)
+    return c
+
+
+@pytest.fixture
+def backend(db):
+    return ComfyBackend.objects.create(name="demo", base_url="http://127.0.0.1:8189", is_demo=True, is_online=False)
+
+
+@pytest.fixture
+def checkpoint(backend):
+    ensure_builtin_templates(WorkflowTemplate)
+    ckpt = Checkpoint.objects.create(
+        name="demo-model", ckpt_name="demo.safetensors", display_name="Demo model", description="Draws placeholders."
+    )
+    ckpt.backends.add(backend)
+    return ckpt
+
+
+@pytest.fixture
+def worker_alive(monkeypatch):
+    monkeypatch.setattr("generation.views.worker_status", lambda: {"alive": True, "clusters": [{"id": "x"}]})
+
+
+@pytest.fixture
+def worker_dead(monkeypatch):
+    monkeypatch.setattr("generation.views.worker_status", lambda: {"alive": False, "clusters": []})
+
+
+def make_task(user, **extra) -> GenerationTask:
+    values = dict(
+        user=user, prompt="a red fox", model_name="demo-model", width=512, height=512, steps=20, cfg=7.0,
+        sampler="euler", scheduler="normal", seed=42,
+    )
+    values.update(extra)
+    return GenerationTask.objects.create(**values)
+
+
+def _png(fmt: str = "PNG") -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), "purple").save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def completed_image(alice, media):
+    task = make_task(alice, status=TaskStatus.COMPLETED)
+    image = GeneratedImage(task=task, index=0, width=8, height=8, seed=42, size_bytes=10)
+    image.file.save("out.png", ContentFile(_png()), save=False)
+    image.thumbnail.save("thumb.webp", ContentFile(_png("WEBP")), save=False)
+    image.save()
+    return image
+
+
+def form_data(**extra) -> dict:
+    data = {
+        "prompt": "a lighthouse at dusk",
+        "negative_prompt": "",
+        "model": "demo-model",
+        "size": "768x512",
+        "width": "",
+        "height": "",
+        "steps": "12",
+        "cfg": "6.5",
+        "sampler": "euler",
+        "scheduler": "karras",
+        "seed": "",
+        "batch_size": "2",
+    }
+    data.update(extra)
+    return data
+
+
+# --- sign-in and access ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "name,args",
+    [("generation:generate", []), ("generation:history", []), ("generation:task", [1]), ("generation:image", [1])],
+)
+def test_pages_need_sign_in(client, db, name, args):
+    url = reverse(name, args=args)
+    response = client.get(url)
+    assert response.status_code == 302
+    assert response["Location"].startswith(reverse("accounts:login"))
+    assert f"next={url}" in response["Location"]
+
+
+def test_sign_up_lands_on_generate(client, db):
+    response = client.post(
+        reverse("accounts:signup"),
+        {"username": "carol", "email": "carol@example.com", "password1": PASSWORD, "password2": PASSWORD},
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == reverse("generation:generate")
+    assert response.context["user"].username == "carol"
+    assert b"carol" in response.content
+
+
+def test_sign_up_errors_are_beside_the_field(client, db):
+    response = client.post(
+        reverse("accounts:signup"), {"username": "dave", "password1": PASSWORD, "password2": "different thing"}
+    )
+    assert response.status_code == 200
+    assert 'id="id_password2_errors"' in response.content.decode()
+
+
+def test_sign_in_with_email(client, alice):
+    response = client.post(reverse("accounts:login"), {"username": "ALICE@example.com", "password": PASSWORD})
+    assert response.status_code == 302
+    assert response["Location"] == reverse("generation:generate")
+    assert client.get(reverse("generation:generate")).context["user"] == alice
+
+
+def test_sign_out_is_a_post_form(alice_client):
+    page = alice_client.get(reverse("generation:history")).content.decode()
+    assert f'action="{reverse("accounts:logout")}" method="post"' in page
+    assert alice_client.post(reverse("accounts:logout")).status_code == 302
+    assert alice_client.get(reverse("generation:history")).status_code == 302
+
+
+def test_staff_see_admin_link(client, alice):
+    client.force_login(alice)
+    assert 'href="/admin/"' not in client.get(reverse("generation:history")).content.decode()
+    alice.is_staff = True
+    alice.save()
+    assert 'href="/admin/"' in client.get(reverse("generation:history")).content.decode()
+
+
+# --- generate -----------------------------------------------------------------------------
+
+
+def test_generate_page_lists_models(alice_client, checkpoint):
+    page = alice_client.get(reverse("generation:generate")).content.decode()
+    assert "Demo model" in page and "Draws placeholders." in page
+    assert 'src="/static/js/generate.js"' in page
+    assert "<script>" not in page  # no inline script: CSP-ready
+
+
+def test_generate_creates_task_and_redirects(alice_client, alice, checkpoint):
+    response = alice_client.post(reverse("generation:generate"), form_data(seed="7"))
+    task = GenerationTask.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == reverse("generation:task", args=[task.pk])
+    assert task.user == alice and task.status == TaskStatus.PENDING
+    assert (task.width, task.height, task.steps, task.cfg) == (768, 512, 12, 6.5)
+    assert (task.scheduler, task.seed, task.batch_size, task.checkpoint) == ("karras", 7, 2, checkpoint)
+
+
+def test_generate_custom_size_and_random_seed(alice_client, checkpoint):
+    alice_client.post(reverse("generation:generate"), form_data(size="custom", width="640", height="384"))
+    task = GenerationTask.objects.get()
+    assert (task.width, task.height) == (640, 384)
+    assert task.seed >= 0
+
+
+def test_generate_error_beside_field_keeps_values(alice_client, checkpoint):
+    response = alice_client.post(
+        reverse("generation:generate"), form_data(size="custom", width="100", height="512", prompt="keep me")
+    )
+    assert response.status_code == 200
+    assert not GenerationTask.objects.exists()
+    page = response.content.decode()
+    errors_at = page.index('id="id_width_errors"')
+    # The message sits inside the width field's block, not somewhere else on the page.
+    assert page.rfind('for="id_width"', 0, errors_at) > page.rfind('for="id_size"', 0, errors_at)
+    assert "multiple of 8" in page[errors_at : errors_at + 300]
+    assert "keep me" in page
+    assert 'name="width" value="100"' in page
+
+
+def test_generate_unknown_model_error_goes_to_model_field(alice_client, checkpoint, monkeypatch):
+    # The page lists the model, then it leaves the catalog before the form is sent.
+    from django.core.exceptions import ValidationError
+
+    def refuse(**kwargs):
+        raise ValidationError({"model_name": ["Unknown or unavailable model: demo-model."]})
+
+    monkeypatch.setattr("generation.views.generation_create", refuse)
+    page = alice_client.post(reverse("generation:generate"), form_data()).content.decode()
+    errors_at = page.index('id="id_model_errors"')
+    assert "Unknown or unavailable model" in page[errors_at : errors_at + 300]
+
+
+def test_generate_empty_prompt_uses_service_message(alice_client, checkpoint):
+    page = alice_client.post(reverse("generation:generate"), form_data(prompt="  ")).content.decode()
+    assert 'id="id_prompt_errors"' in page
+    assert "Write a prompt" in page
+
+
+def test_banner_when_no_worker_or_backend(alice_client, checkpoint, worker_dead):
+    page = alice_client.get(reverse("generation:generate")).content.decode()
+    assert "Tasks will wait." in page
+    assert "qcluster" not in page  # the how-to-fix hint is for staff
+
+
+def test_banner_staff_hint(client, alice, checkpoint, worker_dead):
+    alice.is_staff = True
+    alice.save()
+    client.force_login(alice)
+    page = client.get(reverse("generation:generate")).content.decode()
+    assert "python manage.py qcluster" in page
+    assert reverse("admin:models_catalog_comfybackend_changelist") in page
+
+
+def test_banner_when_backend_offline_even_with_worker(alice_client, checkpoint, worker_alive):
+    assert "Tasks will wait." in alice_client.get(reverse("generation:generate")).content.decode()
+
+
+def test_no_banner_when_worker_and_backend_up(alice_client, checkpoint, backend, worker_alive):
+    backend.is_online = True
+    backend.save()
+    assert "Tasks will wait." not in alice_client.get(reverse("generation:generate")).content.decode()
+
+
+def test_generate_shows_latest_tasks(alice_client, alice, bob):
+    make_task(alice, prompt="mine")
+    make_task(bob, prompt="theirs")
+    page = alice_client.get(reverse("generation:generate")).content.decode()
+    assert "mine" in page and "theirs" not in page
+
+
+# --- task page, history, files --------------------------------------------------------------
+
+
+def test_task_page_shows_parameters_and_live_config(alice_client, alice):
+    task = make_task(alice, status=TaskStatus.PROCESSING, progress_value=3, progress_max=20,
+                     progress_node="KSampler", status_message="waiting: backend unreachable")
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    for text in ("a red fox", "512 × 512", "euler", "normal", "42", "Step 3 of 20", "Drawing",
+                 "waiting: backend unreachable", 'id="task-poll"', reverse("api-generation-status", args=[task.pk])):
+        assert text in page, text
+    assert 'width="512" height="512"' in page  # the preview's space is reserved
+
+
+def test_task_page_completed_shows_images(alice_client, completed_image):
+    task = completed_image.task
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert reverse("generation:image_thumb", args=[completed_image.pk]) in page
+    assert reverse("generation:image", args=[completed_image.pk]) + "?download=1" in page
+    assert 'id="task-poll"' not in page
+
+
+def test_task_page_failed_shows_error_fields(alice_client, alice):
+    task = make_task(
+        alice, status=TaskStatus.FAILED, error_message="ComfyUI rejected the workflow",
+        error_fields={"model_name": ["ckpt missing on server"]},
+    )
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "ComfyUI rejected the workflow" in page
+    assert "ckpt missing on server" in page
+
+
+def test_prompt_is_escaped_on_task_and_history(alice_client, alice):
+    task = make_task(alice, prompt=XSS, negative_prompt=XSS)
+    for url in (reverse("generation:task", args=[task.pk]), reverse("generation:history"),
+                reverse("generation:generate")):
+        page = alice_client.get(url).content.decode()
+        assert XSS not in page, url
+        assert "&lt;script&gt;" in page, url
+
+
+def test_other_users_get_404(bob_client, alice, completed_image):
+    task = completed_image.task
+    TaskPreview.objects.create(task=task, image=_png("JPEG"))
+    for url in (
+        reverse("generation:task", args=[task.pk]),
+        reverse("generation:task_preview", args=[task.pk]),
+        reverse("generation:task_delete", args=[task.pk]),
+        reverse("generation:image", args=[completed_image.pk]),
+        reverse("generation:image_thumb", args=[completed_image.pk]),
+    ):
+        assert bob_client.get(url).status_code == 404, url
+    assert bob_client.post(reverse("generation:task_delete", args=[task.pk]), {"confirm": "yes"}).status_code == 404
+    assert GenerationTask.objects.filter(pk=task.pk).exists()
+
+
+def test_staff_can_see_other_users_task(client, bob, completed_image):
+    bob.is_staff = True
+    bob.save()
+    client.force_login(bob)
+    assert client.get(reverse("generation:task", args=[completed_image.task_id])).status_code == 200
+    assert client.get(reverse("generation:image", args=[completed_image.pk])).status_code == 200
+
+
+def test_owner_gets_preview_image_and_thumbnail(alice_client, completed_image):
+    task = completed_image.task
+    preview_url = reverse("generation:task_preview", args=[task.pk])
+    assert alice_client.get(preview_url).status_code == 404  # no frame yet
+    TaskPreview.objects.create(task=task, image=b"jpegbytes")
+    response = alice_client.get(preview_url + "?t=123")
+    assert response.status_code == 200 and response.content == b"jpegbytes"
+    assert response["Content-Type"] == "image/jpeg"
+
+    full = alice_client.get(reverse("generation:image", args=[completed_image.pk]))
+    assert full.status_code == 200 and full["Content-Type"] == "image/png"
+    assert b"".join(full.streaming_content) == _png()
+    assert not full["Content-Disposition"].startswith("attachment")
+    thumb = alice_client.get(reverse("generation:image_thumb", args=[completed_image.pk]))
+    assert thumb.status_code == 200 and thumb["Content-Type"] == "image/webp"
+
+
+def test_download_sets_attachment(alice_client, completed_image):
+    response = alice_client.get(reverse("generation:image", args=[completed_image.pk]) + "?download=1")
+    assert response["Content-Disposition"].startswith("attachment")
+    assert f"easel-{completed_image.task_id}-0.png" in response["Content-Disposition"]
+
+
+def test_history_paginates_newest_first(alice_client, alice):
+    tasks = [make_task(alice, prompt=f"prompt number {i}") for i in range(30)]
+    first = alice_client.get(reverse("generation:history"))
+    assert list(first.context["page"].object_list) == list(reversed(tasks))[:24]
+    assert "prompt number 29" in first.content.decode() and 'rel="next"' in first.content.decode()
+    second = alice_client.get(reverse("generation:history") + "?page=2")
+    assert [t.pk for t in second.context["page"].object_list] == [t.pk for t in reversed(tasks[:6])]
+    assert alice_client.get(reverse("generation:history") + "?page=99").status_code == 200
+
+
+def test_history_empty_state(alice_client):
+    page = alice_client.get(reverse("generation:history")).content.decode()
+    assert "No pictures yet" in page
+
+
+def test_history_shows_only_own_tasks(alice_client, alice, bob):
+    make_task(bob, prompt="bob's secret")
+    assert "bob&#x27;s secret" not in alice_client.get(reverse("generation:history")).content.decode()
+
+
+# --- delete -----------------------------------------------------------------------------------
+
+
+def test_delete_without_confirmation_shows_confirm_page(alice_client, alice):
+    task = make_task(alice)
+    url = reverse("generation:task_delete", args=[task.pk])
+    for response in (alice_client.get(url), alice_client.post(url)):
+        assert response.status_code == 200
+        assert 'name="confirm" value="yes"' in response.content.decode()
+    assert GenerationTask.objects.filter(pk=task.pk).exists()
+
+
+def test_delete_removes_task_and_redirects_to_history(alice_client, completed_image, media):
+    task = completed_image.task
+    stored = media / completed_image.file.name
+    assert stored.exists()
+    response = alice_client.post(
+        reverse("generation:task_delete", args=[task.pk]), {"confirm": "yes"}, follow=True
+    )
+    assert response.redirect_chain[-1][0] == reverse("generation:history")
+    assert not GenerationTask.objects.filter(pk=task.pk).exists()
+    assert not GeneratedImage.objects.exists()
+    assert "deleted" in response.content.decode()
+
+
+def test_task_page_delete_form_asks_with_confirm(alice_client, alice):
+    task = make_task(alice)
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert f'action="{reverse("generation:task_delete", args=[task.pk])}"' in page
+    assert "data-confirm=" in page
+
+
+def test_language_switcher_and_404_page(alice_client):
+    page = alice_client.get(reverse("generation:history")).content.decode()
+    assert 'action="/i18n/setlang/"' in page and "简体中文" in page
+    response = alice_client.get("/no-such-page/")
+    assert response.status_code == 404
+    assert "Nothing here" in response.content.decode()
+
+
+# --- task page actions --------------------------------------------------------------------
+
+CSP = "config.csp.ContentSecurityPolicyMiddleware"
+
+
+@pytest.fixture
+def csp(settings):
+    # The lead registers the middleware in settings; these tests do not depend on that.
+    if CSP not in settings.MIDDLEWARE:
+        settings.MIDDLEWARE = [*settings.MIDDLEWARE[:1], CSP, *settings.MIDDLEWARE[1:]]
+
+
+def _add_image(task, index=0, color="purple"):
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), color).save(buffer, format="PNG")
+    image = GeneratedImage(task=task, index=index, width=8, height=8, seed=task.seed + index, size_bytes=10)
+    image.file.save(f"out{index}.png", ContentFile(buffer.getvalue()), save=False)
+    image.thumbnail.save(f"thumb{index}.webp", ContentFile(_png("WEBP")), save=False)
+    image.save()
+    return image
+
+
+def _post(client, name, *args, **data):
+    return client.post(reverse(name, args=args), data)
+
+
+def test_cancel_pending_task(alice_client, alice):
+    task = make_task(alice)
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert reverse("generation:task_cancel", args=[task.pk]) in page
+    assert reverse("generation:task_retry", args=[task.pk]) not in page
+    response = _post(alice_client, "generation:task_cancel", task.pk)
+    assert response.status_code == 302 and response["Location"] == reverse("generation:task", args=[task.pk])
+    task.refresh_from_db()
+    assert task.status == TaskStatus.CANCELLED
+    # Cancelling again says why it cannot, without an error page.
+    again = alice_client.post(reverse("generation:task_cancel", args=[task.pk]), follow=True)
+    assert again.status_code == 200 and "already finished" in again.content.decode()
+
+
+def test_retry_failed_and_cancelled_tasks(alice_client, alice, checkpoint):
+    for status in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+        task = make_task(alice, status=status, error_message="boom")
+        page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+        assert reverse("generation:task_retry", args=[task.pk]) in page
+        assert reverse("generation:task_cancel", args=[task.pk]) not in page
+        _post(alice_client, "generation:task_retry", task.pk)
+        task.refresh_from_db()
+        assert task.status == TaskStatus.PENDING and task.retries == 1 and task.error_message == ""
+
+
+def test_retry_completed_task_is_refused(alice_client, completed_image):
+    response = alice_client.post(reverse("generation:task_retry", args=[completed_image.task_id]), follow=True)
+    assert "Only failed or cancelled tasks can be retried." in response.content.decode()
+
+
+def test_cancel_and_retry_need_post(alice_client, alice):
+    task = make_task(alice)
+    assert alice_client.get(reverse("generation:task_cancel", args=[task.pk])).status_code == 405
+    assert alice_client.get(reverse("generation:task_retry", args=[task.pk])).status_code == 405
+
+
+def test_queue_position_and_stage(alice_client, alice, bob):
+    make_task(bob)
+    make_task(alice)
+    third = make_task(alice)
+    page = alice_client.get(reverse("generation:task", args=[third.pk])).content.decode()
+    assert "3rd in the queue" in page and "Waiting in the queue" in page
+    state = alice_client.get(reverse("generation:task_state", args=[third.pk])).json()
+    assert state == {"status": "pending", "queue_position": 3, "queue_text": "3rd in the queue",
+                     "stage": "Waiting in the queue"}
+    running = make_task(alice, status=TaskStatus.PROCESSING, progress_node="VAEDecode")
+    state = alice_client.get(reverse("generation:task_state", args=[running.pk])).json()
+    assert state["queue_position"] is None and state["stage"] == "Decoding the picture"
+
+
+def test_use_these_settings_again_prefills_generate(alice_client, alice, checkpoint):
+    task = make_task(alice, prompt="a blue heron", negative_prompt="blurry", steps=9, cfg=5.5, seed=1234,
+                     width=640, height=384, scheduler="karras")
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    start = page.index('href="/?') + len('href="')
+    link = page[start : page.index('"', start)].replace("&amp;", "&")
+    form = alice_client.get(link).context["form"]
+    for name, value in {"prompt": "a blue heron", "negative_prompt": "blurry", "steps": "9", "cfg": "5.5",
+                        "seed": "1234", "size": "custom", "width": "640", "height": "384",
+                        "scheduler": "karras"}.items():
+        assert str(form[name].value()) == value, name
+    assert not form["seed_random"].value()
+
+
+def test_vary_seed_submits_same_settings_with_new_seed(alice_client, alice, checkpoint):
+    task = make_task(alice, prompt="a heron", steps=9, seed=5, status=TaskStatus.COMPLETED, checkpoint=checkpoint)
+    response = _post(alice_client, "generation:task_vary", task.pk)
+    new = GenerationTask.objects.exclude(pk=task.pk).get()
+    assert response["Location"] == reverse("generation:task", args=[new.pk])
+    assert (new.prompt, new.steps, new.model_name) == ("a heron", 9, "demo-model") and new.seed != 5
+
+
+def test_use_result_as_source_image(alice_client, completed_image):
+    response = _post(alice_client, "generation:image_use_as_source", completed_image.pk)
+    from generation.models import SourceImage
+
+    source = SourceImage.objects.get()
+    assert response.status_code == 302
+    location = response["Location"]
+    assert location.startswith(reverse("generation:generate")) and f"source=s{source.pk}" in location
+    assert "template=img2img-basic" in location
+    page = alice_client.get(location)
+    assert page.context["show_source"] and page.context["form"]["template"].value() == "img2img-basic"
+    assert f'value="s{source.pk}" checked' in page.content.decode()
+
+
+def test_task_zip_has_every_image(alice_client, completed_image):
+    import zipfile
+
+    task = completed_image.task
+    _add_image(task, index=1, color="green")
+    response = alice_client.get(reverse("generation:task_zip", args=[task.pk]))
+    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
+    assert response["Content-Disposition"].startswith("attachment") and f"easel-{task.pk}.zip" in response["Content-Disposition"]
+    archive = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content)))
+    assert archive.namelist() == [f"easel-{task.pk}-0.png", f"easel-{task.pk}-1.png"]
+    assert archive.read(f"easel-{task.pk}-0.png") == _png()
+    assert archive.testzip() is None
+
+
+def test_task_zip_is_owner_only_even_for_staff(client, bob, completed_image):
+    bob.is_staff = True
+    bob.save()
+    client.force_login(bob)
+    assert client.get(reverse("generation:task_zip", args=[completed_image.task_id])).status_code == 404
+
+
+def test_viewer_links_on_task_page(alice_client, completed_image):
+    page = alice_client.get(reverse("generation:task", args=[completed_image.task_id])).content.decode()
+    assert "data-viewer" in page and 'src="/static/js/viewer.js"' in page
+
+
+def test_comfy_errors_shown_beside_parameters(alice_client, alice):
+    task = make_task(alice, status=TaskStatus.FAILED, error_message="ComfyUI rejected the workflow",
+                     error_fields={"steps": ["steps: 0 is below the minimum 1"], "__all__": ["graph problem"]})
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    row = page.index('data-param="steps"')
+    assert "steps: 0 is below the minimum 1" in page[row : page.index("</div>", row)]
+    assert "param--error" in page[page.rfind("<div", 0, row) : row]
+    assert "graph problem" in page
+
+
+# --- generate page: templates, img2img, seed ------------------------------------------------
+
+
+def test_template_picker_shows_when_several_enabled(alice_client, checkpoint):
+    page = alice_client.get(reverse("generation:generate"))
+    html = page.content.decode()
+    assert page.context["show_templates"]
+    assert 'name="template"' in html and "Image to image" in html and "Text to image" in html
+    WorkflowTemplate.objects.filter(slug="img2img-basic").update(enabled=False)
+    html = alice_client.get(reverse("generation:generate")).content.decode()
+    assert '<select name="template"' not in html and 'type="hidden" name="template" value="txt2img-basic"' in html
+
+
+def test_img2img_upload_creates_task_with_source(alice_client, alice, checkpoint):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    upload = SimpleUploadedFile("me.png", _png(), content_type="image/png")
+    response = alice_client.post(
+        reverse("generation:generate"), form_data(template="img2img-basic", denoise="0.4", source_file=upload)
+    )
+    task = GenerationTask.objects.get()
+    assert response.status_code == 302
+    assert task.template.slug == "img2img-basic" and task.source_image.user == alice and task.denoise == 0.4
+
+
+def test_img2img_picks_past_upload(alice_client, alice, checkpoint):
+    from generation.uploads import source_image_create
+
+    source = source_image_create(user=alice, file=io.BytesIO(_png()), name="old.png")
+    page = alice_client.get(reverse("generation:generate") + "?template=img2img-basic").content.decode()
+    assert reverse("generation:source_file", args=[source.pk]) in page
+    alice_client.post(reverse("generation:generate"), form_data(template="img2img-basic", source=f"s{source.pk}"))
+    assert GenerationTask.objects.get().source_image == source
+
+
+def test_img2img_other_users_upload_is_refused(alice_client, bob, checkpoint):
+    from generation.uploads import source_image_create
+
+    theirs = source_image_create(user=bob, file=io.BytesIO(_png()), name="bob.png")
+    page = alice_client.post(
+        reverse("generation:generate"), form_data(template="img2img-basic", source=f"s{theirs.pk}")
+    ).content.decode()
+    assert not GenerationTask.objects.exists()
+    assert 'id="id_source_errors"' in page
+    assert alice_client.get(reverse("generation:source_file", args=[theirs.pk])).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("notes.png", b"this is not a picture", "not a supported picture"),
+        ("big.png", b"x" * 2048, "too large"),
+    ],
+)
+def test_img2img_upload_errors_beside_the_field(alice_client, checkpoint, settings, name, content, message):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.EASEL_MAX_UPLOAD_BYTES = 1024
+    upload = SimpleUploadedFile(name, content, content_type="image/png")
+    response = alice_client.post(
+        reverse("generation:generate"), form_data(template="img2img-basic", source_file=upload, prompt="keep")
+    )
+    assert response.status_code == 200 and not GenerationTask.objects.exists()
+    page = response.content.decode()
+    errors_at = page.index('id="id_source_file_errors"')
+    assert message in page[errors_at : errors_at + 300]
+    assert page.rfind('for="id_source_file"', 0, errors_at) > page.rfind('for="id_prompt"', 0, errors_at)
+    assert "data-source-section" in page and "data-source-section hidden" not in page
+
+
+def test_img2img_without_source_asks_for_one(alice_client, checkpoint):
+    page = alice_client.post(reverse("generation:generate"), form_data(template="img2img-basic")).content.decode()
+    assert not GenerationTask.objects.exists()
+    assert "Upload a picture or pick one" in page
+
+
+def test_random_seed_toggle_wins_over_typed_seed(alice_client, checkpoint):
+    alice_client.post(reverse("generation:generate"), form_data(seed="77", seed_random="on"))
+    assert GenerationTask.objects.get().seed != 77  # a random 63-bit seed: 77 by chance is 2**-63
+    GenerationTask.objects.all().delete()
+    alice_client.post(reverse("generation:generate"), form_data(seed="77"))
+    assert GenerationTask.objects.get().seed == 77
+
+
+def test_reuse_last_seed_button(alice_client, alice, checkpoint):
+    make_task(alice, seed=31337)
+    page = alice_client.get(reverse("generation:generate")).content.decode()
+    assert 'data-last-seed="31337"' in page
+    assert "data-restore" in page  # a fresh form restores the browser's remembered choices
+    assert "data-restore" not in alice_client.get(reverse("generation:generate") + "?steps=5").content.decode()
+
+
+def test_quota_exceeded_is_a_form_error(alice_client, alice, checkpoint):
+    alice.daily_image_quota = 1
+    alice.save()
+    response = alice_client.post(reverse("generation:generate"), form_data(batch_size="2"))
+    assert response.status_code == 200 and "Daily image quota reached" in response.content.decode()
+
+
+# --- history: search, filters, bulk --------------------------------------------------------
+
+
+def test_history_search_and_filters(alice_client, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    fox = make_task(alice, prompt="a red fox", status=TaskStatus.COMPLETED)
+    owl = make_task(alice, prompt="an owl at night", model_name="other-model")
+    old = make_task(alice, prompt="an old fox")
+    GenerationTask.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=10))
+    url = reverse("generation:history")
+
+    def ids(query):
+        return {t.pk for t in alice_client.get(url + query).context["page"].object_list}
+
+    assert ids("?q=FOX") == {fox.pk, old.pk}
+    assert ids("?status=completed") == {fox.pk}
+    assert ids("?model=other-model") == {owl.pk}
+    today = timezone.localdate().isoformat()
+    assert ids(f"?date_from={today}&date_to={today}") == {fox.pk, owl.pk}
+    before = (timezone.localdate() - timedelta(days=5)).isoformat()
+    assert ids(f"?date_to={before}") == {old.pk}
+    page = alice_client.get(url + "?q=zebra").content.decode()
+    assert "Nothing matches" in page
+
+
+def test_history_paging_keeps_filters(alice_client, alice):
+    for i in range(30):
+        make_task(alice, prompt=f"fox {i}")
+    page = alice_client.get(reverse("generation:history") + "?q=fox").content.decode()
+    assert 'href="?q=fox&amp;page=2"' in page
+
+
+def test_bulk_delete_with_confirmation(alice_client, alice, bob):
+    mine = [make_task(alice, prompt=f"mine {i}") for i in range(3)]
+    theirs = make_task(bob)
+    url = reverse("generation:history_delete")
+    ids = [mine[0].pk, mine[1].pk, theirs.pk]
+    confirm = alice_client.post(url, {"ids": ids})
+    assert confirm.status_code == 200
+    page = confirm.content.decode()
+    assert "Delete 2 tasks?" in page and "mine 0" in page and 'name="confirm" value="yes"' in page
+    assert GenerationTask.objects.count() == 4
+    alice_client.post(url, {"ids": ids, "confirm": "yes"})
+    assert set(GenerationTask.objects.values_list("pk", flat=True)) == {mine[2].pk, theirs.pk}
+
+
+def test_bulk_zip(alice_client, alice, bob, completed_image):
+    import zipfile
+
+    other = make_task(alice, status=TaskStatus.COMPLETED)
+    _add_image(other)
+    theirs = make_task(bob, status=TaskStatus.COMPLETED)
+    _add_image(theirs)
+    response = alice_client.get(
+        reverse("generation:history_zip"), {"ids": [completed_image.task_id, other.pk, theirs.pk]}
+    )
+    assert response.status_code == 200
+    names = zipfile.ZipFile(io.BytesIO(b"".join(response.streaming_content))).namelist()
+    assert sorted(names) == sorted([f"easel-{completed_image.task_id}-0.png", f"easel-{other.pk}-0.png"])
+    # Nothing of anyone else's, ever: only bob's id gives no zip.
+    assert alice_client.get(reverse("generation:history_zip"), {"ids": [theirs.pk]}).status_code == 302
+
+
+def test_history_has_bulk_checkboxes(alice_client, alice):
+    task = make_task(alice)
+    page = alice_client.get(reverse("generation:history")).content.decode()
+    assert f'name="ids" value="{task.pk}" form="bulk-form"' in page
+
+
+# --- sharing --------------------------------------------------------------------------------
+
+
+def test_share_and_revoke(alice_client, client, completed_image):
+    from django.test import Client
+
+    task = completed_image.task
+    # A seed long enough never to turn up by chance inside a random CSRF token.
+    task.prompt, task.negative_prompt, task.seed = "a shared fox", "secret negative", 987654321987654
+    task.save()
+    _post(alice_client, "generation:task_share", task.pk)
+    task.refresh_from_db()
+    token = task.share_token
+    assert token and len(token) >= 32 and task.shared_at
+    # Idempotent: sharing again keeps the same link.
+    _post(alice_client, "generation:task_share", task.pk)
+    task.refresh_from_db()
+    assert task.share_token == token
+    share_url = reverse("generation:shared_task", args=[token])
+    assert share_url in alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+
+    anonymous = Client()
+    page = anonymous.get(share_url)
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "a shared fox" in html
+    for hidden in ("alice", "secret negative", "euler", str(task.seed), f"/tasks/{task.pk}/"):
+        assert hidden not in html, hidden
+    image_url = reverse("generation:shared_image", args=[token, completed_image.pk])
+    assert image_url in html
+    image = anonymous.get(image_url)
+    assert image.status_code == 200 and b"".join(image.streaming_content) == _png()
+    assert anonymous.get(reverse("generation:shared_image_thumb", args=[token, completed_image.pk])).status_code == 200
+
+    _post(alice_client, "generation:task_unshare", task.pk)
+    assert anonymous.get(share_url).status_code == 404
+    assert anonymous.get(image_url).status_code == 404
+
+
+def test_share_token_only_opens_its_own_images(alice_client, alice, completed_image):
+    from generation.sharing import task_share
+
+    other = make_task(alice, status=TaskStatus.COMPLETED)
+    other_image = _add_image(other)
+    token = task_share(task=completed_image.task)
+    assert alice_client.get(reverse("generation:shared_image", args=[token, other_image.pk])).status_code == 404
+    assert alice_client.get(reverse("generation:shared_task", args=["not-a-token"])).status_code == 404
+
+
+def test_share_needs_a_finished_task_and_the_owner(alice_client, bob_client, alice, completed_image):
+    pending = make_task(alice)
+    _post(alice_client, "generation:task_share", pending.pk)
+    pending.refresh_from_db()
+    assert pending.share_token is None
+    assert _post(bob_client, "generation:task_share", completed_image.task_id).status_code == 404
+    completed_image.task.refresh_from_db()
+    assert completed_image.task.share_token is None
+
+
+# --- owner isolation on every page -----------------------------------------------------------
+
+
+def test_other_user_gets_404_on_every_task_page(bob_client, alice, completed_image):
+    from generation.sharing import task_share
+    from generation.uploads import source_image_create
+
+    task = completed_image.task
+    source = source_image_create(user=alice, file=io.BytesIO(_png()), name="a.png")
+    gets = [
+        reverse("generation:task", args=[task.pk]),
+        reverse("generation:task_state", args=[task.pk]),
+        reverse("generation:task_zip", args=[task.pk]),
+        reverse("generation:image", args=[completed_image.pk]),
+        reverse("generation:image_thumb", args=[completed_image.pk]),
+        reverse("generation:source_file", args=[source.pk]),
+    ]
+    for url in gets:
+        assert bob_client.get(url).status_code == 404, url
+    for name in ("task_cancel", "task_retry", "task_vary", "task_share", "task_unshare"):
+        assert bob_client.post(reverse(f"generation:{name}", args=[task.pk])).status_code == 404, name
+    assert bob_client.post(reverse("generation:image_use_as_source", args=[completed_image.pk])).status_code == 404
+    token = task_share(task=task)
+    assert bob_client.post(reverse("generation:task_unshare", args=[task.pk])).status_code == 404
+    task.refresh_from_db()
+    assert task.share_token == token and GenerationTask.objects.count() == 1
+
+
+# --- account page ------------------------------------------------------------------------------
+
+
+def test_account_page_shows_quota(alice_client, alice):
+    make_task(alice, batch_size=3)
+    page = alice_client.get(reverse("accounts:me")).content.decode()
+    assert "3 of 200 used, 197 left." in page
+    assert "Resets in" in page
+    assert reverse("accounts:password_change") in page
+    assert 'action="/i18n/setlang/"' in page and "data-theme-choice" in page
+
+
+def test_account_token_shown_once_then_listed_and_revoked(alice_client, alice):
+    from accounts.models import ApiToken
+
+    url = reverse("accounts:me")
+    response = alice_client.post(url, {"name": "my phone", "expiry_days": "7"})
+    assert response.status_code == 302 and response["Location"] == url
+    token = ApiToken.objects.get(user=alice)
+    assert token.name == "my phone"
+    assert 6.9 < (token.expiry - token.created).total_seconds() / 86400 < 7.1
+    first = alice_client.get(url)
+    html = first.content.decode()
+    start = html.index("data-new-token")
+    clear = html[html.rfind('value="', 0, start) + 7 : html.index('"', html.rfind('value="', 0, start) + 7)]
+    assert clear.startswith(token.token_key) and len(clear) > 40
+    assert first["Cache-Control"] == "no-store"
+    # The token works against the API...
+    from rest_framework.test import APIClient
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Bearer {clear}")
+    assert api.get("/api/v1/generation/history").status_code == 200
+    # ...and is never shown again.
+    again = alice_client.get(url).content.decode()
+    assert clear not in again and "my phone" in again and token.token_key[:8] in again
+    alice_client.post(reverse("accounts:token_revoke", args=[token.token_key]))
+    assert not ApiToken.objects.filter(user=alice).exists()
+    assert api.get("/api/v1/generation/history").status_code == 401
+
+
+def test_account_token_form_errors(alice_client, alice):
+    response = alice_client.post(reverse("accounts:me"), {"name": "", "expiry_days": "999"})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert 'id="id_name_errors"' in page and 'id="id_expiry_days_errors"' in page
+
+
+def test_cannot_revoke_someone_elses_token(bob_client, alice):
+    from accounts.models import ApiToken
+    from accounts.services import token_create
+
+    token, _clear = token_create(user=alice, name="alice's")
+    bob_client.post(reverse("accounts:token_revoke", args=[token.token_key]))
+    assert ApiToken.objects.filter(pk=token.pk).exists()
+
+
+def test_account_needs_sign_in(client, db):
+    assert client.get(reverse("accounts:me")).status_code == 302
+
+
+# --- CSP and no inline script or style --------------------------------------------------------
+
+
+def _pages(alice, completed_image):
+    from generation.sharing import task_share
+
+    failed = make_task(alice, status=TaskStatus.FAILED, error_fields={"steps": ["bad"]})
+    running = make_task(alice, status=TaskStatus.PROCESSING)
+    token = task_share(task=completed_image.task)
+    return [
+        reverse("generation:generate"),
+        reverse("generation:generate") + "?template=img2img-basic",
+        reverse("generation:history"),
+        reverse("generation:task", args=[completed_image.task_id]),
+        reverse("generation:task", args=[failed.pk]),
+        reverse("generation:task", args=[running.pk]),
+        reverse("generation:task_delete", args=[failed.pk]),
+        reverse("generation:shared_task", args=[token]),
+        reverse("accounts:me"),
+        reverse("accounts:password_change"),
+        "/no-such-page/",
+    ]
+
+
+def test_csp_header_and_no_inline_script_or_style(csp, alice_client, alice, checkpoint, completed_image):
+    import re
+
+    for url in _pages(alice, completed_image):
+        response = alice_client.get(url)
+        assert response.status_code in (200, 404), url
+        policy = response["Content-Security-Policy"]
+        for directive in ("default-src 'self'", "script-src 'self'", "style-src 'self'", "object-src 'none'",
+                          "frame-ancestors 'none'", "form-action 'self'", "img-src 'self' data: blob:"):
+            assert directive in policy, (url, directive)
+        html = response.content.decode()
+        for tag in re.findall(r"<script\b[^>]*>", html):
+            assert "src=" in tag or 'type="application/json"' in tag, (url, tag)
+        assert not re.search(r"<style\b", html), url
+        assert not re.search(r"\sstyle=", html), url
+        assert not re.search(r"\son[a-z]+=", html), url
+
+
+def test_csp_on_signed_out_pages_only_for_html(csp, client, db):
+    for url in (reverse("accounts:login"), reverse("accounts:signup")):
+        response = client.get(url)
+        assert "script-src 'self'" in response["Content-Security-Policy"], url
+    assert "Content-Security-Policy" not in client.get("/api/v1/generation/history")
+
+
+def test_task_page_names_the_backend_that_ran_it(alice_client, alice):
+    backend = ComfyBackend.objects.create(name="gpu-east-1", base_url="http://127.0.0.1:9")
+    task = make_task(alice, status=TaskStatus.COMPLETED, backend=backend)
+    body = alice_client.get(f"/tasks/{task.pk}/").content.decode()
+    assert "gpu-east-1" in body

@@ -1,0 +1,100 @@
+"""Liveness and readiness, as a load balancer and a container runtime read them."""
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import wait_for
+
+pytestmark = pytest.mark.urls("tests.health_test_urls")
+
+
+@pytest.fixture
+def no_heartbeats(settings):
+    """An empty heartbeat cache: what readiness sees once every cluster's beat has expired.
+
+    (The session's qcluster may be running for other tests; its beats go to the
+    database cache this replaces.)
+    """
+    settings.CACHES = {
+        **settings.CACHES,
+        "qcluster": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "no-heartbeats"},
+    }
+
+
+def test_liveness_is_200_without_touching_the_database(client):
+    # No `db` fixture: pytest-django refuses any database access, so this also proves
+    # liveness needs no database.
+    response = client.get("/api/v1/health/live")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+    assert response["Cache-Control"] == "no-store"
+
+
+def test_liveness_is_not_throttled_nor_authenticated(client, settings):
+    for _ in range(5):
+        assert client.get("/api/v1/health/live", HTTP_AUTHORIZATION="Bearer nonsense").status_code == 200
+
+
+@pytest.mark.django_db
+def test_readiness_fails_without_a_worker_heartbeat(engine_catalog, no_heartbeats, client):
+    from models_catalog.services import backend_check
+
+    assert backend_check(backend=engine_catalog["backend"])  # a backend is online: only the worker is missing
+    response = client.get("/api/v1/health/ready")
+    body = response.json()
+    assert response.status_code == 503
+    assert body["status"] == "degraded"
+    assert body["checks"]["database"] == {"ok": True}
+    assert body["checks"]["worker"] == {"ok": False, "clusters": []}
+    assert body["checks"]["backends"]["ok"] is True
+
+
+@pytest.mark.django_db
+def test_readiness_fails_when_no_enabled_backend_is_online(engine_catalog, qcluster, client):
+    from models_catalog.models import ComfyBackend
+
+    backend = engine_catalog["backend"]
+    # Online but disabled by staff: not usable, so not ready.
+    ComfyBackend.objects.filter(pk=backend.pk).update(is_online=True, enabled=False)
+    ComfyBackend.objects.create(name="gpu-down", base_url="http://127.0.0.1:9", is_online=False)
+    response = client.get("/api/v1/health/ready")
+    body = response.json()
+    assert response.status_code == 503 and body["status"] == "degraded"
+    assert body["checks"]["worker"]["ok"] is True
+    assert body["checks"]["backends"] == {
+        "ok": False,
+        "items": [{"name": "gpu-down", "online": False, "demo": False, "last_seen_at": None}],
+    }
+
+
+@pytest.mark.django_db
+def test_readiness_ok_with_a_running_cluster_and_an_online_backend(engine_catalog, qcluster, client):
+    from models_catalog.services import backend_check
+
+    assert backend_check(backend=engine_catalog["backend"])
+    response = wait_for(
+        lambda: (r := client.get("/api/v1/health/ready")).status_code == 200 and r, timeout=20, message="ready"
+    )
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["checks"]) == {"database", "worker", "backends"}
+    assert body["checks"]["worker"]["ok"] is True and body["checks"]["worker"]["clusters"]
+    assert [item["name"] for item in body["checks"]["backends"]["items"]] == ["demo"]
+    # The historical path answers the same (the lead points it at readiness).
+    again = client.get("/api/v1/health")
+    assert again.status_code == 200 and again.json()["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_readiness_is_unavailable_when_the_database_fails(client, monkeypatch):
+    from django.db import connection
+
+    def broken_cursor(*args, **kwargs):
+        raise RuntimeError("connection refused")
+
+    monkeypatch.setattr(connection, "cursor", broken_cursor)
+    response = client.get("/api/v1/health/ready")
+    assert response.status_code == 503
+    assert response.json() == {
+        "status": "unavailable", "checks": {"database": {"ok": False, "error": "connection refused"}}
+    }
