@@ -8,7 +8,8 @@ The task list must stay fast with millions of rows:
   offers the same periods as plain range lookups on the indexed column instead;
 - `show_full_result_count = False`: no second COUNT(*) of the whole table, and no
   facet counts (one COUNT per filter option);
-- the paginator estimates the unfiltered count from PostgreSQL's statistics;
+- the paginator estimates large counts from PostgreSQL's statistics (exact below
+  10,000 matches);
 - ordering by `-id` (the primary key index), sorting only on indexed columns;
 - the model filter lists the catalog (a few rows), not `DISTINCT model_name` over tasks;
 - owner, backend and the first image come in the list query itself (no N+1).
@@ -32,22 +33,42 @@ from .services import generation_cancel, generation_delete, generation_retry
 
 
 class EstimatedCountPaginator(Paginator):
-    """COUNT(*) on a million-row PostgreSQL table is a sequential scan; the unfiltered
-    list page uses the planner's row estimate instead (exact everywhere else)."""
+    """COUNT(*) over a million-row PostgreSQL table reads every matching row. On
+    PostgreSQL the unfiltered list uses the table's row estimate, and a filtered one
+    counts exactly up to EXACT_COUNT_CAP matches (the scan stops there) and takes the
+    planner's estimate beyond it. Exact everywhere else (SQLite)."""
+
+    EXACT_COUNT_CAP = 10_000
 
     @cached_property
     def count(self):
-        query = getattr(self.object_list, "query", None)
-        if connection.vendor == "postgresql" and query is not None and not query.where:
+        queryset = self.object_list
+        query = getattr(queryset, "query", None)
+        if connection.vendor != "postgresql" or query is None:
+            return super().count
+        if not query.where:
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s",
-                    [self.object_list.model._meta.db_table],
+                    "SELECT reltuples::bigint FROM pg_class WHERE relname = %s", [queryset.model._meta.db_table]
                 )
                 row = cursor.fetchone()
-            if row and row[0] > 10000:
+            if row and row[0] > self.EXACT_COUNT_CAP:
                 return int(row[0])
-        return super().count
+            return super().count
+        capped = queryset.order_by()[: self.EXACT_COUNT_CAP + 1].count()
+        if capped <= self.EXACT_COUNT_CAP:
+            return capped
+        return max(capped, self._planner_rows(queryset))
+
+    @staticmethod
+    def _planner_rows(queryset) -> int:
+        sql, params = queryset.order_by().values("pk").query.sql_with_params()
+        with connection.cursor() as cursor:
+            cursor.execute("EXPLAIN (FORMAT JSON) " + sql, params)
+            plan = cursor.fetchone()[0]
+        if isinstance(plan, str):
+            plan = json.loads(plan)
+        return int(plan[0]["Plan"]["Plan Rows"])
 
 
 class ModelFilter(admin.SimpleListFilter):

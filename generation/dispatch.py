@@ -24,12 +24,13 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
 from models_catalog.models import Checkpoint, ComfyBackend
 
+from . import locks
 from .models import ACTIVE_STATUSES, GenerationTask, TaskStatus
 
 logger = logging.getLogger(__name__)
@@ -39,8 +40,6 @@ logger = logging.getLogger(__name__)
 SCAN_LIMIT = 2000
 # How often dispatch may re-probe an offline backend.
 PROBE_INTERVAL_SECONDS = 5.0
-# PostgreSQL advisory lock key for dispatch ("EASL").
-LOCK_KEY = 0x4541534C
 
 
 @dataclass
@@ -48,17 +47,6 @@ class _Candidate:
     id: int
     user_id: int
     checkpoint_id: int | None
-
-
-def _lock() -> None:
-    """Serialize dispatchers across processes and hosts.
-
-    PostgreSQL: a transaction-level advisory lock. SQLite: the transaction is already
-    IMMEDIATE (settings), which takes the database write lock up front.
-    """
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [LOCK_KEY])
 
 
 def dispatch(*, probe: bool = True) -> list[int]:
@@ -71,7 +59,7 @@ def dispatch(*, probe: bool = True) -> list[int]:
     if probe:
         _probe_offline_backends()
     with transaction.atomic():
-        _lock()
+        locks.transaction_lock(locks.DISPATCH)
         assignments = _plan()
         now = timezone.now()
         done: list[tuple[int, int]] = []

@@ -79,10 +79,12 @@ def generation_recover() -> int:
 
 
 def studio_tick() -> None:
-    """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch."""
+    """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch,
+    webhook retries, the dashboard's rollup."""
     from models_catalog.services import backends_health_check, checkpoints_sync
 
     from .dispatch import dispatch
+    from .rollup import roll_up
     from .webhooks import webhook_retry_due
 
     checked = backends_health_check()
@@ -91,3 +93,4 @@ def studio_tick() -> None:
     generation_recover()
     dispatch()
     webhook_retry_due()
+    roll_up()

@@ -235,3 +235,46 @@ class WebhookDelivery(models.Model):
 
     def __str__(self) -> str:
         return f"{self.event} → {self.url} ({self.state})"
+
+
+# --- dashboard rollups --------------------------------------------------------------------------------------------
+# Written only by generation.rollup for periods that are over; the dashboard reads them
+# for the past and counts the few tasks since live. They are event records: deleting a
+# task (or the retention purge) leaves the day's statistics as they were.
+
+
+class TaskHourStat(models.Model):
+    """Tasks that ended in one hour (UTC), per outcome, model and backend."""
+
+    hour = models.DateTimeField()
+    status = models.CharField(max_length=20, choices=TaskStatus.choices)
+    model_name = models.CharField(max_length=200)
+    backend = models.ForeignKey(
+        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    tasks = models.PositiveIntegerField()
+    images = models.PositiveIntegerField()  # batch sizes of the completed tasks
+    busy_seconds = models.FloatField()  # started → completed, summed
+
+    class Meta:
+        indexes = [models.Index(fields=["hour"], name="taskhourstat_hour")]
+
+
+class UserDayStat(models.Model):
+    """One user's tasks that ended on one day (in the studio's time zone)."""
+
+    day = models.DateField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tasks = models.PositiveIntegerField()
+    images = models.PositiveIntegerField()
+    failed = models.PositiveIntegerField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "user"], name="userdaystat_day_user")]
+
+
+class RollupMark(models.Model):
+    """How far a rollup has gone: everything that ended before `until` is in its table."""
+
+    name = models.CharField(max_length=20, primary_key=True)
+    until = models.DateTimeField()
