@@ -113,7 +113,10 @@ class TaskSerializer(serializers.ModelSerializer):
     user_id = serializers.IntegerField(read_only=True)
     status = serializers.ChoiceField(choices=TaskStatus.choices, read_only=True)
     result_id = serializers.SerializerMethodField(help_text="The first image's id once completed.")
-    error_message = serializers.SerializerMethodField()
+    error_message = serializers.SerializerMethodField(help_text="Why the task failed, in the request's language.")
+    status_message = serializers.SerializerMethodField(
+        help_text="Why the task is still waiting, in the request's language; empty if nothing to say."
+    )
     progress = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField(help_text="The latest live frame while processing.")
     images = serializers.SerializerMethodField()
@@ -137,7 +140,10 @@ class TaskSerializer(serializers.ModelSerializer):
         return images[0].pk if images else None
 
     def get_error_message(self, task) -> str | None:
-        return task.error_message or None
+        return task.error_text or None
+
+    def get_status_message(self, task) -> str:
+        return task.status_text
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, task) -> dict:
@@ -289,7 +295,7 @@ class GenerationResultApi(APIView):
         task = generation_get(user=request.user, task_id=task_id)
         body = TaskSerializer(task, context={"request": request}).data
         return Response(
-            {"id": task.pk, "status": task.status, "error_message": task.error_message or None, "images": body["images"]}
+            {"id": task.pk, "status": task.status, "error_message": body["error_message"], "images": body["images"]}
         )
 
 

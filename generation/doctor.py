@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from datetime import timedelta
 
 from django.conf import settings
+from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -65,6 +66,13 @@ def _missing_cache_tables() -> list[str]:
     return [t for t in wanted if t not in existing]
 
 
+def generation_slots() -> int:
+    """Tasks the enabled backends may hold at once (their max_in_flight, summed)."""
+    from models_catalog.models import ComfyBackend
+
+    return ComfyBackend.objects.filter(enabled=True).aggregate(n=Sum("max_in_flight"))["n"] or 0
+
+
 def check_workers() -> Check:
     from .workers import worker_status
 
@@ -79,6 +87,14 @@ def check_workers() -> Check:
                      _("Start the workers: python manage.py qcluster (or ./run.sh)."))
     workers = sum(c["workers"] for c in status["clusters"])
     hosts = ", ".join(sorted({c["host"] for c in status["clusters"]}))
+    # A run job holds its worker for the whole generation, and housekeeping (dispatch,
+    # health checks, webhooks) needs one more: fewer workers than that leave GPUs idle.
+    needed = generation_slots() + 1
+    if workers < needed:
+        return Check("workers", WARNING,
+                     _("%(workers)d worker(s) for %(slots)d generation slot(s): some backend capacity stays unused.")
+                     % {"workers": workers, "slots": needed - 1},
+                     _("Set Q_WORKERS to at least %(n)d (one per slot in flight, plus one).") % {"n": needed})
     return Check("workers", OK, _("%(clusters)d cluster(s), %(workers)d worker(s) on %(hosts)s.")
                  % {"clusters": len(status["clusters"]), "workers": workers, "hosts": hosts})
 

@@ -47,11 +47,12 @@ def generation_recover() -> int:
     """
     from django.conf import settings
     from django.db.models import Q
-    from django.utils.translation import gettext as _
+    from django.utils.translation import gettext_noop
 
     from .dispatch import _enqueue_runs
     from .models import ACTIVE_STATUSES, GenerationTask, TaskStatus
     from .services import task_finished
+    from .task_text import message_fields, text
 
     now = timezone.now()
     stale = GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False).filter(
@@ -69,8 +70,10 @@ def generation_recover() -> int:
         if GenerationTask.objects.filter(pk=task.pk, status=TaskStatus.PENDING, backend__isnull=True).update(
             status=TaskStatus.FAILED,
             error_code="backend_unreachable",
-            error_message=_("Backend unreachable: no backend could run this task for %(n)d s.")
-            % {"n": settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT},
+            **message_fields("error", text(
+                gettext_noop("Backend unreachable: no backend could run this task for %(n)d s."),
+                n=settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT,
+            )),
             status_message="",
             completed_at=now,
         ):

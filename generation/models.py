@@ -61,6 +61,9 @@ class GenerationTask(models.Model):
     status = models.CharField(_("status"), max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING)
     # Why a task is still waiting, in words a user understands ("backend unreachable, retrying").
     status_message = models.CharField(_("status message"), max_length=500, blank=True)
+    # The message id and parameters behind status_message / error_message, to show them
+    # in the reader's language (generation.task_text); empty for a plain message.
+    status_params = models.JSONField(default=dict, blank=True)
     progress_value = models.PositiveIntegerField(default=0)
     progress_max = models.PositiveIntegerField(default=0)
     progress_node = models.CharField(max_length=100, blank=True)
@@ -87,6 +90,7 @@ class GenerationTask(models.Model):
     files_removed_at = models.DateTimeField(null=True, blank=True)
     error_code = models.CharField(max_length=50, blank=True)
     error_message = models.TextField(blank=True)
+    error_params = models.JSONField(default=dict, blank=True)
     error_fields = models.JSONField(default=dict, blank=True)
 
     # The job that currently owns the task, and until when (renewed while it works).
@@ -117,6 +121,20 @@ class GenerationTask(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+    @property
+    def status_text(self) -> str:
+        """status_message in the active language."""
+        from .task_text import render
+
+        return render(self.status_params, self.status_message)
+
+    @property
+    def error_text(self) -> str:
+        """error_message in the active language."""
+        from .task_text import render
+
+        return render(self.error_params, self.error_message)
 
     @property
     def progress_fraction(self) -> float:

@@ -25,7 +25,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_noop
 from PIL import Image
 
 from generation.comfy import (
@@ -46,6 +46,7 @@ from models_catalog.models import ComfyBackend
 from models_catalog.services import backend_mark
 
 from .models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus
+from .task_text import Text, message_fields, text
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ class TaskGone(Exception):
 
 
 class TaskFailed(Exception):
-    def __init__(self, code: str, message: str, fields: dict | None = None):
+    def __init__(self, code: str, message: Text | str, fields: dict | None = None):
         super().__init__(message)
         self.code, self.message, self.fields = code, message, fields or {}
 
@@ -135,11 +136,11 @@ class TaskRunner:
             self.heartbeat()
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
 
-    def fail(self, code: str, message: str, fields: dict | None = None) -> None:
+    def fail(self, code: str, message: Text | str, fields: dict | None = None) -> None:
         done = self._owned().update(
             status=TaskStatus.FAILED,
             error_code=code,
-            error_message=message,
+            **message_fields("error", message),
             error_fields=fields or {},
             status_message="",
             completed_at=timezone.now(),
@@ -190,9 +191,9 @@ class TaskRunner:
     def _run(self) -> None:
         task = self.task
         if task.template is None:
-            raise TaskFailed("no_template", _("The workflow template of this task was removed."))
+            raise TaskFailed("no_template", text(gettext_noop("The workflow template of this task was removed.")))
         if "image" in task.template.bindings and task.source_image is None:
-            raise TaskFailed("no_source_image", _("The source image of this task was deleted."))
+            raise TaskFailed("no_source_image", text(gettext_noop("The source image of this task was deleted.")))
         backend = task.backend
         if backend is None:
             return  # not assigned yet: the dispatcher enqueues a job when it assigns one
@@ -208,7 +209,7 @@ class TaskRunner:
             except ComfyError as exc:
                 if not is_transient(exc):
                     raise TaskFailed(
-                        "backend_error", _("The backend answered unexpectedly: %(e)s") % {"e": exc}
+                        "backend_error", text(gettext_noop("The backend answered unexpectedly: %(e)s"), e=exc)
                     ) from exc
                 backend_mark(backend_id=backend.pk, online=False, error=str(exc))
                 self.log.info("backend %s unreachable: %s", backend.name, exc)
@@ -221,17 +222,19 @@ class TaskRunner:
             if waited >= settings.EASEL_BACKEND_HANDBACK_SECONDS and self._elsewhere(backend):
                 if not task.submitted_at:
                     # Nothing was sent there yet: give it back to the queue.
-                    self._hand_back(backend, _("Waiting: backend %(name)s is unreachable.") % {"name": backend.name})
+                    self._hand_back(
+                        backend, text(gettext_noop("Waiting: backend %(name)s is unreachable."), name=backend.name)
+                    )
                     return
                 if waited >= settings.EASEL_FAILOVER_GRACE_SECONDS:
                     self._fail_over(backend)
                     return
             if waited >= settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT:
-                raise TaskFailed("backend_unreachable", _("Backend unreachable: gave up after %(n)d s.")
-                                 % {"n": settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT})
-            reason = _("Backend %(name)s is unreachable, retrying.") % {"name": backend.name}
-            if task.status_message != reason:
-                self.update(status_message=reason)
+                raise TaskFailed("backend_unreachable", text(gettext_noop("Backend unreachable: gave up after %(n)d s."),
+                                                             n=settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT))
+            reason = text(gettext_noop("Backend %(name)s is unreachable, retrying."), name=backend.name)
+            if task.status_message != str(reason):
+                self.update(**message_fields("status", reason))
             self.wait(delay)
             delay = min(delay * 2, settings.EASEL_BACKEND_RETRY_MAX_DELAY)
 
@@ -245,13 +248,13 @@ class TaskRunner:
             ).exclude(pk=backend.pk).exists()
         )
 
-    def _hand_back(self, backend: ComfyBackend, reason: str) -> None:
+    def _hand_back(self, backend: ComfyBackend, reason: Text) -> None:
         now = timezone.now()
         self.update(
             status=TaskStatus.PENDING,
             backend=None,
             assigned_at=None,
-            status_message=reason,
+            **message_fields("status", reason),
             waiting_since=self.task.waiting_since or now,
             lease_owner="",
             lease_until=None,
@@ -279,7 +282,9 @@ class TaskRunner:
             progress_value=0,
             progress_max=0,
             progress_node="",
-            status_message=_("Backend %(name)s went away; moved back to the queue.") % {"name": backend.name},
+            **message_fields(
+                "status", text(gettext_noop("Backend %(name)s went away; moved back to the queue."), name=backend.name)
+            ),
             waiting_since=self.task.waiting_since or timezone.now(),
             lease_owner="",
             lease_until=None,
@@ -305,7 +310,7 @@ class TaskRunner:
         try:
             graph = render_workflow(task.template.graph, task.template.bindings, values)
         except BindingError as exc:
-            raise TaskFailed("template_error", _("The workflow template is broken: %(e)s") % {"e": exc}) from exc
+            raise TaskFailed("template_error", text(gettext_noop("The workflow template is broken: %(e)s"), e=exc)) from exc
         if task.rendered_prompt != graph:
             self.update(rendered_prompt=graph)
         return graph
@@ -389,7 +394,7 @@ class TaskRunner:
                 if time.monotonic() - started > timeout:
                     client.delete_from_queue([prompt_id])
                     client.interrupt(prompt_id)
-                    raise TaskFailed("timeout", _("Timed out after %(n)d s.") % {"n": timeout})
+                    raise TaskFailed("timeout", text(gettext_noop("Timed out after %(n)d s."), n=timeout))
                 self.heartbeat()
                 if socket is not None and time.monotonic() - last_heard < SILENCE_CHECK_SECONDS:
                     try:
@@ -460,11 +465,11 @@ class TaskRunner:
 
     def _finish(self, outcome: Outcome) -> None:
         if outcome.status == "interrupted":
-            raise TaskFailed("interrupted", _("The backend interrupted this generation."))
+            raise TaskFailed("interrupted", text(gettext_noop("The backend interrupted this generation.")))
         if outcome.status != "success":
             raise TaskFailed("execution_error", describe_execution_error(outcome.error or {}))
         if not outcome.images:
-            raise TaskFailed("no_output", _("The workflow finished without producing an image."))
+            raise TaskFailed("no_output", text(gettext_noop("The workflow finished without producing an image.")))
         backend = ComfyBackend.objects.get(pk=self.task.backend_id)
         client = ComfyClient(backend.base_url, timeout=settings.COMFYUI_HTTP_TIMEOUT)
         stored: list[GeneratedImage] = []
@@ -510,7 +515,7 @@ class TaskRunner:
                 thumb_buffer = io.BytesIO()
                 thumb.save(thumb_buffer, "WEBP", quality=80)
         except Exception as exc:  # Pillow raises many types for a bad file
-            raise TaskFailed("bad_output", _("The backend returned an unreadable image.")) from exc
+            raise TaskFailed("bad_output", text(gettext_noop("The backend returned an unreadable image."))) from exc
         image = GeneratedImage(
             task=self.task,
             content_type=f"image/{'jpeg' if fmt == 'jpeg' else fmt}",
@@ -573,7 +578,7 @@ def task_run(*, task_id: int) -> None:
     except Exception:
         # A bug must not leave the task spinning forever: fail it readably, and
         # re-raise so django-q2 records the traceback.
-        runner.fail("internal_error", _("Easel hit an internal error while running this task."))
+        runner.fail("internal_error", text(gettext_noop("Easel hit an internal error while running this task.")))
         raise
     finally:
         # Leave the task claimable at once if this job stops without finishing it.

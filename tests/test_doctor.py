@@ -133,3 +133,18 @@ def test_strict_makes_warnings_fail(db, monkeypatch):
     monkeypatch.setattr("generation.management.commands.doctor.run_checks", lambda probe: [ok, warn])
     assert run()[0] == 0
     assert run("--strict")[0] == 1
+
+
+def test_too_few_workers_for_the_backends_slots_is_a_warning(db, monkeypatch):
+    from models_catalog.models import ComfyBackend
+
+    cluster = {"id": "c1", "host": "w1", "status": "Idle", "workers": 4, "started_at": None}
+    monkeypatch.setattr("generation.workers.worker_status", lambda: {"alive": True, "clusters": [cluster]})
+    ComfyBackend.objects.create(name="a", base_url="http://10.0.0.1:8188", max_in_flight=2)
+    assert doctor.check_workers().level == "ok"  # 4 workers ≥ 2 slots + 1
+    ComfyBackend.objects.create(name="b", base_url="http://10.0.0.2:8188", max_in_flight=2)
+    check = doctor.check_workers()
+    assert check.level == "warning"
+    assert "4 worker(s) for 4 generation slot(s)" in check.message and "Q_WORKERS to at least 5" in check.fix
+    ComfyBackend.objects.filter(name="b").update(enabled=False)  # a disabled backend takes no work
+    assert doctor.check_workers().level == "ok"

@@ -141,6 +141,44 @@ def test_task_page_actions_and_queue_in_chinese(signed_in):
     assert_lacks(html, "Use these settings again", "Vary seed", "Next in the queue")
 
 
+def test_messages_the_worker_stored_are_shown_in_the_readers_language(signed_in, user):
+    """The worker writes in the default language; a Chinese reader still reads Chinese."""
+    from django.utils.translation import gettext_noop
+
+    from generation.models import TaskStatus
+    from generation.task_text import message_fields, text
+
+    task = GenerationTask.objects.get()
+    GenerationTask.objects.filter(pk=task.pk).update(
+        status=TaskStatus.FAILED, error_code="timeout",
+        **message_fields("error", text(gettext_noop("Timed out after %(n)d s."), n=120)),
+    )
+    assert GenerationTask.objects.get().error_message == "Timed out after 120 s."  # stored in English
+    assert_has(get(signed_in, f"/tasks/{task.pk}/", "zh-Hans"), "已超时（120 秒）。")
+    assert_has(get(signed_in, f"/tasks/{task.pk}/", "en"), "Timed out after 120 s.")
+    status = signed_in.get(f"/api/v1/generation/status/{task.pk}", HTTP_ACCEPT_LANGUAGE="zh-Hans").json()
+    assert status["error_message"] == "已超时（120 秒）。"
+    result = signed_in.get(f"/api/v1/generation/result/{task.pk}", HTTP_ACCEPT_LANGUAGE="zh-Hans").json()
+    assert result["error_message"] == "已超时（120 秒）。"
+
+    GenerationTask.objects.filter(pk=task.pk).update(
+        status=TaskStatus.PENDING, error_message="", error_params={},
+        **message_fields("status", text(gettext_noop("Backend %(name)s is unreachable, retrying."), name="gpu-1")),
+    )
+    status = signed_in.get(f"/api/v1/generation/status/{task.pk}", HTTP_ACCEPT_LANGUAGE="zh-Hans").json()
+    assert status["status_message"] == "后端 gpu-1 无法连接，正在重试。"
+    assert status["error_message"] is None
+
+
+def test_a_stored_message_that_cannot_be_rendered_falls_back_to_its_english_text(db):
+    from generation.task_text import render
+
+    assert render({}, "ComfyUI said: out of memory") == "ComfyUI said: out of memory"
+    assert render({"msgid": "Timed out after %(n)d s.", "params": {"seconds": 3}}, "Timed out after 3 s.") \
+        == "Timed out after 3 s."
+    assert render({"msgid": "Timed out after %(n)d s.", "params": {"n": 3}}, "") == ""  # cleared message
+
+
 def test_form_errors_are_translated(signed_in):
     response = signed_in.post(
         GENERATE_URL,
