@@ -27,6 +27,15 @@ def _fast_hasher(settings):
     settings.MEDIA_ROOT = _MEDIA
 
 
+@pytest.fixture(autouse=True)
+def _fresh_default_cache():
+    """The rate-limit counters live in the default (in-process) cache; SQLite reuses
+    user ids after a flush, so without this one test's requests count against the next."""
+    from django.core.cache import caches
+
+    caches["default"].clear()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
