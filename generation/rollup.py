@@ -14,7 +14,7 @@ period is rolled up only `GRACE` after it ends: nothing can still arrive in it t
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
 
@@ -124,7 +124,6 @@ class Rolled:
     hour_rows: int = 0
     days: int = 0
     day_rows: int = 0
-    marks: dict = field(default_factory=dict)
 
 
 def roll_up(*, now: datetime | None = None) -> Rolled:
@@ -137,18 +136,18 @@ def roll_up(*, now: datetime | None = None) -> Rolled:
     done = Rolled()
     with transaction.atomic():
         locks.transaction_lock(locks.STATS_ROLLUP)
-        first = None if mark(HOURS) and mark(DAYS) else _first_end()
-        _roll_hours(now, first, done)
-        _roll_days(now, first, done)
-        done.marks = {HOURS: mark(HOURS), DAYS: mark(DAYS)}
+        # Read once, under the lock: no other rollup can move them now.
+        hours_mark, days_mark = mark(HOURS), mark(DAYS)
+        first = None if hours_mark and days_mark else _first_end()
+        _roll_hours(now, hours_mark or (floor_hour(first) if first else None), done)
+        _roll_days(now, days_mark or (day_start(local_day(first)) if first else None), done)
     if done.hours or done.days:
         logger.info("stats rollup: %d hour(s) → %d row(s), %d day(s) → %d row(s)",
                     done.hours, done.hour_rows, done.days, done.day_rows)
     return done
 
 
-def _roll_hours(now: datetime, first: datetime | None, done: Rolled) -> None:
-    start = mark(HOURS) or (floor_hour(first) if first else None)
+def _roll_hours(now: datetime, start: datetime | None, done: Rolled) -> None:
     if start is None:
         return  # nothing has ever finished: no mark yet, so nothing can be skipped later
     end = min(floor_hour(now - GRACE), start + timedelta(hours=HOURS_PER_RUN))
@@ -160,8 +159,7 @@ def _roll_hours(now: datetime, first: datetime | None, done: Rolled) -> None:
     done.hours, done.hour_rows = int((end - start) / timedelta(hours=1)), len(rows)
 
 
-def _roll_days(now: datetime, first: datetime | None, done: Rolled) -> None:
-    start = mark(DAYS) or (day_start(local_day(first)) if first else None)
+def _roll_days(now: datetime, start: datetime | None, done: Rolled) -> None:
     if start is None:
         return
     target = day_start(local_day(now - GRACE))
