@@ -11,6 +11,11 @@ from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
 from django.utils.translation import gettext as _
+
+from generation.errors import TaskStateError
+from generation.models import ACTIVE_STATUSES, GenerationTask
+from generation.services import generation_cancel
+
 from .models import ApiToken
 
 User = get_user_model()
@@ -98,10 +103,6 @@ def user_deactivate(*, user: User) -> dict:
     own cancel (so prompts come off the backends), and every API token is deleted.
     Returns how many tasks were cancelled and tokens revoked.
     """
-    from generation.errors import TaskStateError
-    from generation.models import ACTIVE_STATUSES, GenerationTask
-    from generation.services import generation_cancel
-
     if user.is_active:
         user.is_active = False
         user.save(update_fields=["is_active"])

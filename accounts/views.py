@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
-from generation.services import quota_usage
+from generation.quota import quota_usage
 
 from .forms import SignUpForm, TokenCreateForm
 from .models import ApiToken

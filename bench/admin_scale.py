@@ -216,7 +216,7 @@ def fill(*, tasks: int, images: int, users: int) -> None:
 
 def rollup_catch_up(*, empty: bool) -> None:
     from generation.models import RollupMark, TaskHourStat, UserDayStat
-    from generation.rollup import roll_up
+    from generation.ops.rollup import roll_up
 
     if empty:
         for model in (TaskHourStat, UserDayStat, RollupMark):

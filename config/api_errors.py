@@ -40,6 +40,25 @@ class ApiError(exceptions.APIException):
         super().__init__(detail=message, code=code)
 
 
+class ServiceError(Exception):
+    """A business rule refused an operation. Raised by the apps' services (never by
+    views), so pages show `message` and the API answers `status_code` with the error
+    body (`code`, `message`, and `extra()`), plus `headers()`."""
+
+    code = "error"
+    status_code = status.HTTP_409_CONFLICT
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+    def extra(self) -> dict:
+        return {}
+
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
 def error_body(code: str, message: str, fields: dict | None = None, **extra) -> dict:
     body = {"code": code, "message": str(message), "fields": fields or {}}
     body.update({k: v for k, v in extra.items() if v is not None})
@@ -71,19 +90,11 @@ def too_large_message() -> str:
 
 
 def api_exception_handler(exc, context):
-    from generation.errors import GenerationError, QuotaExceeded
-
     if isinstance(exc, DjangoValidationError):
         return validation_error_response(exc)
-    if isinstance(exc, QuotaExceeded):
-        from django.utils import timezone
-
-        wait = max(1, int((exc.resets_at - timezone.now()).total_seconds()))
-        body = error_body(exc.code, exc.message, retry_after=wait, resets_at=exc.resets_at.isoformat(),
-                          limit=exc.limit, used=exc.used)
-        return Response(body, status=status.HTTP_429_TOO_MANY_REQUESTS, headers={"Retry-After": str(wait)})
-    if isinstance(exc, GenerationError):
-        return Response(error_body(exc.code, exc.message), status=status.HTTP_409_CONFLICT)
+    if isinstance(exc, ServiceError):
+        return Response(error_body(exc.code, exc.message, **exc.extra()), status=exc.status_code,
+                        headers=exc.headers())
     if isinstance(exc, RequestDataTooBig):
         # Raised by Django while DRF reads the body (JSON and form parsers).
         return Response(error_body("too_large", too_large_message()),

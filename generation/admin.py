@@ -19,13 +19,16 @@ from __future__ import annotations
 import json
 
 from django.contrib import admin, messages
+from django.contrib.auth import get_user_model
 from django.core.paginator import Paginator
 from django.db import connection
-from django.db.models import OuterRef, Subquery
+from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _
+
+from models_catalog.models import Checkpoint
 
 from .errors import GenerationError, TaskStateError
 from .models import GeneratedImage, GenerationTask, WebhookDelivery
@@ -76,8 +79,6 @@ class ModelFilter(admin.SimpleListFilter):
     parameter_name = "model"
 
     def lookups(self, request, model_admin):
-        from models_catalog.models import Checkpoint
-
         return [(c.name, c.shown_name) for c in Checkpoint.objects.order_by("name")]
 
     def queryset(self, request, queryset):
@@ -127,9 +128,6 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         PostgreSQL, migration 0007) or the owner's username, written as `user_id IN
         (...)` so the planner can combine both indexes instead of scanning every task.
         """
-        from django.contrib.auth import get_user_model
-        from django.db.models import Q
-
         term = search_term.strip()
         if not term:
             return queryset, False

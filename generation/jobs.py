@@ -1,31 +1,32 @@
-"""django-q2 jobs: thin wrappers that load by id and call a service."""
+"""Every function django-q2 runs, under the dotted name it stores.
+
+Queued jobs and schedules are rows in the database that outlive a deploy, so these
+names never move: each is a thin wrapper that loads by id and calls the room that
+does the work (see docs/architecture.md).
+"""
 from __future__ import annotations
 
-import logging
-from datetime import timedelta
+from models_catalog.services import backends_health_check, checkpoints_sync, prompt_abandon
 
-from django.utils import timezone
-
-logger = logging.getLogger(__name__)
+from .fleet.dispatch import dispatch
+from .fleet.recovery import tasks_recover
+from .fleet.runner import task_run
+from .gallery.retention import retention_run as _retention_run
+from .ops.rollup import roll_up
+from .webhooks.delivery import webhook_deliver as _webhook_deliver, webhook_retry_due
+from .webhooks.services import webhook_enqueue_for_task
 
 
 def generation_run(task_id: int) -> None:
-    from .runner import task_run
-
     task_run(task_id=task_id)
 
 
 def generation_abandon(backend_id: int, prompt_id: str) -> None:
-    from .services import generation_abandon as abandon
-
-    abandon(backend_id=backend_id, prompt_id=prompt_id)
+    prompt_abandon(backend_id=backend_id, prompt_id=prompt_id)
 
 
 def generation_finished(task_id: int) -> None:
     """After a task ends: send its webhook, let the dispatcher use the freed capacity."""
-    from .dispatch import dispatch
-    from .webhooks import webhook_enqueue_for_task
-
     try:
         dispatch()
     finally:
@@ -34,66 +35,28 @@ def generation_finished(task_id: int) -> None:
 
 
 def generation_dispatch() -> None:
-    from .dispatch import dispatch
-
     dispatch()
 
 
 def generation_recover() -> int:
-    """Re-enqueue assigned tasks that no job holds (a worker died, a job was lost), and
-    fail tasks that waited too long for an unreachable backend.
+    return tasks_recover()
 
-    Harmless when nothing is stuck: the job's claim keeps each task to one runner.
-    """
-    from django.conf import settings
-    from django.db.models import Q
-    from django.utils.translation import gettext_noop
 
-    from .dispatch import _enqueue_runs
-    from .models import ACTIVE_STATUSES, GenerationTask, TaskStatus
-    from .services import task_finished
-    from .task_text import message_fields, text
+def webhook_deliver(delivery_id: int) -> None:
+    _webhook_deliver(delivery_id)
 
-    now = timezone.now()
-    stale = GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False).filter(
-        Q(lease_until__lt=now) | Q(lease_until__isnull=True, assigned_at__lt=now - timedelta(minutes=10))
-    )
-    ids = list(stale.order_by("created_at").values_list("pk", flat=True)[:500])
-    _enqueue_runs(ids)
-    if ids:
-        logger.info("re-enqueued %d stale task(s)", len(ids))
 
-    limit = timedelta(seconds=settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT)
-    for task in GenerationTask.objects.filter(
-        status=TaskStatus.PENDING, backend__isnull=True, waiting_since__lt=now - limit
-    )[:500]:
-        if GenerationTask.objects.filter(pk=task.pk, status=TaskStatus.PENDING, backend__isnull=True).update(
-            status=TaskStatus.FAILED,
-            error_code="backend_unreachable",
-            **message_fields("error", text(
-                gettext_noop("Backend unreachable: no backend could run this task for %(n)d s."),
-                n=settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT,
-            )),
-            status_message="",
-            completed_at=now,
-        ):
-            task_finished(task=task)
-    return len(ids)
+def retention_run() -> dict:
+    return _retention_run()
 
 
 def studio_tick() -> None:
     """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch,
     webhook retries, the dashboard's rollup."""
-    from models_catalog.services import backends_health_check, checkpoints_sync
-
-    from .dispatch import dispatch
-    from .rollup import roll_up
-    from .webhooks import webhook_retry_due
-
     checked = backends_health_check()
     # Keep each backend's checkpoint list current (models added or removed on the server).
     checkpoints_sync(backends=[b for b in checked if b.is_online])
-    generation_recover()
+    tasks_recover()
     dispatch()
     webhook_retry_due()
     roll_up()

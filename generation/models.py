@@ -7,9 +7,12 @@ from django.conf import settings
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .media_types import extension_for
+from .task_text import render
+
 
 class TaskStatus(models.TextChoices):
-    # These names are promised to app clients (API-CONTRACT.md): never rename them.
+    # These names are promised to app clients (docs/api-contract.md): never rename them.
     PENDING = "pending", _("pending")
     PROCESSING = "processing", _("processing")
     COMPLETED = "completed", _("completed")
@@ -24,6 +27,10 @@ ACTIVE_STATUSES = (TaskStatus.PENDING, TaskStatus.PROCESSING)
 
 def _new_client_id() -> str:
     return f"easel-{uuid.uuid4().hex}"
+
+
+# The public name (the field default keeps the old one: migrations refer to it).
+new_client_id = _new_client_id
 
 
 class GenerationTask(models.Model):
@@ -125,15 +132,11 @@ class GenerationTask(models.Model):
     @property
     def status_text(self) -> str:
         """status_message in the active language."""
-        from .task_text import render
-
         return render(self.status_params, self.status_message)
 
     @property
     def error_text(self) -> str:
         """error_message in the active language."""
-        from .task_text import render
-
         return render(self.error_params, self.error_message)
 
     @property
@@ -219,7 +222,7 @@ class SourceImage(models.Model):
 
     @property
     def extension(self) -> str:
-        return {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp"}.get(self.content_type, "png")
+        return extension_for(self.content_type)
 
 
 class WebhookDelivery(models.Model):
@@ -256,7 +259,7 @@ class WebhookDelivery(models.Model):
 
 
 # --- dashboard rollups --------------------------------------------------------------------------------------------
-# Written only by generation.rollup for periods that are over; the dashboard reads them
+# Written only by generation.ops.rollup for periods that are over; the dashboard reads them
 # for the past and counts the few tasks since live. They are event records: deleting a
 # task (or the retention purge) leaves the day's statistics as they were.
 

@@ -1,50 +1,73 @@
-"""Writes on generation tasks. Pages, the API, the admin and jobs all come through here."""
+"""Writes on generation tasks. Pages, the API, the admin and jobs all come through here.
+
+The rules a request must keep live in `generation.limits` (bounds), `generation.quota`
+(the daily quota) and the catalog (models, templates); the state changes themselves in
+`generation.transitions`.
+"""
 from __future__ import annotations
 
 import logging
 import secrets
-import uuid
-from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Sum
-from django.utils import timezone
 from django.utils.translation import gettext as _
 
-from models_catalog.models import ComfyBackend
-from models_catalog.selectors import checkpoint_get_usable, template_default
+from models_catalog.models import WorkflowTemplate
+from models_catalog.selectors import checkpoint_default, checkpoint_get_usable, template_default
 
-from .errors import QuotaExceeded, TaskStateError
-from .models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, TaskPreview, TaskStatus
+from . import transitions
+from .errors import TaskStateError
+from .fleet.dispatch import dispatch
+from .gallery.results import files_delete, results_delete
+from .limits import MAX_SEED, parameter_errors
+from .models import GenerationTask, SourceImage
+from .queue import enqueue
+from .quota import quota_check
+from .webhooks.targets import callback_url_validate
 
 logger = logging.getLogger(__name__)
 
-# ComfyUI's KSampler accepts seeds up to 2**64-1; Easel keeps them in a signed 64-bit
-# column, so random seeds are drawn below 2**63 and user seeds are bounded the same way.
-MAX_SEED = 2**63 - 1
-# The samplers and schedulers of ComfyUI 0.3.64 (object_info_core.json, KSampler).
-SAMPLERS = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm", "ipndm_v", "deis", "res_multistep",
-    "res_multistep_cfg_pp", "res_multistep_ancestral", "res_multistep_ancestral_cfg_pp", "gradient_estimation",
-    "gradient_estimation_cfg_pp", "er_sde", "seeds_2", "seeds_3", "sa_solver", "sa_solver_pece", "ddim",
-    "uni_pc", "uni_pc_bh2",
-]
-SCHEDULERS = ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal",
-              "linear_quadratic", "kl_optimal"]
+
+def _template_for(*, slug: str | None, wants_image: bool, errors: dict) -> WorkflowTemplate | None:
+    if slug:
+        template = WorkflowTemplate.objects.filter(slug=slug, enabled=True).first()
+        if template is None:
+            errors["template"] = [_("Unknown or disabled template: %(name)s.") % {"name": slug}]
+        return template
+    kind = WorkflowTemplate.KIND_IMG2IMG if wants_image else WorkflowTemplate.KIND_TXT2IMG
+    template = template_default(kind=kind)
+    if template is None:
+        errors["template"] = [_("No workflow template is enabled for this kind of task. Ask staff to enable one.")]
+    return template
 
 
-def _check_size(name: str, value: int, errors: dict) -> None:
-    low, high = settings.EASEL_MIN_SIZE, settings.EASEL_MAX_SIZE
-    if value % 8 or not low <= value <= high:
-        errors[name] = [
-            _("%(field)s must be a multiple of 8 between %(low)d and %(high)d.")
-            % {"field": name, "low": low, "high": high}
-        ]
+def template_fit(
+    template: WorkflowTemplate, *, source_image, denoise: float | None, errors: dict, lenient: bool = False
+) -> tuple[object, float | None]:
+    """The one rule for what a template takes: its bindings decide whether a source
+    image and a denoise are sent. Returns the (source_image, denoise) to store.
+
+    Strict (the API): a value the template does not take is an error. Lenient (the
+    page, whose form always has both fields): such values are dropped. Either way a
+    template that starts from a picture needs one, and a bound denoise gets the
+    studio's default when none is given.
+    """
+    if template.takes_image and source_image is None:
+        errors["source_image"] = [_("This template starts from a picture: upload or choose a source image.")]
+    if not template.takes_image and source_image is not None:
+        if lenient:
+            source_image = None
+        else:
+            errors["source_image"] = [_("This template does not take a source image.")]
+    if not template.takes_denoise:
+        if denoise is not None and not lenient:
+            errors["denoise"] = [_("This template has no denoise setting.")]
+        denoise = None
+    elif denoise is None:
+        denoise = settings.EASEL_DEFAULT_DENOISE
+    return source_image, denoise
 
 
 def generation_create(
@@ -66,24 +89,19 @@ def generation_create(
     denoise: float | None = None,
     callback_url: str = "",
     api_token=None,
+    lenient: bool = False,
 ) -> GenerationTask:
     """Validate a request, store it as a pending task and queue the job once committed.
 
     `template` is a template slug (default: the default template for text-to-image, or
     for image-to-image when a `source_image` id is given). Which parameters a request
-    may carry follows from the template's bindings. Raises ValidationError with
-    per-field messages; nothing is stored then.
+    may carry follows from the template's bindings (`template_fit`; `lenient` drops
+    what the template does not take instead of refusing it). Raises ValidationError
+    with per-field messages; nothing is stored then.
     """
     errors: dict[str, list[str]] = {}
     prompt = (prompt or "").strip()
     negative_prompt = (negative_prompt or "").strip()
-    limit = settings.EASEL_MAX_PROMPT_LENGTH
-    if not prompt:
-        errors["prompt"] = [_("Write a prompt: describe the picture you want.")]
-    elif len(prompt) > limit:
-        errors["prompt"] = [_("The prompt is too long (at most %(n)d characters).") % {"n": limit}]
-    if len(negative_prompt) > limit:
-        errors["negative_prompt"] = [_("The negative prompt is too long (at most %(n)d characters).") % {"n": limit}]
 
     checkpoint = None
     if model_name:
@@ -91,50 +109,25 @@ def generation_create(
         if checkpoint is None:
             errors["model_name"] = [_("Unknown or unavailable model: %(name)s.") % {"name": model_name}]
     else:
-        from models_catalog.selectors import checkpoint_list_usable
-
-        checkpoint = checkpoint_list_usable().first()
+        checkpoint = checkpoint_default()
         if checkpoint is None:
             errors["model_name"] = [_("No model is available yet. Ask staff to add a ComfyUI backend.")]
 
     source = None
     if source_image is not None:
-        from .models import SourceImage
-
         source = SourceImage.objects.filter(user=user, pk=source_image).first()
         if source is None:
             errors["source_image"] = [_("No such source image.")]
-    template_slug = template
-    if template_slug:
-        from models_catalog.models import WorkflowTemplate
-
-        template = WorkflowTemplate.objects.filter(slug=template_slug, enabled=True).first()
-        if template is None:
-            errors["template"] = [_("Unknown or disabled template: %(name)s.") % {"name": template_slug}]
-    else:
-        from models_catalog.models import WorkflowTemplate
-
-        kind = WorkflowTemplate.KIND_IMG2IMG if source_image is not None else WorkflowTemplate.KIND_TXT2IMG
-        template = template_default(kind=kind)
-        if template is None:
-            errors["template"] = [_("No workflow template is enabled for this kind of task. Ask staff to enable one.")]
-    if template is not None:
-        bound = template.bindings
-        if "image" in bound and source_image is None:
-            errors["source_image"] = [_("This template starts from a picture: upload or choose a source image.")]
-        if "image" not in bound and source_image is not None:
-            errors["source_image"] = [_("This template does not take a source image.")]
-        if denoise is not None and "denoise" not in bound:
-            errors["denoise"] = [_("This template has no denoise setting.")]
-        if denoise is None and "denoise" in bound:
-            denoise = settings.EASEL_DEFAULT_DENOISE
-    if denoise is not None and not 0.0 <= denoise <= 1.0:
-        errors["denoise"] = [_("Denoise must be between 0 and 1.")]
+    workflow = _template_for(slug=template, wants_image=source_image is not None, errors=errors)
+    if workflow is not None:
+        fitted, denoise = template_fit(
+            workflow, source_image=source_image, denoise=denoise, errors=errors, lenient=lenient
+        )
+        if fitted is None:
+            source = None
     # A token may carry a default callback for the tasks created with it.
     callback_url = callback_url or (api_token.webhook_url if api_token is not None else "")
     if callback_url:
-        from .webhooks import callback_url_validate
-
         try:
             callback_url_validate(callback_url)
         except ValidationError as exc:
@@ -148,22 +141,12 @@ def generation_create(
         sampler = sampler or checkpoint.default_sampler
         scheduler = scheduler or checkpoint.default_scheduler
     # Checked even when the model is unknown, so one answer lists every problem.
-    if width is not None:
-        _check_size("width", width, errors)
-    if height is not None:
-        _check_size("height", height, errors)
-    if steps is not None and not 1 <= steps <= settings.EASEL_MAX_STEPS:
-        errors["steps"] = [_("Steps must be between 1 and %(n)d.") % {"n": settings.EASEL_MAX_STEPS}]
-    if cfg is not None and not 0.0 <= cfg <= 30.0:
-        errors["cfg"] = [_("CFG must be between 0 and 30.")]
-    if sampler is not None and sampler not in SAMPLERS:
-        errors["sampler"] = [_("Unknown sampler: %(name)s.") % {"name": sampler}]
-    if scheduler is not None and scheduler not in SCHEDULERS:
-        errors["scheduler"] = [_("Unknown scheduler: %(name)s.") % {"name": scheduler}]
-    if not 1 <= batch_size <= settings.EASEL_MAX_BATCH_SIZE:
-        errors["batch_size"] = [_("Batch size must be between 1 and %(n)d.") % {"n": settings.EASEL_MAX_BATCH_SIZE}]
-    if seed is not None and not 0 <= seed <= MAX_SEED:
-        errors["seed"] = [_("The seed must be between 0 and %(n)d.") % {"n": MAX_SEED}]
+    for name, messages in parameter_errors({
+        "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height, "steps": steps,
+        "cfg": cfg, "sampler": sampler, "scheduler": scheduler, "batch_size": batch_size, "seed": seed,
+        "denoise": denoise,
+    }).items():
+        errors.setdefault(name, messages)
     if errors:
         raise ValidationError(errors)
     quota_check(user=user, images=batch_size)
@@ -174,7 +157,7 @@ def generation_create(
         negative_prompt=negative_prompt,
         checkpoint=checkpoint,
         model_name=checkpoint.name,
-        template=template,
+        template=workflow,
         width=width,
         height=height,
         steps=steps,
@@ -188,45 +171,16 @@ def generation_create(
         callback_url=callback_url,
         api_token=api_token,
     )
-    task_id = task.pk
-    transaction.on_commit(lambda: generation_enqueue(task_id=task_id))
+    transaction.on_commit(generation_enqueue)
     return task
 
 
-def quota_usage(*, user) -> dict:
-    """Images counted against today's quota (UTC day), and when it resets.
-
-    A task counts from the moment it is accepted; failed and cancelled ones give their
-    images back.
-    """
-    now = timezone.now()
-    start = datetime.combine(now.astimezone(dt_timezone.utc).date(), dtime.min, tzinfo=dt_timezone.utc)
-    used = (
-        GenerationTask.objects.filter(user=user, created_at__gte=start)
-        .exclude(status__in=[TaskStatus.FAILED, TaskStatus.CANCELLED])
-        .aggregate(n=Sum("batch_size"))["n"]
-        or 0
-    )
-    limit = user.daily_image_quota
-    return {
-        "limit": limit,
-        "used": used,
-        "remaining": max(0, limit - used),
-        "resets_at": start + timedelta(days=1),
-        "in_flight": GenerationTask.objects.filter(user=user, status__in=ACTIVE_STATUSES).count(),
-        "max_concurrent_tasks": user.max_concurrent_tasks,
-    }
-
-
-def quota_check(*, user, images: int) -> None:
-    usage = quota_usage(user=user)
-    if usage["used"] + images > usage["limit"]:
-        raise QuotaExceeded(
-            _("Daily image quota reached (%(used)d of %(limit)d used). It resets at %(time)s UTC.")
-            % {"used": usage["used"], "limit": usage["limit"], "time": usage["resets_at"].strftime("%H:%M")},
-            resets_at=usage["resets_at"],
-            limit=usage["limit"],
-            used=usage["used"],
+def _abandon_later(backend_id: int | None, prompt_id: str) -> None:
+    # The job following the prompt also notices and stops it; this covers the moment
+    # when no job is following it (a worker restarting).
+    if backend_id:
+        transaction.on_commit(
+            lambda: enqueue("generation_abandon", backend_id, prompt_id)
         )
 
 
@@ -237,24 +191,11 @@ def generation_cancel(*, task: GenerationTask) -> GenerationTask:
     out of ComfyUI's queue if still waiting there, else only its own prompt is
     interrupted (never a global interrupt that would stop another user's work).
     """
-    now = timezone.now()
-    done = GenerationTask.objects.filter(pk=task.pk, status__in=ACTIVE_STATUSES).update(
-        status=TaskStatus.CANCELLED, completed_at=now, status_message="", lease_owner="", lease_until=None
-    )
+    done = transitions.cancel(task)
     task.refresh_from_db()
     if not done:
         raise TaskStateError(_("This task has already finished (%(status)s).") % {"status": task.get_status_display()})
-    TaskPreview.objects.filter(task_id=task.pk).delete()
-    backend_id, prompt_id = task.backend_id, str(task.prompt_id)
-    if backend_id:
-        # The job following it also notices and stops the prompt; this covers the
-        # moment when no job is following it (worker restarting).
-        from django_q.tasks import async_task
-
-        transaction.on_commit(
-            lambda: async_task("generation.jobs.generation_abandon", backend_id, prompt_id, group="generation")
-        )
-    task_finished(task=task)
+    _abandon_later(task.backend_id, str(task.prompt_id))
     return task
 
 
@@ -264,77 +205,28 @@ def generation_retry(*, task: GenerationTask) -> GenerationTask:
     It gets a new ComfyUI prompt_id: the old one may still be in a backend's history
     with its old outcome.
     """
-    if task.status not in (TaskStatus.FAILED, TaskStatus.CANCELLED):
+    if task.status not in transitions.RETRYABLE_STATUSES:
         raise TaskStateError(_("Only failed or cancelled tasks can be retried."))
     quota_check(user=task.user, images=task.batch_size)
-    done = GenerationTask.objects.filter(pk=task.pk, status__in=[TaskStatus.FAILED, TaskStatus.CANCELLED]).update(
-        status=TaskStatus.PENDING,
-        prompt_id=uuid.uuid4(),
-        client_id=f"easel-{uuid.uuid4().hex}",
-        backend=None,
-        assigned_at=None,
-        submitted_at=None,
-        started_at=None,
-        completed_at=None,
-        rendered_prompt=None,
-        error_code="",
-        error_message="",
-        error_fields={},
-        status_message="",
-        progress_value=0,
-        progress_max=0,
-        progress_node="",
-        attempts=0,
-        retries=task.retries + 1,
-        lease_owner="",
-        lease_until=None,
-    )
-    if not done:
+    if not transitions.retry(task):
         raise TaskStateError(_("This task changed meanwhile; reload and try again."))
-    images_delete_for(task=task)
+    results_delete(task=task)
     task.refresh_from_db()
-    task_id = task.pk
-    transaction.on_commit(lambda: generation_enqueue(task_id=task_id))
+    transaction.on_commit(generation_enqueue)
     return task
 
 
-def task_finished(*, task: GenerationTask) -> None:
-    """Hook for a task reaching a final state: more capacity, webhooks."""
-    task_id = task.pk
-    transaction.on_commit(lambda: _after_finish(task_id))
-
-
-def _after_finish(task_id: int) -> None:
-    from django_q.tasks import async_task
-
-    async_task("generation.jobs.generation_finished", task_id, group="generation")
-
-
-def generation_enqueue(*, task_id: int | None = None) -> None:
+def generation_enqueue() -> None:
     """Let the dispatcher look at the queue now (a task arrived or came back).
 
     Runs the dispatcher right here (it only touches the database); if that fails, a
     django-q2 job does it instead, and the schedule would anyway.
     """
-    from .dispatch import dispatch
-
     try:
         dispatch(probe=False)
     except Exception:
         logger.exception("inline dispatch failed; leaving it to a job")
-        from django_q.tasks import async_task
-
-        async_task("generation.jobs.generation_dispatch", group="generation")
-
-
-def _delete_files(images) -> None:
-    for image in images:
-        for field in (image.file, image.thumbnail):
-            if field and field.name:
-                try:
-                    field.storage.delete(field.name)
-                except OSError:
-                    logger.warning("could not delete %s", field.name, exc_info=True)
+        enqueue("generation_dispatch")
 
 
 def generation_delete(*, task: GenerationTask) -> None:
@@ -342,47 +234,6 @@ def generation_delete(*, task: GenerationTask) -> None:
     images = list(task.images.all())
     backend_id, prompt_id, was_active = task.backend_id, str(task.prompt_id), not task.is_finished
     task.delete()
-    transaction.on_commit(lambda: _delete_files(images))
-    if was_active and backend_id:
-        # The job that follows it also notices the row is gone; this stops the prompt
-        # even when no job is following it right now (worker restarting).
-        from django_q.tasks import async_task
-
-        transaction.on_commit(
-            lambda: async_task("generation.jobs.generation_abandon", backend_id, prompt_id, group="generation")
-        )
-
-
-def generation_abandon(*, backend_id: int, prompt_id: str) -> None:
-    """Take a prompt off its backend: out of the queue if waiting, else interrupt only it."""
-    from generation.comfy import ComfyError
-    from models_catalog.services import comfy_client
-
-    backend = ComfyBackend.objects.filter(pk=backend_id).first()
-    if backend is None:
-        return
-    client = comfy_client(backend)
-    try:
-        state = client.queue_state(prompt_id)
-        if state == "pending":
-            client.delete_from_queue([prompt_id])
-        elif state == "running":
-            client.interrupt(prompt_id)
-    except ComfyError:
-        logger.warning("could not abandon prompt %s on %s", prompt_id, backend.name, exc_info=True)
-
-
-def images_delete_for(*, task: GenerationTask) -> None:
-    """Remove a task's images (rows and files), e.g. before re-downloading them."""
-    images = list(GeneratedImage.objects.filter(task=task))
-    GeneratedImage.objects.filter(task=task).delete()
-    _delete_files(images)
-
-
-__all__ = [
-    "generation_create",
-    "generation_delete",
-    "generation_enqueue",
-    "generation_abandon",
-    "TaskStatus",
-]
+    transaction.on_commit(lambda: files_delete(images))
+    if was_active:
+        _abandon_later(backend_id, prompt_id)

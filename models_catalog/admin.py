@@ -11,6 +11,8 @@ from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _
 
 from generation.comfy import ComfyError
+from generation.models import ACTIVE_STATUSES
+from generation.queue import enqueue
 
 from .forms import WorkflowTemplateAdminForm, WorkflowTemplateImportForm
 from .models import Checkpoint, ComfyBackend, WorkflowTemplate
@@ -36,10 +38,8 @@ def _sync_message(summary) -> str:
 
 
 def _dispatch_soon() -> None:
-    # More capacity (a backend enabled or undrained): let waiting tasks go now.
-    from generation.services import generation_enqueue
-
-    transaction.on_commit(generation_enqueue)
+    # More capacity (a backend enabled or undrained): a dispatch job lets waiting tasks go now.
+    transaction.on_commit(lambda: enqueue("generation_dispatch"))
 
 
 @admin.register(ComfyBackend)
@@ -68,8 +68,6 @@ class ComfyBackendAdmin(admin.ModelAdmin):
         css = {"all": ["admin_dashboard/dashboard.css"]}
 
     def get_queryset(self, request):
-        from generation.models import ACTIVE_STATUSES
-
         return (
             super()
             .get_queryset(request)

@@ -122,3 +122,16 @@ class WorkflowTemplate(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # Which of Easel's parameters the template takes is what its bindings say: the one
+    # rule pages, the API and the service follow (e.g. whether a source image is sent).
+    def takes(self, parameter: str) -> bool:
+        return isinstance(self.bindings, dict) and parameter in self.bindings
+
+    @property
+    def takes_image(self) -> bool:
+        return self.takes("image")
+
+    @property
+    def takes_denoise(self) -> bool:
+        return self.takes("denoise")

@@ -29,6 +29,11 @@ def checkpoint_get_usable(*, name: str) -> Checkpoint | None:
     return qs.filter(name=name).first() or qs.filter(ckpt_name=name).first()
 
 
+def checkpoint_default() -> Checkpoint | None:
+    """The model a task gets when it names none."""
+    return checkpoint_list_usable().first()
+
+
 def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTemplate | None:
     qs = WorkflowTemplate.objects.filter(enabled=True, kind=kind)
     return qs.filter(is_default=True).order_by("pk").first() or qs.order_by("pk").first()

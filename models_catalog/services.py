@@ -3,11 +3,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from datetime import timedelta
-
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
@@ -114,6 +113,24 @@ def backend_abandon_prompt(*, backend_id: int, prompt_id: str) -> None:
             backend.save(update_fields=["abandoned_prompts"])
 
 
+def prompt_abandon(*, backend_id: int, prompt_id: str) -> None:
+    """Take a prompt off its backend: out of the queue if waiting, else interrupt only it.
+
+    The one way Easel abandons a prompt (cancel, delete, fail-over, timeout all end
+    here or in `ComfyClient.abandon`). A backend that cannot be reached now does it as
+    soon as it answers again (`backend_release_abandoned`).
+    """
+    backend = ComfyBackend.objects.filter(pk=backend_id).first()
+    if backend is None:
+        return
+    try:
+        comfy_client(backend).abandon(prompt_id)
+    except ComfyError:
+        logger.warning("could not abandon prompt %s on %s now; will when it answers", prompt_id, backend.name,
+                       exc_info=True)
+        backend_abandon_prompt(backend_id=backend_id, prompt_id=prompt_id)
+
+
 def backend_release_abandoned(*, backend: ComfyBackend, client: ComfyClient) -> None:
     pending = list(ComfyBackend.objects.filter(pk=backend.pk).values_list("abandoned_prompts", flat=True))
     prompts = pending[0] if pending else []
@@ -121,11 +138,7 @@ def backend_release_abandoned(*, backend: ComfyBackend, client: ComfyClient) -> 
         return
     for prompt_id in prompts:
         try:
-            state = client.queue_state(prompt_id)
-            if state == "pending":
-                client.delete_from_queue([prompt_id])
-            elif state == "running":
-                client.interrupt(prompt_id)
+            client.abandon(prompt_id)
         except ComfyError:
             return  # gone again: try next time
     with transaction.atomic():

@@ -11,15 +11,15 @@ import copy
 import logging
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
 from django.utils.translation import gettext as _
 
-from generation.comfy import ComfyError
-from generation.comfy.workflow import _is_link
+from generation.comfy import ComfyError, is_link
+from generation.limits import SAMPLERS, SCHEDULERS, choices as studio_choices, ranges as studio_ranges
 
 from .models import ComfyBackend, WorkflowTemplate
+from .services import comfy_client
 
 logger = logging.getLogger(__name__)
 
@@ -43,25 +43,12 @@ _SAMPLER_INPUTS = {
 }
 OUTPUT_CLASSES = ("SaveImage", "PreviewImage")
 
-_SAMPLERS = [
-    "euler", "euler_cfg_pp", "euler_ancestral", "euler_ancestral_cfg_pp", "heun", "heunpp2", "dpm_2",
-    "dpm_2_ancestral", "lms", "dpm_fast", "dpm_adaptive", "dpmpp_2s_ancestral", "dpmpp_2s_ancestral_cfg_pp",
-    "dpmpp_sde", "dpmpp_sde_gpu", "dpmpp_2m", "dpmpp_2m_cfg_pp", "dpmpp_2m_sde", "dpmpp_2m_sde_gpu",
-    "dpmpp_2m_sde_heun", "dpmpp_2m_sde_heun_gpu", "dpmpp_3m_sde", "dpmpp_3m_sde_gpu", "ddpm", "lcm", "ipndm",
-    "ipndm_v", "deis", "res_multistep", "res_multistep_cfg_pp", "res_multistep_ancestral",
-    "res_multistep_ancestral_cfg_pp", "gradient_estimation", "gradient_estimation_cfg_pp", "er_sde", "seeds_2",
-    "seeds_3", "sa_solver", "sa_solver_pece", "ddim", "uni_pc", "uni_pc_bh2",
-]
-_SCHEDULERS = [
-    "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
-    "kl_optimal",
-]
 _SEED = ["INT", {"default": 0, "min": 0, "max": 18446744073709551615}]
 _STEPS = ["INT", {"default": 20, "min": 1, "max": 10000}]
 _CFG = ["FLOAT", {"default": 8.0, "min": 0.0, "max": 100.0, "step": 0.1, "round": 0.01}]
 
 # The input specs of the bindable inputs as ComfyUI 0.3.64 reports them in /object_info
-# (shared/comfyui/object_info_core.json; KSamplerAdvanced from object_info.json), without
+# (tests/fixtures/comfyui/object_info_core.json; KSamplerAdvanced from object_info.json), without
 # tooltips. Used when no backend is asked, so a form can be built without a network call.
 # Combo lists that depend on the server's files (checkpoints, input images) are left empty.
 DEFAULT_INPUT_SPECS: dict[str, dict[str, list]] = {
@@ -76,16 +63,16 @@ DEFAULT_INPUT_SPECS: dict[str, dict[str, list]] = {
         "seed": _SEED,
         "steps": _STEPS,
         "cfg": _CFG,
-        "sampler_name": [_SAMPLERS],
-        "scheduler": [_SCHEDULERS],
+        "sampler_name": [SAMPLERS],
+        "scheduler": [SCHEDULERS],
         "denoise": ["FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.01}],
     },
     "KSamplerAdvanced": {
         "noise_seed": _SEED,
         "steps": _STEPS,
         "cfg": _CFG,
-        "sampler_name": [_SAMPLERS],
-        "scheduler": [_SCHEDULERS],
+        "sampler_name": [SAMPLERS],
+        "scheduler": [SCHEDULERS],
     },
     "LoadImage": {"image": [[], {"image_upload": True}]},
 }
@@ -115,7 +102,7 @@ def _inputs(node: dict) -> dict:
 
 
 def _linked(graph: dict, value: Any) -> tuple[str, dict] | None:
-    if _is_link(value):
+    if is_link(value):
         node = graph.get(value[0])
         if isinstance(node, dict):
             return value[0], node
@@ -143,7 +130,7 @@ def _upstream(graph: dict, start: Any, *, through=None, limit: int = 200) -> lis
 
 def _literal(node: dict, input_name: str) -> bool:
     inputs = _inputs(node)
-    return input_name in inputs and not _is_link(inputs[input_name])
+    return input_name in inputs and not is_link(inputs[input_name])
 
 
 def _first(candidates: list[tuple[str, dict]], class_type: str) -> tuple[str, dict] | None:
@@ -281,7 +268,7 @@ def template_validate(
             continue
         has_output = has_output or class_type in output_classes
         for name, value in inputs.items():
-            if _is_link(value) and value[0] not in graph:
+            if is_link(value) and value[0] not in graph:
                 _add(
                     errors,
                     node_id,
@@ -343,7 +330,7 @@ def template_validate(
                 _("%(name)s is bound to input '%(input)s', which this node does not have.")
                 % {"name": name, "input": input_name},
             )
-        elif _is_link(inputs[input_name]):
+        elif is_link(inputs[input_name]):
             _add(
                 errors,
                 node_id,
@@ -381,8 +368,6 @@ def errors_describe(errors: dict[str, list[str]], graph: Any) -> list[str]:
 
 def backend_object_info(*, backend: ComfyBackend) -> dict:
     """The backend's full /object_info (raises ComfyError when it cannot be read)."""
-    from .services import comfy_client
-
     return comfy_client(backend).object_info()
 
 
@@ -477,27 +462,6 @@ def template_import(
 # --- parameters -------------------------------------------------------------------
 
 
-def _studio_limits() -> dict[str, tuple[float, float]]:
-    # What generation_create accepts; a form offering more would only produce errors.
-    from generation.services import MAX_SEED
-
-    return {
-        "width": (settings.EASEL_MIN_SIZE, settings.EASEL_MAX_SIZE),
-        "height": (settings.EASEL_MIN_SIZE, settings.EASEL_MAX_SIZE),
-        "batch_size": (1, settings.EASEL_MAX_BATCH_SIZE),
-        "steps": (1, settings.EASEL_MAX_STEPS),
-        "cfg": (0.0, 30.0),
-        "seed": (0, MAX_SEED),
-        "denoise": (0.0, 1.0),
-    }
-
-
-def _studio_choices(name: str) -> list[str] | None:
-    from generation.services import SAMPLERS, SCHEDULERS
-
-    return {"sampler": SAMPLERS, "scheduler": SCHEDULERS}.get(name)
-
-
 def _input_spec(object_info: dict | None, class_type: str, input_name: str) -> list | None:
     if object_info and class_type in object_info:
         _, known = _class_inputs(object_info[class_type])
@@ -545,7 +509,8 @@ def template_parameters(
             logger.warning("template parameters: %s unreachable, using defaults: %s", backend.name, exc)
     graph = template.graph if isinstance(template.graph, dict) else {}
     bindings = template.bindings if isinstance(template.bindings, dict) else {}
-    limits = _studio_limits()
+    # What generation_create accepts; a form offering more would only produce errors.
+    limits = studio_ranges()
     params = []
     for name in PARAMETER_NAMES:
         binding = bindings.get(name)
@@ -554,7 +519,7 @@ def template_parameters(
         node_id, input_name = str(binding[0]), str(binding[1])
         node = graph.get(node_id) if isinstance(graph.get(node_id), dict) else {}
         default = _inputs(node).get(input_name)
-        if _is_link(default):
+        if is_link(default):
             default = None
         item: dict[str, Any] = {"name": name, "node": node_id, "input": input_name, "required": name == "image"}
         spec = _input_spec(object_info, str(node.get("class_type", "")), input_name)
@@ -566,14 +531,14 @@ def template_parameters(
             item.update(type="image", default=None)
         elif name in ("sampler", "scheduler"):
             choices = (_combo(spec) if spec else None) or []
-            known = _studio_choices(name)
+            known = studio_choices()[name]
             choices = [c for c in choices if c in known] or list(known)
             item.update(type="choice", default=default, choices=choices)
         elif spec and spec[0] in ("INT", "FLOAT"):
             kind = "integer" if spec[0] == "INT" else "float"
             low, high = options.get("min"), options.get("max")
             if name in limits:
-                studio_low, studio_high = limits[name]
+                studio_low, studio_high = limits[name].low, limits[name].high
                 low = studio_low if low is None else max(low, studio_low)
                 high = studio_high if high is None else min(high, studio_high)
             item.update(type=kind, default=default, min=low, max=high)

@@ -15,6 +15,9 @@ import pytest
 import requests
 
 ROOT = Path(__file__).resolve().parent.parent
+# Requests, answers and WebSocket traces recorded from a real ComfyUI 0.3.64 (the
+# ground truth for the client and the demo engine; docs/comfyui.md describes them).
+COMFYUI_CAPTURES = ROOT / "tests" / "fixtures" / "comfyui"
 
 # Media goes to a throw-away folder shared with the helper processes the tests start.
 _MEDIA = tempfile.mkdtemp(prefix="easel-test-media-")
@@ -187,7 +190,7 @@ class Cluster:
             [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        from generation.workers import worker_status
+        from generation.fleet.workers import worker_status
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:

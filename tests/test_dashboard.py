@@ -11,12 +11,12 @@ from django.urls import include, path
 from django.utils import timezone
 
 from config.urls import urlpatterns as site_urlpatterns
-from generation import stats
 from generation.models import GeneratedImage, GenerationTask, TaskStatus
+from generation.ops import stats
 from models_catalog.models import ComfyBackend
 
 # The project's URLs with the dashboard's in front, as config/urls.py includes them.
-urlpatterns = [path("admin/", include("config.admin_urls")), *site_urlpatterns]
+urlpatterns = [path("admin/", include("generation.ops.admin_urls")), *site_urlpatterns]
 pytestmark = pytest.mark.urls(__name__)
 
 URL = "/admin/dashboard/"

@@ -13,7 +13,7 @@ from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
-from generation import doctor
+from generation.ops import doctor
 
 
 def run(*args) -> tuple[int, str]:
@@ -139,7 +139,7 @@ def test_too_few_workers_for_the_backends_slots_is_a_warning(db, monkeypatch):
     from models_catalog.models import ComfyBackend
 
     cluster = {"id": "c1", "host": "w1", "status": "Idle", "workers": 4, "started_at": None}
-    monkeypatch.setattr("generation.workers.worker_status", lambda: {"alive": True, "clusters": [cluster]})
+    monkeypatch.setattr("generation.ops.doctor.worker_status", lambda: {"alive": True, "clusters": [cluster]})
     ComfyBackend.objects.create(name="a", base_url="http://10.0.0.1:8188", max_in_flight=2)
     assert doctor.check_workers().level == "ok"  # 4 workers ≥ 2 slots + 1
     ComfyBackend.objects.create(name="b", base_url="http://10.0.0.2:8188", max_in_flight=2)

@@ -5,8 +5,6 @@ import pytest
 
 from tests.conftest import wait_for
 
-pytestmark = pytest.mark.urls("tests.health_test_urls")
-
 
 @pytest.fixture
 def no_heartbeats(settings):

@@ -38,7 +38,7 @@ def _reset_translation():
 def _no_worker(monkeypatch):
     # The waiting banner asks django-q2's cache for live workers; say there are none,
     # which also puts the banner's strings on the generate page.
-    monkeypatch.setattr("generation.views.worker_status", lambda: {"alive": False, "clusters": []})
+    monkeypatch.setattr("generation.web.status.worker_status", lambda: {"alive": False, "clusters": []})
 
 
 @pytest.fixture

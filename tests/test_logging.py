@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from config.logging import JsonFormatter, TextFormatter, logging_config, task_log
+from config.logging import JsonFormatter, TextFormatter, logging_config
+from generation.fleet.log import task_log
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_task_log_adds_task_user_backend_and_prompt_to_every_record(capture, cat
         user=user, prompt="p", model_name="demo-sd15", width=64, height=64, steps=4, cfg=7, sampler="euler",
         scheduler="normal", seed=1,
     )
-    logger, stream = capture(JsonFormatter(), name="generation.runner")
+    logger, stream = capture(JsonFormatter(), name="generation.fleet.runner")
     log = task_log(task)
     log.info("queued")  # no backend yet
     task.backend = catalog["backend"]

@@ -14,8 +14,8 @@ from django.core.files.storage import default_storage
 from django.core.management import call_command
 from django.utils import timezone
 
+from generation.gallery.retention import GB, retention_run
 from generation.models import GeneratedImage, GenerationTask, SourceImage
-from generation.retention import GB, retention_run
 
 pytestmark = pytest.mark.django_db(transaction=True)  # files are deleted on commit
 
@@ -189,9 +189,9 @@ def test_orphan_sweep_with_no_media_folder_yet(media):
 def test_run_is_logged_on_one_line(make_task, settings, caplog):
     settings.EASEL_MAX_HISTORY_DAYS = 1
     make_task(finished_days_ago=2)
-    with caplog.at_level("INFO", logger="generation.retention"):
+    with caplog.at_level("INFO", logger="generation.gallery.retention"):
         retention_run()
-    (record,) = [r for r in caplog.records if r.name == "generation.retention"]
+    (record,) = [r for r in caplog.records if r.name == "generation.gallery.retention"]
     assert "\n" not in record.getMessage()
     assert "removed the files of 1 expired" in record.getMessage()
     assert record.retention["expired_tasks"] == 1
@@ -212,8 +212,10 @@ def test_migration_schedules_retention_hourly_once():
     migration = importlib.import_module("generation.migrations.0006_retention_schedule")
     migration.forwards(apps, None)
     migration.forwards(apps, None)  # idempotent: every host may migrate
+    # Then the schedule is moved to the job's stable name (generation.jobs).
+    importlib.import_module("generation.migrations.0010_jobs_by_stable_names").forwards(apps, None)
     (schedule,) = Schedule.objects.filter(name="easel-retention")
-    assert schedule.func == "generation.retention.retention_run"
+    assert schedule.func == "generation.jobs.retention_run"
     assert schedule.schedule_type == Schedule.HOURLY and schedule.repeats == -1
     # The function the schedule names is importable as django-q2 will import it.
     module, func = schedule.func.rsplit(".", 1)

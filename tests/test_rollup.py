@@ -9,8 +9,8 @@ from django.db import connection
 from django.db.models import Sum
 from django.utils import timezone
 
-from generation import rollup, stats
 from generation.models import GenerationTask, RollupMark, TaskHourStat, TaskStatus, UserDayStat
+from generation.ops import rollup, stats
 from models_catalog.models import ComfyBackend
 from tests.test_dashboard import task
 

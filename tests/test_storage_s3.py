@@ -177,7 +177,7 @@ def test_retention_sweeps_orphans_in_the_bucket(s3_storage, settings):
     from django.core.files.storage import default_storage
     from django.utils import timezone
 
-    from generation.retention import retention_run
+    from generation.gallery.retention import retention_run
 
     client = s3_storage["client"]
     orphan = default_storage.save("results/1/2025/01/9-0-orphan.png", ContentFile(b"x"))

@@ -1,5 +1,5 @@
 """ComfyUI client library for Easel: plain Python, no Django, so it can be reused and
-tested on its own. Protocol notes: /work/shared/comfyui/README.md (ComfyUI 0.3.64)."""
+tested on its own. Protocol notes: docs/comfyui.md (ComfyUI 0.3.64)."""
 
 from .client import (
     ComfyClient,
@@ -15,7 +15,7 @@ from .client import (
 from .errors import describe_execution_error, describe_rejection, is_transient
 from .events import Event, Preview, TextFrame, parse_binary, parse_text
 from .tracker import PromptTracker
-from .workflow import BindingError, output_nodes, render_workflow, validate_bindings
+from .workflow import BindingError, is_link, output_nodes, render_workflow, validate_bindings
 
 __all__ = [
     "BindingError",
@@ -34,6 +34,7 @@ __all__ = [
     "combo_options",
     "describe_execution_error",
     "describe_rejection",
+    "is_link",
     "is_transient",
     "output_nodes",
     "parse_binary",

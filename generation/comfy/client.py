@@ -194,21 +194,24 @@ class ComfyClient:
         if not isinstance(body, dict):
             raise ComfyProtocolError("POST /prompt: 200 body is not an object", status=status, body=body)
         if body.get("node_errors"):
-            self._withdraw(str(body.get("prompt_id") or prompt_id))
+            try:
+                self.abandon(str(body.get("prompt_id") or prompt_id))
+            except ComfyError:
+                pass  # must not hide the rejection we are about to raise
             raise ComfyPromptRejected(status, body)
         return body
 
-    def _withdraw(self, prompt_id: str) -> None:
-        # Both calls are silent no-ops when they do not apply, and a failure here must not
-        # hide the rejection we are about to raise.
-        try:
-            self.delete_from_queue([prompt_id])
-        except ComfyError:
-            pass
-        try:
-            self.interrupt(prompt_id)
-        except ComfyError:
-            pass
+    def abandon(self, prompt_id: str) -> None:
+        """Take one prompt off this server, whatever it is doing: out of the queue if it
+        waits there, else interrupted if it runs (only it, never what else runs).
+
+        Both calls are silent no-ops when they do not apply (a running prompt cannot be
+        deleted; a targeted interrupt skips a prompt that is not running), so they are
+        sent in that order without asking first: a prompt that starts between the two
+        is still caught by the interrupt.
+        """
+        self.delete_from_queue([prompt_id])
+        self.interrupt(prompt_id)
 
     def delete_from_queue(self, prompt_ids: list[str]) -> None:
         """Remove pending prompts. A running prompt cannot be deleted (use interrupt), and
@@ -271,7 +274,7 @@ class ComfySocket:
 
     Reconnecting with the same clientId: close this socket *first* and let the close
     finish, otherwise the server's cleanup of the old socket unregisters the new one
-    and it goes silent (README, "Reconnecting with the same clientId").
+    and it goes silent (docs/comfyui.md, "Reconnecting with the same clientId").
     """
 
     def __init__(self, ws: websocket.WebSocket):

@@ -4,7 +4,7 @@ Text frames are always ``{"type": T, "data": {...}}``. Binary frames start with 
 4-byte big-endian event type, and the rest of the layout depends on that type, so
 we switch on it *before* reading anything else: treating byte 4 as the image
 format for every frame misparses type-4 (preview with metadata) and type-3 (text)
-frames. See /work/shared/comfyui/README.md, "Binary frames".
+frames. See docs/comfyui.md, "Binary frames".
 
 Parsing errors are raised as plain ``ValueError`` so this module stays free of any
 dependency; the socket wrapper in client.py turns them into ComfyProtocolError.

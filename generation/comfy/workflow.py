@@ -14,8 +14,8 @@ class BindingError(ValueError):
     """A binding does not fit the graph (missing node/input, or it points at a link)."""
 
 
-def _is_link(value: Any) -> bool:
-    # In API format a link is [source_node_id, output_index].
+def is_link(value: Any) -> bool:
+    """In API format a link is [source_node_id, output_index]; anything else is a value."""
     return isinstance(value, list) and len(value) == 2 and isinstance(value[0], str) and isinstance(value[1], int)
 
 
@@ -29,7 +29,7 @@ def _binding_problem(graph: dict, field: str, binding: Any) -> str | None:
     inputs = node.get("inputs")
     if not isinstance(inputs, dict) or input_name not in inputs:
         return f"{field}: node {node_id} ({node.get('class_type', '?')}) has no input '{input_name}'"
-    if _is_link(inputs[input_name]):
+    if is_link(inputs[input_name]):
         # Overwriting a link with a literal would silently cut the graph.
         return f"{field}: input '{input_name}' of node {node_id} is a link, not a value"
     return None

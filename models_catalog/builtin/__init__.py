@@ -5,7 +5,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 # Where each Easel parameter goes in the txt2img graph (node ids from ComfyUI's
-# default workflow, as captured in shared/comfyui/workflow_txt2img_api.json).
+# default workflow, as captured in tests/fixtures/comfyui/workflow_txt2img_api.json).
 TXT2IMG_BINDINGS = {
     "checkpoint": ["4", "ckpt_name"],
     "prompt": ["6", "text"],
@@ -20,7 +20,7 @@ TXT2IMG_BINDINGS = {
     "scheduler": ["3", "scheduler"],
 }
 
-# The img2img graph of shared/comfyui/workflow_img2img_api.json: LoadImage(1) →
+# The img2img graph of tests/fixtures/comfyui/workflow_img2img_api.json: LoadImage(1) →
 # VAEEncode(2) → KSampler(3). The picture's size comes from the source image, so width,
 # height and batch size are not bound (the graph has no EmptyLatentImage).
 IMG2IMG_BINDINGS = {

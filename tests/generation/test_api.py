@@ -277,7 +277,7 @@ def test_quota_endpoint_and_429_over_quota_on_create_and_retry(catalog, make_use
 
 def test_create_passes_the_token_and_new_parameters_to_the_service(catalog, make_user, api_client_for, monkeypatch):
     from accounts.models import ApiToken
-    from generation import api
+    from generation.api import tasks as api
 
     seen = {}
     real = api.generation_create

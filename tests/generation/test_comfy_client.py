@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import socket
 import threading
 from pathlib import Path
@@ -23,16 +22,11 @@ from generation.comfy.client import (
     ComfyUnreachable,
 )
 from generation.comfy.events import Event, Preview, TextFrame
+from tests.conftest import COMFYUI_CAPTURES
 
 
 def _captures() -> Path:
-    here = Path(__file__).resolve().parents[3] / "shared" / "comfyui"
-    if here.is_dir():
-        return here
-    env = os.environ.get("EASEL_COMFYUI_CAPTURES")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("ComfyUI captures not found (expected ../shared/comfyui or $EASEL_COMFYUI_CAPTURES)")
+    return COMFYUI_CAPTURES
 
 
 class FakeComfy:

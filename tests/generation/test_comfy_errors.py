@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ from generation.comfy.client import (
     ComfyUnreachable,
 )
 from generation.comfy.errors import describe_execution_error, describe_rejection, is_transient
+from tests.conftest import COMFYUI_CAPTURES
 
 BINDINGS = {
     "prompt": ["6", "text"],
@@ -35,13 +35,7 @@ IMG2IMG_BINDINGS = {**BINDINGS, "image": ["1", "image"]}
 
 
 def _captures() -> Path:
-    here = Path(__file__).resolve().parents[3] / "shared" / "comfyui"
-    if here.is_dir():
-        return here
-    env = os.environ.get("EASEL_COMFYUI_CAPTURES")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("ComfyUI captures not found (expected ../shared/comfyui or $EASEL_COMFYUI_CAPTURES)")
+    return COMFYUI_CAPTURES
 
 
 @pytest.fixture(scope="module")

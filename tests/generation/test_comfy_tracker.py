@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import struct
 from pathlib import Path
 
@@ -11,16 +10,11 @@ import pytest
 
 from generation.comfy.events import Event, Preview, TextFrame, parse_binary, parse_text
 from generation.comfy.tracker import PromptTracker
+from tests.conftest import COMFYUI_CAPTURES
 
 
 def _captures() -> Path:
-    here = Path(__file__).resolve().parents[3] / "shared" / "comfyui"
-    if here.is_dir():
-        return here
-    env = os.environ.get("EASEL_COMFYUI_CAPTURES")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("ComfyUI captures not found (expected ../shared/comfyui or $EASEL_COMFYUI_CAPTURES)")
+    return COMFYUI_CAPTURES
 
 
 @pytest.fixture(scope="module")

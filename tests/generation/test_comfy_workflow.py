@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 from generation.comfy.workflow import BindingError, output_nodes, render_workflow, validate_bindings
+from tests.conftest import COMFYUI_CAPTURES
 
 BINDINGS = {
     "prompt": ["6", "text"],
@@ -23,13 +23,7 @@ BINDINGS = {
 
 
 def _captures() -> Path:
-    here = Path(__file__).resolve().parents[3] / "shared" / "comfyui"
-    if here.is_dir():
-        return here
-    env = os.environ.get("EASEL_COMFYUI_CAPTURES")
-    if env and Path(env).is_dir():
-        return Path(env)
-    pytest.skip("ComfyUI captures not found (expected ../shared/comfyui or $EASEL_COMFYUI_CAPTURES)")
+    return COMFYUI_CAPTURES
 
 
 @pytest.fixture(scope="module")

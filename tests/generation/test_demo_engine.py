@@ -1,4 +1,4 @@
-"""The demo engine against the real ComfyUI 0.3.64 captures in ``shared/comfyui``.
+"""The demo engine against the real ComfyUI 0.3.64 captures in ``tests/fixtures/comfyui``.
 
 The engine runs as a real subprocess (``python -m generation.demo_engine --port 0``); the tests talk to it with
 ``requests`` and ``websocket-client`` like any ComfyUI client would, and compare status codes, key sets, message
@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import select
 import subprocess
 import sys
@@ -24,31 +23,22 @@ import requests
 import websocket
 from PIL import Image
 
+from tests.conftest import COMFYUI_CAPTURES
+
 REPO = Path(__file__).resolve().parents[2]
 DEMO_CKPTS = ["demo-sd15.safetensors", "demo-sdxl.safetensors"]
 CAPTURE_CKPTS = ["random-sd15-b.safetensors", "random-sd15.safetensors"]
 STEP_DELAY = 0.02
 
 
-def _captures_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[3] / "shared" / "comfyui"]
-    if os.environ.get("EASEL_COMFYUI_CAPTURES"):
-        candidates.append(Path(os.environ["EASEL_COMFYUI_CAPTURES"]))
-    return next((c for c in candidates if (c / "README.md").is_file()), None)
-
-
-CAPTURES = _captures_dir()
-pytestmark = pytest.mark.skipif(
-    CAPTURES is None, reason="ComfyUI captures not found (../shared/comfyui or $EASEL_COMFYUI_CAPTURES)")
+CAPTURES = COMFYUI_CAPTURES
 
 
 def cap(name: str) -> Any:
-    assert CAPTURES is not None
     return json.loads((CAPTURES / name).read_text())
 
 
 def cap_trace(name: str) -> list[dict[str, Any]]:
-    assert CAPTURES is not None
     return [json.loads(line) for line in (CAPTURES / name).read_text().splitlines() if line.strip()]
 
 
@@ -384,7 +374,7 @@ def _sorted_errors(body: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("case", [c["case"] for c in (json.loads((CAPTURES / "post_prompt_invalid.json")
-                                                                 .read_text())["cases"] if CAPTURES else [])])
+                                                                 .read_text())["cases"])])
 def test_invalid_prompts_match_captures(engine: EngineProcess, case: str) -> None:
     captured = next(c for c in cap("post_prompt_invalid.json")["cases"] if c["case"] == case)
     if case in INVALID_MUTATIONS:

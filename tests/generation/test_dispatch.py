@@ -1,7 +1,7 @@
 """The dispatcher's decisions: routing, model affinity, capacity, fairness, priority, caps."""
 import pytest
 
-from generation.dispatch import dispatch, queue_position
+from generation.fleet.dispatch import dispatch, queue_position
 from generation.models import GenerationTask, TaskStatus
 from generation.services import generation_create
 from models_catalog.models import Checkpoint, ComfyBackend

@@ -151,19 +151,38 @@ def test_engine_dying_mid_run_is_resubmitted_when_it_returns(engine_catalog, qcl
 
 
 def test_a_job_delivered_twice_submits_once(engine_catalog, qcluster, user_client):
-    from generation.services import generation_enqueue
+    """django-q2 delivers a job at least once. Here the run job of one task reaches the
+    broker three times at the same moment (the dispatcher's and two duplicates); the
+    cluster's workers really run all three, and the engine sees the prompt once."""
+    from django.db import transaction
+    from django_q.models import Success
 
-    engine = engine_catalog["engine"]
+    from generation.fleet.dispatch import dispatch
+    from generation.queue import enqueue
+    from models_catalog.models import ComfyBackend
+
+    engine, backend = engine_catalog["engine"], engine_catalog["backend"]
     engine.faults(step_delay=0.2)
+    # A draining backend takes nothing new: the task waits in Easel's queue, unassigned.
+    ComfyBackend.objects.filter(pk=backend.pk).update(draining=True)
     task = create(user_client, steps=4)
-    generation_enqueue(task_id=task["id"])  # a second delivery, racing the first
-    generation_enqueue(task_id=task["id"])
+    assert GenerationTask.objects.get(pk=task["id"]).backend_id is None
+    ComfyBackend.objects.filter(pk=backend.pk).update(draining=False)
+    with transaction.atomic():  # every enqueue happens on commit: the three land together
+        assert dispatch(probe=False) == [task["id"]]
+        for _ in range(2):
+            transaction.on_commit(lambda: enqueue("generation_run", task["id"]))
     state = wait_finished(user_client, task["id"])
     assert state["status"] == "completed"
-    # The later deliveries either found the lease held or the task finished.
-    wait_for(lambda: GenerationTask.objects.get(pk=task["id"]).attempts >= 1, timeout=5)
-    prompt_id = str(GenerationTask.objects.get(pk=task["id"]).prompt_id)
-    assert engine.stats()["submissions"] == {prompt_id: 1}
+
+    def runs() -> int:
+        done = Success.objects.filter(func="generation.jobs.generation_run")
+        return sum(1 for job in done if tuple(job.args or ()) == (task["id"],))
+
+    wait_for(lambda: runs() == 3, timeout=15, message="all three deliveries to run")
+    row = GenerationTask.objects.get(pk=task["id"])
+    assert row.attempts == 1  # one delivery claimed the task; the others found it held or finished
+    assert engine.stats()["submissions"] == {str(row.prompt_id): 1}
     assert GeneratedImage.objects.filter(task_id=task["id"]).count() == 1
 
 

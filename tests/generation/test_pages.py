@@ -68,12 +68,12 @@ def checkpoint(backend):
 
 @pytest.fixture
 def worker_alive(monkeypatch):
-    monkeypatch.setattr("generation.views.worker_status", lambda: {"alive": True, "clusters": [{"id": "x"}]})
+    monkeypatch.setattr("generation.web.status.worker_status", lambda: {"alive": True, "clusters": [{"id": "x"}]})
 
 
 @pytest.fixture
 def worker_dead(monkeypatch):
-    monkeypatch.setattr("generation.views.worker_status", lambda: {"alive": False, "clusters": []})
+    monkeypatch.setattr("generation.web.status.worker_status", lambda: {"alive": False, "clusters": []})
 
 
 def make_task(user, **extra) -> GenerationTask:
@@ -225,7 +225,7 @@ def test_generate_unknown_model_error_goes_to_model_field(alice_client, checkpoi
     def refuse(**kwargs):
         raise ValidationError({"model_name": ["Unknown or unavailable model: demo-model."]})
 
-    monkeypatch.setattr("generation.views.generation_create", refuse)
+    monkeypatch.setattr("generation.web.generate.generation_create", refuse)
     page = alice_client.post(reverse("generation:generate"), form_data()).content.decode()
     errors_at = page.index('id="id_model_errors"')
     assert "Unknown or unavailable model" in page[errors_at : errors_at + 300]
@@ -589,7 +589,7 @@ def test_img2img_upload_creates_task_with_source(alice_client, alice, checkpoint
 
 
 def test_img2img_picks_past_upload(alice_client, alice, checkpoint):
-    from generation.uploads import source_image_create
+    from generation.gallery.uploads import source_image_create
 
     source = source_image_create(user=alice, file=io.BytesIO(_png()), name="old.png")
     page = alice_client.get(reverse("generation:generate") + "?template=img2img-basic").content.decode()
@@ -599,7 +599,7 @@ def test_img2img_picks_past_upload(alice_client, alice, checkpoint):
 
 
 def test_img2img_other_users_upload_is_refused(alice_client, bob, checkpoint):
-    from generation.uploads import source_image_create
+    from generation.gallery.uploads import source_image_create
 
     theirs = source_image_create(user=bob, file=io.BytesIO(_png()), name="bob.png")
     page = alice_client.post(
@@ -774,7 +774,7 @@ def test_share_and_revoke(alice_client, client, completed_image):
 
 
 def test_share_token_only_opens_its_own_images(alice_client, alice, completed_image):
-    from generation.sharing import task_share
+    from generation.gallery.sharing import task_share
 
     other = make_task(alice, status=TaskStatus.COMPLETED)
     other_image = _add_image(other)
@@ -797,8 +797,8 @@ def test_share_needs_a_finished_task_and_the_owner(alice_client, bob_client, ali
 
 
 def test_other_user_gets_404_on_every_task_page(bob_client, alice, completed_image):
-    from generation.sharing import task_share
-    from generation.uploads import source_image_create
+    from generation.gallery.sharing import task_share
+    from generation.gallery.uploads import source_image_create
 
     task = completed_image.task
     source = source_image_create(user=alice, file=io.BytesIO(_png()), name="a.png")
@@ -886,7 +886,7 @@ def test_account_needs_sign_in(client, db):
 
 
 def _pages(alice, completed_image):
-    from generation.sharing import task_share
+    from generation.gallery.sharing import task_share
 
     failed = make_task(alice, status=TaskStatus.FAILED, error_fields={"steps": ["bad"]})
     running = make_task(alice, status=TaskStatus.PROCESSING)

@@ -3,9 +3,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from generation.comfy import render_workflow
+from generation.fleet.runner import task_claim
+from generation.limits import MAX_SEED
 from generation.models import GenerationTask, TaskStatus
-from generation.runner import task_claim
-from generation.services import MAX_SEED, generation_create
+from generation.services import generation_create
 
 
 def create(user, **overrides):

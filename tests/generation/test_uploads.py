@@ -9,12 +9,12 @@ import zlib
 import pytest
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import SimpleUploadedFile
-from django.test.utils import CaptureQueriesContext
 from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from PIL import Image, PngImagePlugin
 
+from generation.gallery.uploads import source_image_create, source_image_delete, source_image_from_result
 from generation.models import GeneratedImage, GenerationTask, SourceImage, TaskStatus
-from generation.uploads import source_image_create, source_image_delete, source_image_from_result
 
 pytestmark = pytest.mark.django_db
 
@@ -375,9 +375,8 @@ def test_from_result_service_checks_the_owner(make_user, catalog):
 
 
 def test_an_upload_starts_an_img2img_generation(client, user, catalog):
-    from models_catalog.models import WorkflowTemplate
-
     from generation.services import generation_create
+    from models_catalog.models import WorkflowTemplate
 
     if not WorkflowTemplate.objects.filter(slug="img2img-basic", enabled=True).exists():
         pytest.skip("the built-in img2img-basic template is not there yet (ensure_builtin_templates)")

@@ -5,9 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import json
-import os
 import uuid
-from pathlib import Path
 
 import pytest
 from django.core.exceptions import ValidationError
@@ -24,17 +22,13 @@ from models_catalog.templates import (
     template_parameters,
     template_validate,
 )
+from tests.conftest import COMFYUI_CAPTURES
 
-CAPTURES = Path(
-    os.environ.get("EASEL_COMFYUI_CAPTURES") or Path(__file__).resolve().parents[3] / "shared" / "comfyui"
-)
+CAPTURES = COMFYUI_CAPTURES
 
 
 def captured(name: str) -> dict:
-    path = CAPTURES / f"workflow_{name}_api.json"
-    if not path.exists():
-        pytest.skip(f"the ComfyUI captures are not beside the checkout ({CAPTURES})")
-    return json.loads(path.read_text())
+    return json.loads((CAPTURES / f"workflow_{name}_api.json").read_text())
 
 
 def relabel(graph: dict, mapping: dict[str, str], order: list[str]) -> dict:

@@ -5,7 +5,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from generation.doctor import ERROR, OK, WARNING, run_checks
+from generation.ops.doctor import ERROR, OK, WARNING, run_checks
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@ import json
 
 from django.core.management.base import BaseCommand
 
-from generation.retention import retention_run
+from generation.gallery.retention import retention_run
 
 
 class Command(BaseCommand):

@@ -11,6 +11,9 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
+from accounts.services import staff_ensure
+from models_catalog.services import backend_ensure, backends_from_settings, checkpoints_sync
+
 
 class Command(BaseCommand):
     help = "Run the web server (gunicorn), the django-q2 cluster and the built-in demo engine together."
@@ -21,9 +24,6 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo-engine", action="store_true", help="Do not start the demo engine.")
 
     def handle(self, *args, host, port, no_demo_engine, **options):
-        from accounts.services import staff_ensure
-        from models_catalog.services import backend_ensure, backends_from_settings, checkpoints_sync
-
         call_command("migrate", interactive=False, verbosity=0)
         call_command("createcachetable", verbosity=0)
         created = staff_ensure()
@@ -52,14 +52,16 @@ class Command(BaseCommand):
             summary = checkpoints_sync()
             self.stdout.write(f"Checkpoint sync: {summary}")
             self._spawn("worker", manage + ["qcluster"])
-            workers = os.environ.get("WEB_CONCURRENCY", "2")
+            # gunicorn's settings live in one place, deploy/gunicorn.conf.py, read from the
+            # environment; here only where to listen and, on a laptop, two workers.
+            web_env = {**os.environ, "EASEL_HOST": host, "EASEL_PORT": str(port),
+                       "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2")}
+            web_env.pop("GUNICORN_BIND", None)
             self._spawn(
                 "web",
-                [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"{host}:{port}",
-                 "--workers", workers, "--threads", "4",
-                 # `create` may wait EASEL_CREATE_WAIT_SECONDS for a result.
-                 "--timeout", str(int(settings.EASEL_CREATE_WAIT_SECONDS) + 30),
-                 "--access-logfile", "-"],
+                [sys.executable, "-m", "gunicorn", "--config", str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
+                 "config.wsgi:application"],
+                env=web_env,
             )
             self.stdout.write(self.style.SUCCESS(f"Easel is running at http://{host}:{port}/  (Ctrl+C to stop)"))
             self.stdout.flush()
@@ -73,9 +75,10 @@ class Command(BaseCommand):
         finally:
             self._stop_all()
 
-    def _spawn(self, label: str, argv: list[str], wait_for: str | None = None) -> subprocess.Popen:
+    def _spawn(self, label: str, argv: list[str], wait_for: str | None = None, env: dict | None = None
+               ) -> subprocess.Popen:
         child = subprocess.Popen(
-            argv, cwd=settings.BASE_DIR, stdout=subprocess.PIPE if wait_for else None, text=True
+            argv, cwd=settings.BASE_DIR, stdout=subprocess.PIPE if wait_for else None, text=True, env=env
         )
         self.children.append(child)
         if wait_for:

@@ -1,0 +1,81 @@
+"""Pictures over the API: a result, its thumbnail, a running task's live preview."""
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.views import APIView
+
+from ..gallery.files import image_response, preview_response, query_flag
+from ..models import GeneratedImage
+from ..selectors import generation_get, image_get
+from .schema import IMAGE_ID, TASK_ID, binary_answers
+
+
+class FirstRendererNegotiation(BaseContentNegotiation):
+    """File views answer with the file whatever `Accept` says; errors are JSON.
+
+    DRF's default negotiation would refuse `Accept: image/*` with 406 because the view's
+    only renderer is JSON, although the successful answer is not rendered at all.
+    """
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+DOWNLOAD = OpenApiParameter(
+    "download", OpenApiTypes.BOOL,
+    description="`1`/`true`/`yes`: `Content-Disposition: attachment` (save as); otherwise `inline`.",
+)
+
+
+def _file_answer(request, image: GeneratedImage, *, thumbnail: bool):
+    return image_response(image, thumbnail=thumbnail, download=query_flag(request.query_params.get("download")))
+
+
+class GenerationImageFileApi(APIView):
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        operation_id="generation_image_file",
+        summary="Download an image",
+        description="Streamed, with the image's content type; owner only.",
+        parameters=[IMAGE_ID, DOWNLOAD],
+        responses=binary_answers("image/png", "image/jpeg", "image/webp", description="The image."),
+        tags=["generation"],
+    )
+    def get(self, request, image_id: int):
+        return _file_answer(request, image_get(user=request.user, image_id=image_id), thumbnail=False)
+
+
+class GenerationImageThumbnailApi(APIView):
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        operation_id="generation_image_thumbnail",
+        summary="Download an image's thumbnail",
+        description="A WebP, at most `EASEL_THUMBNAIL_SIZE` pixels on its longest edge; owner only.",
+        parameters=[IMAGE_ID, DOWNLOAD],
+        responses=binary_answers("image/webp", description="The thumbnail."),
+        tags=["generation"],
+    )
+    def get(self, request, image_id: int):
+        return _file_answer(request, image_get(user=request.user, image_id=image_id), thumbnail=True)
+
+
+class GenerationPreviewApi(APIView):
+    content_negotiation_class = FirstRendererNegotiation
+
+    @extend_schema(
+        operation_id="generation_preview",
+        summary="The latest live preview frame of a running task",
+        description="404 until the backend has sent a frame, and after the task ended.",
+        parameters=[TASK_ID],
+        responses=binary_answers("image/jpeg", "image/png", description="The frame."),
+        tags=["generation"],
+    )
+    def get(self, request, task_id: int):
+        return preview_response(generation_get(user=request.user, task_id=task_id))

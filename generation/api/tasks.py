@@ -1,0 +1,200 @@
+"""The generation API, as promised to app clients (docs/api-contract.md): create, follow,
+cancel, retry and delete a task.
+
+Paths have no trailing slash, as the existing clients call them. Every view documents
+its answers for the OpenAPI schema (`/api/v1/schema/`); the error answers shared by all
+operations are added by `config.api_errors.EaselAutoSchema`.
+"""
+from __future__ import annotations
+
+import time
+
+from django.conf import settings
+from django.urls import reverse
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import ApiToken
+from config.api_errors import error_response
+
+from ..limits import SAMPLERS, SCHEDULERS, prompt_max_length, ranges
+from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
+from ..representation import ImageSerializer, TaskSerializer
+from ..selectors import generation_get
+from ..services import generation_cancel, generation_create, generation_delete, generation_retry
+from .schema import LOCATION, QUOTA_429, TASK_ID
+
+_RANGES = ranges()  # read once: the schema describes the limits the studio started with
+
+
+class TaskCreateInput(serializers.Serializer):
+    prompt = serializers.CharField(max_length=prompt_max_length(), allow_blank=False, trim_whitespace=True)
+    model_name = serializers.CharField(
+        max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the first."
+    )
+    negative_prompt = serializers.CharField(
+        max_length=prompt_max_length(), required=False, allow_blank=True, default=""
+    )
+    width = serializers.IntegerField(
+        required=False, min_value=_RANGES["width"].low, max_value=_RANGES["width"].high,
+        help_text="A multiple of 8; default: the model's.",
+    )
+    height = serializers.IntegerField(
+        required=False, min_value=_RANGES["height"].low, max_value=_RANGES["height"].high,
+        help_text="A multiple of 8; default: the model's.",
+    )
+    steps = serializers.IntegerField(required=False, min_value=_RANGES["steps"].low, max_value=_RANGES["steps"].high)
+    cfg = serializers.FloatField(required=False, min_value=_RANGES["cfg"].low, max_value=_RANGES["cfg"].high)
+    sampler = serializers.ChoiceField(choices=SAMPLERS, required=False)
+    scheduler = serializers.ChoiceField(choices=SCHEDULERS, required=False)
+    seed = serializers.IntegerField(required=False, allow_null=True, min_value=_RANGES["seed"].low,
+                                    max_value=_RANGES["seed"].high, help_text="Default: random.")
+    batch_size = serializers.IntegerField(required=False, default=1, min_value=_RANGES["batch_size"].low,
+                                          max_value=_RANGES["batch_size"].high)
+    template = serializers.SlugField(
+        max_length=100, required=False, allow_blank=True, allow_null=True,
+        help_text="A workflow template slug; default: the default text-to-image template (image-to-image "
+                  "with `source_image`).",
+    )
+    source_image = serializers.IntegerField(
+        required=False, allow_null=True, min_value=1, help_text="An uploaded source image's id (image-to-image)."
+    )
+    denoise = serializers.FloatField(
+        required=False, allow_null=True, min_value=_RANGES["denoise"].low, max_value=_RANGES["denoise"].high,
+        help_text="Image-to-image strength, 0..1, for templates that take it.",
+    )
+    callback_url = serializers.URLField(
+        max_length=500, required=False, allow_blank=True,
+        help_text="Webhook called when the task ends; default: the token's webhook URL.",
+    )
+
+
+def _create(request) -> GenerationTask:
+    data = TaskCreateInput(data=request.data)
+    data.is_valid(raise_exception=True)
+    values = {k: v for k, v in data.validated_data.items() if v not in (None, "")}
+    token = request.auth if isinstance(request.auth, ApiToken) else None
+    return generation_create(user=request.user, api_token=token, **values)
+
+
+def _status_url(request, task: GenerationTask) -> str:
+    return request.build_absolute_uri(reverse("api-generation-status", args=[task.pk]))
+
+
+def _accepted(request, task: GenerationTask) -> Response:
+    body = TaskSerializer(task, context={"request": request}).data
+    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": _status_url(request, task)})
+
+
+class GenerationCreateApi(APIView):
+    """Create a task and wait a bounded time for it: 200 when finished, else 202."""
+
+    @extend_schema(
+        operation_id="generation_create",
+        summary="Create a task and wait for it",
+        description="Waits up to `EASEL_CREATE_WAIT_SECONDS` (default 30 s): 200 with the finished task, "
+                    "else 202 with the task and `Location` to poll.",
+        request=TaskCreateInput,
+        parameters=[LOCATION],
+        responses={
+            200: OpenApiResponse(TaskSerializer, description="Finished (completed, failed or cancelled)."),
+            202: OpenApiResponse(TaskSerializer, description="Still running; poll `Location`."),
+            429: QUOTA_429,
+        },
+        tags=["generation"],
+    )
+    def post(self, request):
+        task = _create(request)
+        deadline = time.monotonic() + settings.EASEL_CREATE_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            task.refresh_from_db()
+            if task.status in TERMINAL_STATUSES:
+                break
+            time.sleep(0.25)
+        if task.status in TERMINAL_STATUSES:
+            return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_200_OK)
+        return _accepted(request, task)
+
+
+class GenerationCreateAsyncApi(APIView):
+    @extend_schema(
+        operation_id="generation_create_async",
+        summary="Create a task and return at once",
+        request=TaskCreateInput,
+        parameters=[LOCATION],
+        responses={202: OpenApiResponse(TaskSerializer, description="Accepted; poll `Location`."), 429: QUOTA_429},
+        tags=["generation"],
+    )
+    def post(self, request):
+        return _accepted(request, _create(request))
+
+
+class GenerationStatusApi(APIView):
+    @extend_schema(operation_id="generation_status", summary="A task", parameters=[TASK_ID],
+                   responses={200: TaskSerializer}, tags=["generation"])
+    def get(self, request, task_id: int):
+        task = generation_get(user=request.user, task_id=task_id)
+        return Response(TaskSerializer(task, context={"request": request}).data)
+
+
+class ResultSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    status = serializers.ChoiceField(choices=TaskStatus.choices)
+    error_message = serializers.CharField(allow_null=True)
+    images = ImageSerializer(many=True)
+
+
+class GenerationResultApi(APIView):
+    @extend_schema(operation_id="generation_result", summary="A task's images", parameters=[TASK_ID],
+                   responses={200: ResultSerializer}, tags=["generation"])
+    def get(self, request, task_id: int):
+        task = generation_get(user=request.user, task_id=task_id)
+        body = TaskSerializer(task, context={"request": request}).data
+        return Response(
+            {"id": task.pk, "status": task.status, "error_message": body["error_message"], "images": body["images"]}
+        )
+
+
+class GenerationCancelApi(APIView):
+    @extend_schema(
+        operation_id="generation_cancel",
+        summary="Cancel a task",
+        description="A pending task never reaches a backend; a running one is stopped on its backend.",
+        parameters=[TASK_ID],
+        request=None,
+        responses={200: OpenApiResponse(TaskSerializer, description="The cancelled task."),
+                   409: error_response(409, description=gettext_lazy("The task has already finished."))},
+        tags=["generation"],
+    )
+    def post(self, request, task_id: int):
+        task = generation_cancel(task=generation_get(user=request.user, task_id=task_id))
+        return Response(TaskSerializer(task, context={"request": request}).data)
+
+
+class GenerationRetryApi(APIView):
+    @extend_schema(
+        operation_id="generation_retry",
+        summary="Run a failed or cancelled task again",
+        description="The same task (same id) goes back to `pending`; its old images are removed.",
+        parameters=[TASK_ID, LOCATION],
+        request=None,
+        responses={202: OpenApiResponse(TaskSerializer, description="Queued again; poll `Location`."),
+                   409: error_response(409, description=gettext_lazy("Only failed or cancelled tasks can be retried.")),
+                   429: QUOTA_429},
+        tags=["generation"],
+    )
+    def post(self, request, task_id: int):
+        task = generation_retry(task=generation_get(user=request.user, task_id=task_id))
+        return _accepted(request, task)
+
+
+class GenerationDeleteApi(APIView):
+    @extend_schema(operation_id="generation_delete", summary="Delete a task and its files", parameters=[TASK_ID],
+                   responses={204: None}, tags=["generation"])
+    def delete(self, request, task_id: int):
+        task = generation_get(user=request.user, task_id=task_id)
+        generation_delete(task=task)
+        return Response(status=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,202 @@
+"""The dispatcher: Easel's own fair queue in front of the ComfyUI backends.
+
+Pending tasks wait in the database (so the queue survives restarts of every process).
+`dispatch()` hands them to backends:
+
+- fairly: round-robin across users with pending work, oldest first within a user, the
+  user served least recently first; staff-set user priority goes first (strict tiers);
+- within limits: a user's tasks in flight never exceed their concurrency cap;
+- where they can run: a task goes to an online, enabled, non-draining backend that has
+  its checkpoint, preferring the one whose loaded checkpoint matches (no model reload),
+  then the least loaded;
+- without piling up: each backend holds at most `max_in_flight` tasks (one running plus
+  one waiting in ComfyUI's own queue keeps it busy between prompts).
+
+A task is "assigned" when it gets a backend (`backend` set, still `pending`); the run
+job then submits it and it becomes `processing`. Dispatch runs in one transaction
+behind a lock, so two workers dispatching at once cannot overfill a backend or hand
+out a task twice; the run job's claim is a second guard.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict, deque
+from dataclasses import dataclass
+
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.db.models import Count, Max
+from django.utils import timezone
+
+from models_catalog.models import Checkpoint, ComfyBackend
+from models_catalog.services import backends_health_check
+
+from .. import transitions
+from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
+from ..queue import enqueue
+from . import locks
+
+logger = logging.getLogger(__name__)
+
+# How many waiting tasks one dispatch pass looks at. Enough to fill every backend many
+# times over; the next pass (after any task ends) sees the rest.
+SCAN_LIMIT = 2000
+# How often dispatch may re-probe an offline backend.
+PROBE_INTERVAL_SECONDS = 5.0
+
+
+@dataclass
+class _Candidate:
+    id: int
+    user_id: int
+    checkpoint_id: int | None
+
+
+def dispatch(*, probe: bool = True) -> list[int]:
+    """Assign as many waiting tasks as the backends can take; enqueue their run jobs.
+
+    With `probe`, offline backends not checked in the last few seconds are asked first
+    whether they are back (only while tasks wait), so a returning backend gets work
+    without waiting for the schedule. Web requests dispatch without probing.
+    """
+    if probe:
+        _probe_offline_backends()
+    with transaction.atomic():
+        locks.transaction_lock(locks.DISPATCH)
+        assignments = _plan()
+        now = timezone.now()
+        done: list[tuple[int, int]] = []
+        for task_id, backend_id in assignments:
+            # Conditional: a task cancelled a moment ago stays cancelled.
+            if transitions.assign(task_id, backend_id=backend_id, now=now):
+                done.append((task_id, backend_id))
+        if done:
+            transaction.on_commit(lambda: enqueue_runs([t for t, _b in done]))
+    if done:
+        logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
+    return [t for t, _b in done]
+
+
+def _probe_offline_backends() -> None:
+    waiting = GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
+    if waiting:
+        backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
+
+
+def enqueue_runs(task_ids: list[int]) -> None:
+    """Queue the run job of each task (the job's claim keeps each task to one runner)."""
+    for task_id in task_ids:
+        enqueue("generation_run", task_id, task_name=f"generation-{task_id}")
+
+
+def _plan() -> list[tuple[int, int]]:
+    backends = {b.pk: b for b in ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False)}
+    if not backends:
+        return []
+    load = dict(
+        GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend_id__in=list(backends))
+        .values_list("backend_id")
+        .annotate(n=Count("id"))
+    )
+    free = {pk: b.max_in_flight - load.get(pk, 0) for pk, b in backends.items()}
+    if all(n <= 0 for n in free.values()):
+        return []
+    where: dict[int, set[int]] = defaultdict(set)
+    for checkpoint_id, backend_id in Checkpoint.backends.through.objects.filter(
+        comfybackend_id__in=list(backends)
+    ).values_list("checkpoint_id", "comfybackend_id"):
+        where[checkpoint_id].add(backend_id)
+    ckpt_names = dict(Checkpoint.objects.filter(pk__in=list(where)).values_list("pk", "ckpt_name"))
+    loaded = {pk: b.loaded_checkpoint for pk, b in backends.items()}
+
+    waiting = list(
+        GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
+        .order_by("created_at", "id")
+        .values_list("id", "user_id", "checkpoint_id")[:SCAN_LIMIT]
+    )
+    if not waiting:
+        return []
+    queues: dict[int, deque[_Candidate]] = defaultdict(deque)
+    for task_id, user_id, checkpoint_id in waiting:
+        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id))
+    users = {
+        u["id"]: u
+        for u in get_user_model().objects.filter(pk__in=list(queues)).values("id", "priority", "max_concurrent_tasks")
+    }
+    in_flight = dict(
+        GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False, user_id__in=list(queues))
+        .values_list("user_id")
+        .annotate(n=Count("id"))
+    )
+    # Round-robin position: whoever was served longest ago (or never) goes first.
+    last_served = dict(
+        GenerationTask.objects.filter(user_id__in=list(queues), assigned_at__isnull=False)
+        .values_list("user_id")
+        .annotate(t=Max("assigned_at"))
+    )
+    epoch = timezone.now().replace(year=1970)
+
+    def order_key(user_id: int):
+        return (last_served.get(user_id) or epoch, queues[user_id][0].id)
+
+    tiers: dict[int, list[int]] = defaultdict(list)
+    for user_id in queues:
+        tiers[users[user_id]["priority"] if user_id in users else 0].append(user_id)
+
+    plan: list[tuple[int, int]] = []
+    for priority in sorted(tiers, reverse=True):
+        rotation = sorted(tiers[priority], key=order_key)
+        progressed = True
+        while progressed and any(n > 0 for n in free.values()):
+            progressed = False
+            for user_id in rotation:
+                cap = users.get(user_id, {}).get("max_concurrent_tasks", 1)
+                if in_flight.get(user_id, 0) >= cap or not queues[user_id]:
+                    continue
+                candidate = _first_placeable(queues[user_id], where, free)
+                if candidate is None:
+                    continue
+                want = ckpt_names.get(candidate.checkpoint_id, "")
+                backend_id = _choose(where[candidate.checkpoint_id], free, backends, loaded, want)
+                queues[user_id].remove(candidate)
+                free[backend_id] -= 1
+                loaded[backend_id] = want
+                in_flight[user_id] = in_flight.get(user_id, 0) + 1
+                plan.append((candidate.id, backend_id))
+                progressed = True
+    return plan
+
+
+def _first_placeable(queue, where, free) -> _Candidate | None:
+    """The user's oldest task that some backend with free room can run now."""
+    for candidate in queue:
+        if any(free.get(b, 0) > 0 for b in where.get(candidate.checkpoint_id, ())):
+            return candidate
+    return None
+
+
+def _choose(options: set[int], free: dict, backends: dict, loaded: dict, want: str) -> int:
+    """Never queue behind work while a backend sits idle; among the rest prefer the one
+    with the model already loaded (no reload), then the least loaded."""
+    open_ = [b for b in options if free.get(b, 0) > 0]
+    idle = [b for b in open_ if free[b] == backends[b].max_in_flight]
+    open_ = idle or open_
+
+    def key(pk: int):
+        busy = backends[pk].max_in_flight - free[pk]
+        return (loaded.get(pk) != want, busy / max(1, backends[pk].max_in_flight), busy, pk)
+
+    return min(open_, key=key)
+
+
+def queue_position(*, task: GenerationTask) -> int | None:
+    """1-based place of a waiting task in Easel's queue (None once it has a backend).
+
+    An estimate: the tasks created before it that still wait unassigned.
+    """
+    if task.status != TaskStatus.PENDING or task.backend_id:
+        return None
+    ahead = GenerationTask.objects.filter(
+        status=TaskStatus.PENDING, backend__isnull=True, created_at__lt=task.created_at
+    ).count()
+    return ahead + 1

@@ -1,0 +1,49 @@
+"""Recovery: tasks no job follows any more, and tasks that waited too long.
+
+Run every minute by the studio tick. Harmless when nothing is stuck: the run job's
+claim keeps each task to one runner.
+"""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+
+from .. import transitions
+from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
+from ..task_text import text
+from .dispatch import enqueue_runs
+
+logger = logging.getLogger(__name__)
+
+# An assigned task without a lease gets this long for its job to start before it is re-enqueued.
+UNCLAIMED_GRACE = timedelta(minutes=10)
+BATCH = 500
+
+
+def tasks_recover() -> int:
+    """Re-enqueue assigned tasks that no job holds (a worker died, a job was lost), and
+    fail tasks that waited too long for an unreachable backend. Returns how many were
+    re-enqueued."""
+    now = timezone.now()
+    stale = GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False).filter(
+        Q(lease_until__lt=now) | Q(lease_until__isnull=True, assigned_at__lt=now - UNCLAIMED_GRACE)
+    )
+    ids = list(stale.order_by("created_at").values_list("pk", flat=True)[:BATCH])
+    enqueue_runs(ids)
+    if ids:
+        logger.info("re-enqueued %d stale task(s)", len(ids))
+
+    limit = settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT
+    waited_too_long = GenerationTask.objects.filter(
+        status=TaskStatus.PENDING, backend__isnull=True, waiting_since__lt=now - timedelta(seconds=limit)
+    ).values_list("pk", flat=True)[:BATCH]
+    for task_id in list(waited_too_long):
+        transitions.give_up_waiting(task_id, code="backend_unreachable", message=text(
+            gettext_noop("Backend unreachable: no backend could run this task for %(n)d s."), n=limit,
+        ))
+    return len(ids)

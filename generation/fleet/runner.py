@@ -1,0 +1,475 @@
+"""Runs one generation task on a ComfyUI backend, from claim to stored images.
+
+Delivery is at least once (django-q2 may hand the same job out again, the recovery
+schedule re-enqueues stale tasks), so every step here is safe to repeat:
+- the task is claimed with a conditional UPDATE on a lease; a second job for the same
+  task finds the lease held and returns;
+- the ComfyUI `prompt_id` was stored with the task, so before submitting the runner asks
+  the backend whether it already knows that prompt (history or queue) and follows it
+  instead of submitting it again;
+- results are written with a conditional UPDATE that only the lease owner can make.
+
+No database transaction is held open around a network call.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.utils.translation import gettext_noop
+
+from models_catalog.models import ComfyBackend
+from models_catalog.services import backend_abandon_prompt, backend_mark, comfy_client, prompt_abandon
+
+from .. import transitions
+from ..comfy import (
+    BindingError,
+    ComfyClient,
+    ComfyError,
+    ComfyPromptRejected,
+    ComfySocketClosed,
+    ComfyUnreachable,
+    PromptTracker,
+    describe_execution_error,
+    describe_rejection,
+    is_transient,
+    render_workflow,
+)
+from ..gallery.results import UnreadableImage, files_delete, result_store
+from ..models import GeneratedImage, GenerationTask, TaskPreview
+from ..task_text import Text, message_fields, text
+from .dispatch import dispatch
+from .log import task_log
+
+logger = logging.getLogger(__name__)
+
+
+# Ask the backend about a prompt directly when its socket has said nothing for this long.
+SILENCE_CHECK_SECONDS = 10.0
+
+
+class TaskGone(Exception):
+    """The task was deleted, cancelled or taken over while this job worked on it."""
+
+
+class TaskFailed(Exception):
+    def __init__(self, code: str, message: Text | str, fields: dict | None = None):
+        super().__init__(message)
+        self.code, self.message, self.fields = code, message, fields or {}
+
+
+@dataclass
+class Outcome:
+    status: str  # "success" | "error" | "interrupted"
+    images: list[dict]
+    error: dict | None = None
+
+
+def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
+    """Take the lease on an assigned, unfinished task, or None when another job holds it."""
+    if not transitions.claim(task_id, owner=owner):
+        return None
+    return GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image").get(pk=task_id)
+
+
+class TaskRunner:
+    def __init__(self, task: GenerationTask, owner: str):
+        self.task = task
+        self.owner = owner
+        # Every line about this task carries its id, owner, backend and prompt id.
+        self.log = task_log(task)
+        self.lease_renewed = time.monotonic()
+        self.last_write = 0.0
+        self.last_check = 0.0
+        self.last_contact = 0.0  # monotonic time Easel last reached the backend
+        self.submitted_to: ComfyBackend | None = None  # set just before POST /prompt
+
+    # --- database writes, all conditional on still owning the lease ----------------
+
+    def _owned(self):
+        return transitions.owned_by(self.task, self.owner)
+
+    def update(self, **values) -> None:
+        """Write progress (or just renew the lease); TaskGone when the task is no longer ours."""
+        values.setdefault("lease_until", transitions.lease_until())
+        if not self._owned().update(**values):
+            raise TaskGone()
+        self.lease_renewed = time.monotonic()
+        for key, value in values.items():
+            setattr(self.task, key, value)
+
+    def heartbeat(self, *, force: bool = False) -> None:
+        """Renew the lease and notice deletion or cancellation, about once a second."""
+        now = time.monotonic()
+        if not force and now - self.last_check < 1.0:
+            return
+        self.last_check = now
+        if now - self.lease_renewed > settings.EASEL_TASK_LEASE_SECONDS / 3:
+            self.update()
+        elif not self._owned().exists():
+            raise TaskGone()
+
+    def wait(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            self.heartbeat()
+            time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
+
+    def fail(self, code: str, message: Text | str, fields: dict | None = None) -> None:
+        done = transitions.fail(self.task, owner=self.owner, code=code, message=message, fields=fields)
+        self.log.info("failed: %s", message)
+        if done:
+            self._dispatch_soon()  # its backend slot is free
+
+    # --- the run -------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except TaskGone:
+            self._abandon()
+        except TaskFailed as exc:
+            self.fail(exc.code, exc.message, exc.fields)
+
+    def _values(self) -> dict:
+        task = self.task
+        values = {
+            "checkpoint": task.checkpoint.ckpt_name if task.checkpoint else task.model_name,
+            "prompt": task.prompt,
+            "negative_prompt": task.negative_prompt,
+            "width": task.width,
+            "height": task.height,
+            "batch_size": task.batch_size,
+            "seed": task.seed,
+            "steps": task.steps,
+            "cfg": task.cfg,
+            "sampler": task.sampler,
+            "scheduler": task.scheduler,
+        }
+        if task.denoise is not None:
+            values["denoise"] = task.denoise
+        return values
+
+    def _run(self) -> None:
+        task = self.task
+        if task.template is None:
+            raise TaskFailed("no_template", text(gettext_noop("The workflow template of this task was removed.")))
+        if task.template.takes_image and task.source_image is None:
+            raise TaskFailed("no_source_image", text(gettext_noop("The source image of this task was deleted.")))
+        backend = task.backend
+        if backend is None:
+            return  # not assigned yet: the dispatcher enqueues a job when it assigns one
+        # The wait for an unreachable backend counts from the first failure since Easel
+        # last reached it, so a long run that loses its backend late still gets the
+        # full grace period.
+        failing_since: float | None = None
+        delay = 1.0
+        while True:
+            try:
+                self._finish(self._run_on(backend))
+                return
+            except ComfyError as exc:
+                if not is_transient(exc):
+                    raise TaskFailed(
+                        "backend_error", text(gettext_noop("The backend answered unexpectedly: %(e)s"), e=exc)
+                    ) from exc
+                backend_mark(backend_id=backend.pk, online=False, error=str(exc))
+                self.log.info("backend %s unreachable: %s", backend.name, exc)
+            now = time.monotonic()
+            if failing_since is None or self.last_contact > failing_since:
+                failing_since, delay = now, 1.0
+            waited = now - failing_since
+            # Move the task only when another backend can run it; with nowhere else to
+            # go it waits right here and resumes the moment this backend answers.
+            if waited >= settings.EASEL_BACKEND_HANDBACK_SECONDS and self._elsewhere(backend):
+                if not task.submitted_at:
+                    # Nothing was sent there yet: give it back to the queue.
+                    self._hand_back(
+                        backend, text(gettext_noop("Waiting: backend %(name)s is unreachable."), name=backend.name)
+                    )
+                    return
+                if waited >= settings.EASEL_FAILOVER_GRACE_SECONDS:
+                    self._fail_over(backend)
+                    return
+            if waited >= settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT:
+                raise TaskFailed("backend_unreachable", text(gettext_noop("Backend unreachable: gave up after %(n)d s."),
+                                                             n=settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT))
+            reason = text(gettext_noop("Backend %(name)s is unreachable, retrying."), name=backend.name)
+            if task.status_message != str(reason):
+                self.update(**message_fields("status", reason))
+            self.wait(delay)
+            delay = min(delay * 2, settings.EASEL_BACKEND_RETRY_MAX_DELAY)
+
+    def _elsewhere(self, backend: ComfyBackend) -> bool:
+        """Is another backend taking work that has this task's model?"""
+        task = self.task
+        return (
+            task.checkpoint_id is not None
+            and ComfyBackend.objects.filter(
+                enabled=True, is_online=True, draining=False, checkpoints=task.checkpoint_id
+            ).exclude(pk=backend.pk).exists()
+        )
+
+    def _hand_back(self, backend: ComfyBackend, reason: Text) -> None:
+        if not transitions.hand_back(self.task, owner=self.owner, reason=reason):
+            raise TaskGone()
+        self.log.info("handed back to the queue (%s unreachable)", backend.name)
+        self._dispatch_soon()
+
+    def _fail_over(self, backend: ComfyBackend) -> None:
+        """Move a submitted task off a backend that stayed away past the grace period.
+
+        The old prompt is remembered on that backend and taken off it when it answers
+        again; the task runs under a new prompt_id, so an image from the old run can
+        never be attached to it.
+        """
+        backend_abandon_prompt(backend_id=backend.pk, prompt_id=str(self.task.prompt_id))
+        reason = text(gettext_noop("Backend %(name)s went away; moved back to the queue."), name=backend.name)
+        if not transitions.fail_over(self.task, owner=self.owner, reason=reason):
+            raise TaskGone()
+        self.log.warning("failed over from backend %s", backend.name)
+        self._dispatch_soon()
+
+    def _dispatch_soon(self) -> None:
+        try:
+            dispatch()
+        except Exception:  # the schedule dispatches again; never lose the task over it
+            self.log.exception("dispatch after hand-back failed")
+
+    def _graph(self, client: ComfyClient) -> dict:
+        """Render the template for this task (uploading the source image first)."""
+        task = self.task
+        values = self._values()
+        if task.source_image is not None:
+            values["image"] = self._upload_source(client)
+        try:
+            graph = render_workflow(task.template.graph, task.template.bindings, values)
+        except BindingError as exc:
+            raise TaskFailed("template_error", text(gettext_noop("The workflow template is broken: %(e)s"), e=exc)) from exc
+        if task.rendered_prompt != graph:
+            self.update(rendered_prompt=graph)
+        return graph
+
+    def _upload_source(self, client: ComfyClient) -> str:
+        source = self.task.source_image
+        name = f"easel-{source.sha256[:32]}.{source.extension}"
+        with source.file.open("rb") as handle:
+            # Same name and bytes: ComfyUI keeps the existing file, so re-uploads are free.
+            answer = client.upload_image(name=name, fileobj=handle, subfolder="easel")
+        stored = answer.get("name", name)
+        folder = answer.get("subfolder") or ""
+        return f"{folder}/{stored}" if folder else stored
+
+    def _run_on(self, backend: ComfyBackend) -> Outcome:
+        task = self.task
+        client = comfy_client(backend)
+        prompt_id = str(task.prompt_id)
+        tracker = PromptTracker(prompt_id)
+        # Open the socket before submitting so no early message is missed.
+        socket = client.open_socket(task.client_id)
+        self.last_contact = time.monotonic()
+        try:
+            known = self._known_to_backend(client, prompt_id)
+            if known is not None:
+                self.log.info("prompt already on %s (%s)", backend.name,
+                            "finished" if isinstance(known, dict) else known)
+            else:
+                graph = self._graph(client)
+                self.submitted_to = backend
+                try:
+                    client.submit(prompt=graph, prompt_id=prompt_id, client_id=task.client_id)
+                except ComfyPromptRejected as exc:
+                    # (A partly valid graph that ComfyUI queued anyway was already taken
+                    # back off its queue by the client.)
+                    message, fields = describe_rejection(exc, task.template.bindings)
+                    raise TaskFailed("invalid_parameters", message, _rename_fields(fields)) from exc
+                self.log.info("submitted prompt to %s", backend.name)
+                ComfyBackend.objects.filter(pk=backend.pk).update(
+                    loaded_checkpoint=task.checkpoint.ckpt_name if task.checkpoint else ""
+                )
+            if not transitions.start(task, owner=self.owner):
+                raise TaskGone()
+            self.lease_renewed = time.monotonic()
+            backend_mark(backend_id=backend.pk, online=True)
+            if isinstance(known, dict):
+                tracker.apply_history(known)
+                return self._outcome(client, tracker)
+            return self._follow(client, socket, tracker)
+        finally:
+            socket.close()
+
+    def _known_to_backend(self, client: ComfyClient, prompt_id: str):
+        """The history entry, "running"/"pending", or None when the backend never saw it."""
+        entry = client.history(prompt_id)
+        if entry:
+            return entry
+        return client.queue_state(prompt_id)
+
+    def _follow(self, client: ComfyClient, socket, tracker: PromptTracker) -> Outcome:
+        """Follow the prompt over the socket, with /history and /queue as the safety net.
+
+        ComfyUI sends nothing for a prompt that was deleted or lost (a restart), and a
+        dropped socket misses whatever happened meanwhile, so the runner also asks the
+        backend directly: after every reconnect, and whenever the socket is silent for
+        a while.
+        """
+        task = self.task
+        prompt_id = str(task.prompt_id)
+        started = time.monotonic()
+        last_heard = time.monotonic()
+        missing = 0
+        timeout = (task.template.execution_timeout if task.template else None) or settings.EASEL_EXECUTION_TIMEOUT
+        try:
+            while not tracker.done:
+                if time.monotonic() - started > timeout:
+                    client.abandon(prompt_id)
+                    raise TaskFailed("timeout", text(gettext_noop("Timed out after %(n)d s."), n=timeout))
+                self.heartbeat()
+                if socket is not None and time.monotonic() - last_heard < SILENCE_CHECK_SECONDS:
+                    try:
+                        item = socket.recv(timeout=0.5)
+                    except ComfySocketClosed:
+                        self.log.info("socket dropped, checking /history")
+                        socket.close()
+                        socket = None
+                        continue
+                    if item is not None:
+                        last_heard = self.last_contact = time.monotonic()
+                        if tracker.feed(item):
+                            self._write_progress(tracker)
+                    continue
+                if socket is None:
+                    # Reconnect before asking history: an end that happens in between is
+                    # then seen either on the new socket or in history.
+                    try:
+                        socket = client.open_socket(task.client_id)
+                    except ComfyUnreachable:
+                        socket = None
+                entry = client.history(prompt_id)
+                last_heard = self.last_contact = time.monotonic()
+                if entry:
+                    tracker.apply_history(entry)
+                    break
+                if client.queue_state(prompt_id) is None:
+                    # Neither queued nor finished. History is written just before the
+                    # end signal, so look twice more before calling it lost.
+                    missing += 1
+                    if missing >= 3:
+                        self.log.warning("prompt vanished from the backend")
+                        raise ComfyUnreachable("the backend lost the prompt (restarted?)")
+                else:
+                    missing = 0
+                if socket is None or missing:
+                    self.wait(1.0)
+        finally:
+            if socket is not None:
+                socket.close()
+        return self._outcome(client, tracker)
+
+    def _outcome(self, client: ComfyClient, tracker: PromptTracker) -> Outcome:
+        if tracker.outcome == "success" and not tracker.images:
+            # The socket said success but we missed `executed`: history has the outputs.
+            entry = client.history(str(self.task.prompt_id))
+            if entry:
+                tracker.apply_history(entry)
+        return Outcome(status=tracker.outcome or "error", images=list(tracker.images), error=tracker.error)
+
+    def _write_progress(self, tracker: PromptTracker, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_write < settings.EASEL_PROGRESS_WRITE_INTERVAL:
+            return
+        self.last_write = now
+        self.update(
+            progress_value=tracker.progress_value,
+            progress_max=tracker.progress_max,
+            progress_node=_node_label(self.task, tracker.current_node),
+        )
+        if tracker.preview is not None:
+            TaskPreview.objects.update_or_create(
+                task_id=self.task.pk,
+                defaults={"image": tracker.preview.image, "content_type": tracker.preview.mime_type},
+            )
+
+    # --- endings -------------------------------------------------------------------
+
+    def _finish(self, outcome: Outcome) -> None:
+        if outcome.status == "interrupted":
+            raise TaskFailed("interrupted", text(gettext_noop("The backend interrupted this generation.")))
+        if outcome.status != "success":
+            raise TaskFailed("execution_error", describe_execution_error(outcome.error or {}))
+        if not outcome.images:
+            raise TaskFailed("no_output", text(gettext_noop("The workflow finished without producing an image.")))
+        backend = ComfyBackend.objects.get(pk=self.task.backend_id)
+        client = comfy_client(backend)
+        stored: list[GeneratedImage] = []
+        try:
+            for index, ref in enumerate(outcome.images):
+                self.heartbeat(force=True)
+                stored.append(self._store_image(client, index, ref))
+            with transaction.atomic():
+                if not transitions.complete(self.task, owner=self.owner):
+                    raise TaskGone()
+                # An earlier attempt may have stored images before dying: keep one set.
+                GeneratedImage.objects.filter(task_id=self.task.pk).exclude(pk__in=[i.pk for i in stored]).delete()
+        except BaseException:
+            files_delete(stored)
+            GeneratedImage.objects.filter(pk__in=[i.pk for i in stored if i.pk]).delete()
+            raise
+        self.log.info("completed with %d image(s)", len(stored))
+        self._dispatch_soon()  # its backend slot is free
+
+    def _store_image(self, client: ComfyClient, index: int, ref: dict) -> GeneratedImage:
+        buffer = io.BytesIO()
+        client.download(ref, buffer)
+        try:
+            return result_store(task=self.task, index=index, data=buffer.getvalue())
+        except UnreadableImage as exc:
+            raise TaskFailed("bad_output", text(gettext_noop("The backend returned an unreadable image."))) from exc
+
+    def _abandon(self) -> None:
+        """The task was deleted or cancelled: make sure its prompt stops on the backend."""
+        task = self.task
+        backend = self.submitted_to or (task.backend if task.submitted_at else None)
+        if backend is None:
+            return
+        prompt_abandon(backend_id=backend.pk, prompt_id=str(task.prompt_id))
+        self.log.info("gone while running; prompt abandoned on %s", backend.name)
+
+
+def _rename_fields(fields: dict) -> dict:
+    # ComfyUI errors are reported against Easel's binding names; the API calls the
+    # checkpoint `model_name`.
+    return {("model_name" if key == "checkpoint" else key): value for key, value in fields.items()}
+
+
+def _node_label(task: GenerationTask, node_id: str | None) -> str:
+    """The running node in words ("KSampler") rather than a graph id."""
+    if not node_id:
+        return ""
+    graph = task.rendered_prompt or (task.template.graph if task.template else {})
+    node = graph.get(str(node_id), {}) if isinstance(graph, dict) else {}
+    return str(node.get("class_type", node_id))[:100]
+
+
+def task_run(*, task_id: int) -> None:
+    owner = uuid.uuid4().hex
+    task = task_claim(task_id=task_id, owner=owner)
+    if task is None:
+        logger.info("not claimable (finished, gone or held by another job)", extra={"task_id": task_id})
+        return
+    runner = TaskRunner(task, owner)
+    try:
+        runner.run()
+    except Exception:
+        # A bug must not leave the task spinning forever: fail it readably, and
+        # re-raise so django-q2 records the traceback.
+        runner.fail("internal_error", text(gettext_noop("Easel hit an internal error while running this task.")))
+        raise
+    finally:
+        # Leave the task claimable at once if this job stops without finishing it.
+        transitions.release(task_id, owner=owner)

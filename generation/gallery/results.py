@@ -1,0 +1,72 @@
+"""The pictures a task produced: stored with a thumbnail as they arrive from a backend,
+removed with their files when the task is retried or deleted."""
+from __future__ import annotations
+
+import io
+import logging
+import uuid
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from PIL import Image
+
+from ..media_types import content_type_for, extension_for
+from ..models import GeneratedImage, GenerationTask
+
+logger = logging.getLogger(__name__)
+
+
+class UnreadableImage(ValueError):
+    """The bytes a backend returned are not a picture Pillow can read."""
+
+
+def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedImage:
+    """Store one output picture of `task` (as the backend wrote it) with a WebP thumbnail.
+
+    `index` is the output's place; when an earlier attempt already stored that index,
+    the next free one in steps of 100 is used (0, 100, 200… keep the output order).
+    Raises UnreadableImage when the bytes are not a picture.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as picture:
+            picture.load()
+            width, height, pillow_format = picture.width, picture.height, picture.format or "PNG"
+            thumb = picture.convert("RGB")
+            edge = settings.EASEL_THUMBNAIL_SIZE
+            thumb.thumbnail((edge, edge))
+            thumb_buffer = io.BytesIO()
+            thumb.save(thumb_buffer, "WEBP", quality=80)
+    except Exception as exc:  # Pillow raises many types for a bad file
+        raise UnreadableImage(str(exc)) from exc
+    content_type = content_type_for(pillow_format)
+    image = GeneratedImage(
+        task=task, content_type=content_type, width=width, height=height, seed=task.seed + index,
+        size_bytes=len(data),
+    )
+    taken = set(GeneratedImage.objects.filter(task_id=task.pk).values_list("index", flat=True))
+    image.index = index
+    while image.index in taken:
+        image.index += 100
+    extension = extension_for(content_type, default=pillow_format.lower())
+    image.file.save(f"{uuid.uuid4().hex[:8]}.{extension}", ContentFile(data), save=False)
+    image.thumbnail.save("thumb.webp", ContentFile(thumb_buffer.getvalue()), save=False)
+    image.save()
+    return image
+
+
+def files_delete(images) -> None:
+    """Remove the stored files (picture and thumbnail) of these image rows."""
+    for image in images:
+        for field in (image.file, image.thumbnail):
+            if field and field.name:
+                try:
+                    field.storage.delete(field.name)
+                except OSError:
+                    logger.warning("could not delete %s", field.name, exc_info=True)
+
+
+def results_delete(*, task: GenerationTask) -> None:
+    """Remove a task's images (rows and files), e.g. before it runs again."""
+    images = list(GeneratedImage.objects.filter(task=task))
+    GeneratedImage.objects.filter(pk__in=[image.pk for image in images]).delete()
+    files_delete(images)

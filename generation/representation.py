@@ -1,0 +1,105 @@
+"""A task as app clients read it: one shape for the API's answers and the webhook payloads.
+
+The first fields of `TaskSerializer` are promised to existing clients
+(docs/api-contract.md): never rename or drop them; adding is fine.
+"""
+from __future__ import annotations
+
+from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from .models import GeneratedImage, GenerationTask, TaskStatus
+
+
+def _absolute(request, path: str) -> str:
+    return request.build_absolute_uri(path) if request else path
+
+
+class ImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField(help_text="Download URL (needs the owner's auth; `?download=1`).")
+    thumbnail_url = serializers.SerializerMethodField(help_text="WebP thumbnail URL (needs the owner's auth).")
+
+    class Meta:
+        model = GeneratedImage
+        fields = ["id", "index", "url", "thumbnail_url", "content_type", "width", "height", "seed", "size_bytes"]
+
+    def _abs(self, name: str, image: GeneratedImage) -> str:
+        return _absolute(self.context.get("request"), reverse(name, args=[image.pk]))
+
+    def get_url(self, image) -> str:
+        return self._abs("api-generation-image-file", image)
+
+    def get_thumbnail_url(self, image) -> str:
+        return self._abs("api-generation-image-thumbnail", image)
+
+
+class ProgressSerializer(serializers.Serializer):
+    value = serializers.IntegerField(help_text="Steps done on the current node.")
+    max = serializers.IntegerField(help_text="Steps of the current node (0 until known).")
+    fraction = serializers.FloatField(help_text="0..1, for a progress bar.")
+    node = serializers.CharField(help_text="The ComfyUI node working now.")
+
+
+class TaskSerializer(serializers.ModelSerializer):
+    """A task as clients read it. The first fields are the promised ones; never rename."""
+
+    user_id = serializers.IntegerField(read_only=True)
+    status = serializers.ChoiceField(choices=TaskStatus.choices, read_only=True)
+    result_id = serializers.SerializerMethodField(help_text="The first image's id once completed.")
+    error_message = serializers.SerializerMethodField(help_text="Why the task failed, in the request's language.")
+    status_message = serializers.SerializerMethodField(
+        help_text="Why the task is still waiting, in the request's language; empty if nothing to say."
+    )
+    progress = serializers.SerializerMethodField()
+    preview_url = serializers.SerializerMethodField(help_text="The latest live frame while processing.")
+    images = serializers.SerializerMethodField()
+    template = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
+    source_image = serializers.IntegerField(source="source_image_id", read_only=True, allow_null=True)
+    callback_url = serializers.CharField(read_only=True, help_text="The task's webhook URL; empty if none.")
+
+    class Meta:
+        model = GenerationTask
+        fields = [
+            "id", "user_id", "prompt", "model_name", "status", "result_id", "error_message", "created_at",
+            "completed_at",
+            "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed", "batch_size",
+            "status_message", "progress", "preview_url", "error_code", "error_fields", "started_at", "images",
+            "template", "source_image", "denoise", "callback_url", "retries",
+        ]
+        read_only_fields = fields
+
+    def get_result_id(self, task) -> int | None:
+        images = self._images(task)
+        return images[0].pk if images else None
+
+    def get_error_message(self, task) -> str | None:
+        return task.error_text or None
+
+    def get_status_message(self, task) -> str:
+        return task.status_text
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, task) -> dict:
+        return {
+            "value": task.progress_value,
+            "max": task.progress_max,
+            "fraction": round(task.progress_fraction, 4),
+            "node": task.progress_node,
+        }
+
+    def get_preview_url(self, task) -> str | None:
+        # The latest live frame; 404 until the backend has sent one.
+        if task.status != TaskStatus.PROCESSING:
+            return None
+        return _absolute(self.context.get("request"), reverse("api-generation-preview", args=[task.pk]))
+
+    @extend_schema_field(ImageSerializer(many=True))
+    def get_images(self, task) -> list[dict]:
+        return ImageSerializer(self._images(task), many=True, context=self.context).data
+
+    def _images(self, task):
+        if task.status != TaskStatus.COMPLETED:
+            return []
+        # Uses the prefetch when the list selector made one.
+        return sorted(task.images.all(), key=lambda i: i.index)

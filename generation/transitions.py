@@ -1,0 +1,232 @@
+"""Every change of a task's status, in one place.
+
+Each transition is one conditional UPDATE (compare-and-set, like django-q2's own
+claim): it names the states it may start from, and, for the steps only the job
+running the task may take, that job's lease. It answers whether it happened; when it
+did, the task object passed in carries the new values. Nothing else writes `status`.
+
+    pending ──assign──▶ pending+backend ──claim/start──▶ processing ──complete──▶ completed
+       ▲                    │  ▲                              │  └──fail──▶ failed
+       │                    │  └──────────hand_back──────────┤
+       └────────────────────┴──────────────fail_over─────────┘
+    pending/processing ──cancel──▶ cancelled;   failed/cancelled ──retry──▶ pending
+
+A task that reaches a final state gets its preview dropped and, once committed, the
+`generation_finished` job (webhooks, freed capacity) queued: every ending does both.
+"""
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from .models import ACTIVE_STATUSES, GenerationTask, TaskPreview, TaskStatus, new_client_id
+from .queue import enqueue
+from .task_text import Text, message_fields
+
+RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.CANCELLED)
+
+# What a task loses when it leaves its backend (back to Easel's queue).
+_UNASSIGNED = {"backend": None, "assigned_at": None}
+_NO_LEASE = {"lease_owner": "", "lease_until": None}
+_NO_PROGRESS = {"progress_value": 0, "progress_max": 0, "progress_node": ""}
+
+
+def _fresh_prompt() -> dict:
+    # A new ComfyUI prompt id: the old one may still sit in a backend's queue or history
+    # with its old outcome, and must never be mistaken for this run.
+    return {"prompt_id": uuid.uuid4(), "client_id": new_client_id(), "submitted_at": None}
+
+
+def lease_until(now: datetime | None = None) -> datetime:
+    return (now or timezone.now()) + timedelta(seconds=settings.EASEL_TASK_LEASE_SECONDS)
+
+
+TaskRef = GenerationTask | int
+
+
+def _pk(task: TaskRef) -> int:
+    return task if isinstance(task, int) else task.pk
+
+
+def _apply(task: TaskRef, qs, values: dict) -> bool:
+    """Run the UPDATE; when it happened, mirror the plain values onto the task object
+    (values the database computes, like `retries + 1`, are left for a refresh)."""
+    if not qs.update(**values):
+        return False
+    if not isinstance(task, int):
+        for key, value in values.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(task, key, value)
+    return True
+
+
+def owned_by(task: TaskRef, owner: str):
+    """The task while the job holding `owner`'s lease may still change it."""
+    return GenerationTask.objects.filter(pk=_pk(task), lease_owner=owner, status__in=ACTIVE_STATUSES)
+
+
+def _ended(task: TaskRef) -> None:
+    """A task reached a final state: its live preview goes, and once the transaction
+    commits the `generation_finished` job sends its webhook and lets dispatch use the slot."""
+    task_id = _pk(task)
+    TaskPreview.objects.filter(task_id=task_id).delete()
+    transaction.on_commit(lambda: enqueue("generation_finished", task_id))
+
+
+# --- Easel's queue ------------------------------------------------------------------
+
+
+def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bool:
+    """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays cancelled)."""
+    qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
+    return _apply(task, qs, {"backend_id": backend_id, "assigned_at": now or timezone.now(),
+                             **message_fields("status", "")})
+
+
+def claim(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
+    """A job takes the lease on an assigned, unfinished task no live job holds."""
+    now = now or timezone.now()
+    qs = (
+        GenerationTask.objects.filter(pk=_pk(task), backend__isnull=False, status__in=ACTIVE_STATUSES)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+    )
+    return _apply(task, qs, {"lease_owner": owner, "lease_until": lease_until(now), "attempts": F("attempts") + 1})
+
+
+def release(task: TaskRef, *, owner: str) -> bool:
+    """The job stops without finishing: the task is claimable again at once."""
+    return _apply(task, GenerationTask.objects.filter(pk=_pk(task), lease_owner=owner), dict(_NO_LEASE))
+
+
+# --- on a backend -------------------------------------------------------------------
+
+
+def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> bool:
+    """The backend has the prompt (just submitted, or found already there): processing."""
+    now = now or timezone.now()
+    return _apply(task, owned_by(task, owner), {
+        "status": TaskStatus.PROCESSING,
+        "submitted_at": task.submitted_at or now,
+        "started_at": task.started_at or now,
+        **message_fields("status", ""),
+        "waiting_since": None,
+        "lease_until": lease_until(now),
+    })
+
+
+def complete(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
+    """The images are stored: completed. Call inside the transaction that keeps them."""
+    done = _apply(task, owned_by(task, owner), {
+        "status": TaskStatus.COMPLETED,
+        "progress_value": F("progress_max"),
+        **message_fields("status", ""),
+        "completed_at": now or timezone.now(),
+        **_NO_LEASE,
+    })
+    if done:
+        _ended(task)
+    return done
+
+
+def _failed(code: str, message: Text | str, fields: dict | None, now: datetime | None) -> dict:
+    return {
+        "status": TaskStatus.FAILED,
+        "error_code": code,
+        **message_fields("error", message),
+        "error_fields": fields or {},
+        **message_fields("status", ""),
+        "completed_at": now or timezone.now(),
+        **_NO_LEASE,
+    }
+
+
+def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: dict | None = None) -> bool:
+    """The job running the task gives up on it, with a reason for its owner."""
+    done = _apply(task, owned_by(task, owner), _failed(code, message, fields, None))
+    if done:
+        _ended(task)
+    else:
+        # Not ours any more; a preview left by this job must not outlive it.
+        TaskPreview.objects.filter(task_id=_pk(task), task__status__in=RETRYABLE_STATUSES).delete()
+    return done
+
+
+def give_up_waiting(task: TaskRef, *, code: str, message: Text | str) -> bool:
+    """A task waited in Easel's queue, with no backend, longer than it may."""
+    qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
+    done = _apply(task, qs, _failed(code, message, None, None))
+    if done:
+        _ended(task)
+    return done
+
+
+def hand_back(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
+    """Nothing was sent to the backend yet and it is unreachable: back to the queue."""
+    return _apply(task, owned_by(task, owner), {
+        "status": TaskStatus.PENDING,
+        **_UNASSIGNED,
+        **message_fields("status", reason),
+        "waiting_since": task.waiting_since or timezone.now(),
+        **_NO_LEASE,
+    })
+
+
+def fail_over(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
+    """A submitted task's backend stayed away past the grace period: back to the queue
+    under a new prompt id (the caller remembers the old prompt to take it off that backend)."""
+    done = _apply(task, owned_by(task, owner), {
+        "status": TaskStatus.PENDING,
+        **_UNASSIGNED,
+        **_fresh_prompt(),
+        **_NO_PROGRESS,
+        **message_fields("status", reason),
+        "waiting_since": task.waiting_since or timezone.now(),
+        **_NO_LEASE,
+    })
+    if done:
+        TaskPreview.objects.filter(task_id=_pk(task)).delete()
+    return done
+
+
+# --- the owner's acts ---------------------------------------------------------------
+
+
+def cancel(task: TaskRef) -> bool:
+    """The owner (or staff) stops an unfinished task, wherever it is."""
+    qs = GenerationTask.objects.filter(pk=_pk(task), status__in=ACTIVE_STATUSES)
+    done = _apply(task, qs, {
+        "status": TaskStatus.CANCELLED,
+        "completed_at": timezone.now(),
+        **message_fields("status", ""),
+        **_NO_LEASE,
+    })
+    if done:
+        _ended(task)
+    return done
+
+
+def retry(task: TaskRef) -> bool:
+    """A failed or cancelled task runs again as the same task (same id for clients)."""
+    qs = GenerationTask.objects.filter(pk=_pk(task), status__in=RETRYABLE_STATUSES)
+    return _apply(task, qs, {
+        "status": TaskStatus.PENDING,
+        **_fresh_prompt(),
+        **_UNASSIGNED,
+        "started_at": None,
+        "completed_at": None,
+        "waiting_since": None,  # a new wait: an old one must not fail it at once
+        "rendered_prompt": None,
+        "error_code": "",
+        **message_fields("error", ""),
+        "error_fields": {},
+        **message_fields("status", ""),
+        **_NO_PROGRESS,
+        "attempts": 0,
+        "retries": F("retries") + 1,
+        **_NO_LEASE,
+    })

@@ -1,0 +1,194 @@
+"""The generate form: the page's face of `generation_create`.
+
+The form only parses what the browser sends (numbers are numbers, choices are known);
+every business rule (sizes, limits, the catalog) stays in the service, whose
+per-field ValidationError is mapped back onto the form's fields by `apply_service_errors`.
+"""
+from __future__ import annotations
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.utils.translation import gettext_lazy as _
+
+from ..limits import SAMPLERS, SCHEDULERS, ranges
+
+CUSTOM_SIZE = "custom"
+SIZE_PRESETS = [(512, 512), (768, 512), (512, 768), (1024, 1024)]
+
+# Service error keys whose form field has another name; anything unknown goes on top.
+SERVICE_FIELD_MAP = {"model_name": "model", "source_image": "source", "image": "source_file", "__all__": None}
+# The fields a "use these settings again" link may prefill (query string → initial).
+PREFILL_FIELDS = (
+    "prompt", "negative_prompt", "model", "size", "width", "height", "steps", "cfg", "sampler", "scheduler",
+    "seed", "batch_size", "template", "source", "denoise",
+)
+
+
+def size_choices() -> list[tuple[str, str]]:
+    choices = [(f"{w}x{h}", f"{w} × {h}") for w, h in SIZE_PRESETS]
+    return choices + [(CUSTOM_SIZE, _("Custom"))]
+
+
+class GenerateForm(forms.Form):
+    # Required-ness of the prompt is the service's rule (with its friendlier message).
+    prompt = forms.CharField(
+        label=_("Prompt"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": _("Describe the picture you want…")}),
+    )
+    negative_prompt = forms.CharField(
+        label=_("Negative prompt"),
+        required=False,
+        strip=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": _("What to leave out (optional)")}),
+    )
+    # Not required here: with no model at all the service explains why in plain words.
+    model = forms.ChoiceField(label=_("Model"), choices=(), required=False)
+    size = forms.ChoiceField(label=_("Size"), choices=size_choices)
+    width = forms.IntegerField(label=_("Width"), required=False)
+    height = forms.IntegerField(label=_("Height"), required=False)
+    steps = forms.IntegerField(label=_("Steps"))
+    cfg = forms.FloatField(label=_("CFG"))
+    sampler = forms.ChoiceField(label=_("Sampler"), choices=[(s, s) for s in SAMPLERS])
+    scheduler = forms.ChoiceField(label=_("Scheduler"), choices=[(s, s) for s in SCHEDULERS])
+    seed = forms.IntegerField(
+        label=_("Seed"),
+        required=False,
+        widget=forms.NumberInput(attrs={"placeholder": _("random")}),
+        help_text=_("Leave empty for a random seed."),
+    )
+    # Checked: a new random seed each time, whatever the seed box says.
+    seed_random = forms.BooleanField(label=_("Random seed"), required=False)
+    batch_size = forms.TypedChoiceField(label=_("Images"), coerce=int)
+    template = forms.ChoiceField(label=_("Workflow"), choices=(), required=False)
+    # img2img: a new upload wins over a picked past upload ("s<id>") or result ("r<id>").
+    source_file = forms.FileField(
+        label=_("Upload a picture"),
+        required=False,
+        widget=forms.FileInput(attrs={"accept": "image/png,image/jpeg,image/webp"}),
+        help_text=_("PNG, JPEG or WebP. Or drop a picture here."),
+    )
+    source = forms.CharField(label=_("Source image"), required=False, widget=forms.HiddenInput)
+    denoise = forms.FloatField(
+        label=_("Denoise"),
+        required=False,
+        help_text=_("How far the result may move away from the source (0 to 1)."),
+    )
+
+    def __init__(self, *args, checkpoints=(), templates=(), **kwargs):
+        self.checkpoints = list(checkpoints)
+        self.templates = list(templates)
+        first = self.checkpoints[0] if self.checkpoints else None
+        if first is not None and not kwargs.get("data") and not (args and args[0]):
+            kwargs.setdefault("initial", initial_for(first))
+        super().__init__(*args, **kwargs)
+        # Models whose backends are all offline stay selectable (the task waits for
+        # one), but say so.
+        self.fields["model"].choices = [
+            (c.name, c.shown_name if getattr(c, "online", True) else _("%(name)s (offline, will wait)") % {
+                "name": c.shown_name})
+            for c in self.checkpoints
+        ]
+        self.fields["template"].choices = [(t.slug, t.name) for t in self.templates]
+        bounds = ranges()
+        batch = bounds["batch_size"]
+        self.fields["batch_size"].choices = [(n, str(n)) for n in range(batch.low, batch.high + 1)]
+        # The browser's number inputs offer the service's own bounds (the service checks them).
+        for name in ("width", "height", "steps", "cfg", "seed", "denoise"):
+            self.fields[name].widget.attrs.update(min=bounds[name].low, max=bounds[name].high, step=bounds[name].step)
+
+    def clean(self):
+        data = super().clean()
+        if data.get("seed_random"):
+            data["seed"] = None
+        source = data.get("source") or ""
+        if source and not (source[:1] in ("s", "r") and source[1:].isdigit()):
+            self.add_error("source", _("Pick a source image from the list."))
+        size = data.get("size")
+        if size and size != CUSTOM_SIZE:
+            data["width"], data["height"] = (int(part) for part in size.split("x"))
+        elif size == CUSTOM_SIZE:
+            for name in ("width", "height"):
+                if data.get(name) is None and name not in self.errors:
+                    self.add_error(name, _("Give a %(field)s for a custom size.") % {"field": self.fields[name].label})
+        return data
+
+    def service_kwargs(self) -> dict:
+        data = self.cleaned_data
+        return {
+            "prompt": data.get("prompt", ""),
+            "negative_prompt": data.get("negative_prompt", ""),
+            "model_name": data.get("model") or None,
+            "width": data["width"],
+            "height": data["height"],
+            "steps": data["steps"],
+            "cfg": data["cfg"],
+            "sampler": data["sampler"],
+            "scheduler": data["scheduler"],
+            "seed": data.get("seed"),
+            "batch_size": data["batch_size"],
+            "template": data.get("template") or None,
+            "denoise": data.get("denoise"),
+        }
+
+    def selected_template(self):
+        slug = self["template"].value()
+        return next((t for t in self.templates if t.slug == slug), None)
+
+    @property
+    def wants_source(self) -> bool:
+        template = self.selected_template()
+        return template is not None and template.takes_image
+
+    def apply_service_errors(self, exc: ValidationError) -> None:
+        """Put each of the service's messages beside the field at fault."""
+        custom = self.cleaned_data.get("size") == CUSTOM_SIZE
+        for key, messages in exc.message_dict.items():
+            field = SERVICE_FIELD_MAP.get(key, key)
+            # A preset size the server refuses (a smaller EASEL_MAX_SIZE) is the size picker's fault.
+            if field in ("width", "height") and not custom:
+                field = "size"
+            if field is not None and field not in self.fields:
+                field = None
+            self.add_error(field, messages)
+
+
+def initial_for(checkpoint) -> dict:
+    """The form's starting values for a model (its defaults)."""
+    size = f"{checkpoint.default_width}x{checkpoint.default_height}"
+    presets = {value for value, _label in size_choices()}
+    return {
+        "model": checkpoint.name,
+        "size": size if size in presets else CUSTOM_SIZE,
+        "width": checkpoint.default_width,
+        "height": checkpoint.default_height,
+        "steps": checkpoint.default_steps,
+        "cfg": checkpoint.default_cfg,
+        "sampler": checkpoint.default_sampler,
+        "scheduler": checkpoint.default_scheduler,
+        "batch_size": 1,
+        "seed_random": True,
+    }
+
+
+class HistoryFilterForm(forms.Form):
+    """The history page's search and filters (a GET form; every field optional)."""
+
+    q = forms.CharField(label=_("Search prompts"), required=False, max_length=200,
+                        widget=forms.TextInput(attrs={"type": "search", "placeholder": _("Search prompts…")}))
+    status = forms.ChoiceField(label=_("Status"), required=False)
+    model = forms.ChoiceField(label=_("Model"), required=False)
+    date_from = forms.DateField(label=_("From"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+    date_to = forms.DateField(label=_("To"), required=False, widget=forms.DateInput(attrs={"type": "date"}))
+
+    def __init__(self, *args, models=(), statuses=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["status"].choices = [("", _("Any status")), *statuses]
+        self.fields["model"].choices = [("", _("Any model")), *((m, m) for m in models)]
+
+    def clean(self):
+        data = super().clean()
+        if data.get("date_from") and data.get("date_to") and data["date_from"] > data["date_to"]:
+            self.add_error("date_to", _("The end date is before the start date."))
+        return data

@@ -1,0 +1,173 @@
+"""The generate page: the form, the models and workflows to pick from, and the pictures
+to start image-to-image from."""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_http_methods
+
+from models_catalog.models import WorkflowTemplate
+from models_catalog.selectors import checkpoint_list_usable, template_default
+
+from ..errors import GenerationError
+from ..gallery.selectors import result_image_get_own, source_image_get, source_image_list
+from ..gallery.uploads import source_image_create, source_image_from_result
+from ..models import GeneratedImage, GenerationTask, TaskStatus
+from ..selectors import generation_list
+from ..services import generation_create
+from .forms import PREFILL_FIELDS, SIZE_PRESETS, GenerateForm, initial_for
+from .status import service_health
+
+RECENT_TASKS = 6
+SOURCE_CHOICES = 8
+
+
+def _checkpoint_info(checkpoints) -> dict:
+    # Passed to the page's script with json_script: descriptions and defaults per model.
+    return {
+        c.name: {
+            "description": c.description,
+            "width": c.default_width,
+            "height": c.default_height,
+            "steps": c.default_steps,
+            "cfg": c.default_cfg,
+            "sampler": c.default_sampler,
+            "scheduler": c.default_scheduler,
+        }
+        for c in checkpoints
+    }
+
+
+def _enabled_templates() -> list[WorkflowTemplate]:
+    return list(WorkflowTemplate.objects.filter(enabled=True).order_by("kind", "name", "pk"))
+
+
+def _template_info(templates) -> dict:
+    return {t.slug: {"kind": t.kind, "image": t.takes_image, "description": t.description,
+                     "denoise": t.takes_denoise, "size": t.takes("width")}
+            for t in templates}
+
+
+def _prefill(request, form_initial: dict) -> tuple[dict, bool]:
+    """Initial values from the query string ("use these settings again")."""
+    values = {key: request.GET[key] for key in PREFILL_FIELDS if request.GET.get(key, "") != ""}
+    if not values:
+        return form_initial, False
+    initial = dict(form_initial)
+    initial.update(values)
+    if "seed" in values:
+        initial["seed_random"] = False
+    if "width" in values and "height" in values and "size" not in values:
+        size = f"{values['width']}x{values['height']}"
+        initial["size"] = size if any(f"{w}x{h}" == size for w, h in SIZE_PRESETS) else "custom"
+    return initial, True
+
+
+def _source_choices(user) -> dict:
+    uploads = list(source_image_list(user=user)[:SOURCE_CHOICES])
+    results = list(
+        GeneratedImage.objects.filter(task__user=user, task__status=TaskStatus.COMPLETED)
+        .exclude(thumbnail="")
+        .order_by("-created_at", "-id")[:SOURCE_CHOICES]
+    )
+    return {"uploads": uploads, "results": results}
+
+
+def _resolve_source(request, form) -> int | None:
+    """The SourceImage id the form asks for: a new upload, a past upload, or a result.
+
+    Errors go beside the source fields of the form; returns None then.
+    """
+    upload = form.cleaned_data.get("source_file")
+    choice = form.cleaned_data.get("source") or ""
+    try:
+        if upload:
+            return source_image_create(user=request.user, file=upload, name=upload.name).pk
+        if choice.startswith("s"):
+            return source_image_get(user=request.user, source_id=int(choice[1:])).pk
+        if choice.startswith("r"):
+            image = result_image_get_own(user=request.user, image_id=int(choice[1:]))
+            return source_image_from_result(user=request.user, image=image).pk
+    except ValidationError as exc:
+        field = "source_file" if upload else "source"
+        for messages_ in exc.message_dict.values():
+            form.add_error(field, messages_)
+    except (Http404, PermissionDenied):
+        form.add_error("source", _("That picture is not available any more; pick another."))
+    return None
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def generate(request):
+    checkpoints = list(checkpoint_list_usable())
+    templates = _enabled_templates()
+    prefilled = False
+    if request.method == "POST":
+        form = GenerateForm(request.POST, request.FILES, checkpoints=checkpoints, templates=templates)
+        if form.is_valid():
+            kwargs = form.service_kwargs()
+            if form.wants_source:
+                kwargs["source_image"] = _resolve_source(request, form)
+                if kwargs["source_image"] is None and not form.errors:
+                    form.add_error("source_file", _("Upload a picture or pick one below to start from."))
+            if not form.errors:
+                try:
+                    # Lenient: what the chosen template does not take (a picture left
+                    # selected, a denoise) is dropped, not refused (services.template_fit).
+                    task = generation_create(user=request.user, lenient=True, **kwargs)
+                except ValidationError as exc:
+                    form.apply_service_errors(exc)
+                except GenerationError as exc:  # the daily quota
+                    form.add_error(None, exc.message)
+                else:
+                    return redirect("generation:task", task_id=task.pk)
+    else:
+        initial = initial_for(checkpoints[0]) if checkpoints else {}
+        default = template_default()
+        if default is not None:
+            initial["template"] = default.slug
+        initial, prefilled = _prefill(request, initial)
+        if request.GET.get("source") and not request.GET.get("template"):
+            img2img = template_default(kind=WorkflowTemplate.KIND_IMG2IMG)
+            if img2img is not None:
+                initial["template"] = img2img.slug
+        form = GenerateForm(initial=initial, checkpoints=checkpoints, templates=templates)
+
+    selected = form["model"].value() or (checkpoints[0].name if checkpoints else "")
+    selected_checkpoint = next((c for c in checkpoints if c.name == selected), None)
+    last_task = GenerationTask.objects.filter(user=request.user).order_by("-created_at", "-id").only("seed").first()
+    sources = _source_choices(request.user)
+    picked = form["source"].value() or ""
+    picked_upload = None
+    if picked.startswith("s") and picked[1:].isdigit():
+        picked_upload = next((s for s in sources["uploads"] if s.pk == int(picked[1:])), None)
+        if picked_upload is None:
+            picked_upload = source_image_list(user=request.user).filter(pk=int(picked[1:])).first()
+            if picked_upload is not None:
+                sources["uploads"].insert(0, picked_upload)
+    for source in sources["uploads"]:
+        source.choice = f"s{source.pk}"
+    for image in sources["results"]:
+        image.choice = f"r{image.pk}"
+    context = {
+        "form": form,
+        "checkpoints": checkpoints,
+        "templates": templates,
+        "show_templates": len(templates) > 1,
+        "template_info": _template_info(templates),
+        "show_source": form.wants_source,
+        "sources": sources,
+        "picked_source": picked,
+        "selected_checkpoint": selected_checkpoint,
+        "checkpoint_info": _checkpoint_info(checkpoints),
+        "health": service_health(),
+        "last_seed": last_task.seed if last_task else None,
+        # The browser restores the user's last choices only on a fresh, unprefilled form.
+        "restore_choices": request.method == "GET" and not prefilled,
+        "recent_tasks": generation_list(user=request.user)[:RECENT_TASKS],
+    }
+    return render(request, "generation/generate.html", context)

@@ -1,0 +1,63 @@
+"""How a task's state reads on the pages: the running node in words, the place in the
+queue, the stage, and whether the studio can start a task at all (the waiting banner)."""
+from __future__ import annotations
+
+from django.utils.translation import get_language, gettext as _, gettext_lazy
+
+from models_catalog.models import ComfyBackend
+
+from ..fleet.workers import worker_status
+from ..models import GenerationTask, TaskStatus
+
+# ComfyUI node class types in words; the runner stores the class type of the running node.
+NODE_LABELS = {
+    "CheckpointLoaderSimple": gettext_lazy("Loading the model"),
+    "CLIPTextEncode": gettext_lazy("Reading the prompt"),
+    "EmptyLatentImage": gettext_lazy("Preparing the canvas"),
+    "KSampler": gettext_lazy("Drawing"),
+    "KSamplerAdvanced": gettext_lazy("Drawing"),
+    "VAEDecode": gettext_lazy("Decoding the picture"),
+    "VAEEncode": gettext_lazy("Encoding the picture"),
+    "LoadImage": gettext_lazy("Loading the input picture"),
+    "SaveImage": gettext_lazy("Saving"),
+}
+
+
+def service_health() -> dict:
+    """What the waiting banner needs: can a task submitted now start soon?"""
+    worker_alive = worker_status()["alive"]
+    backend_online = ComfyBackend.objects.filter(enabled=True, is_online=True).exists()
+    return {"worker_alive": worker_alive, "backend_online": backend_online, "ok": worker_alive and backend_online}
+
+
+def _ordinal(n: int) -> str:
+    """"1st", "2nd", "3rd", "11th"… in English; the bare number elsewhere (the phrase
+    around it is translated, e.g. "队列中第 3 位")."""
+    if not (get_language() or "en").startswith("en"):
+        return str(n)
+    if 10 <= n % 100 <= 20:
+        suffix = "th"
+    else:
+        suffix = {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def queue_text(position: int | None) -> str:
+    if position is None:
+        return ""
+    if position == 1:
+        return _("Next in the queue")
+    return _("%(ordinal)s in the queue") % {"ordinal": _ordinal(position)}
+
+
+def task_stage(task: GenerationTask) -> str:
+    """Where the task is, in words."""
+    if task.status == TaskStatus.PENDING:
+        if task.backend_id:
+            return _("Sent to an image server, about to start")
+        return _("Waiting in the queue")
+    if task.status == TaskStatus.PROCESSING:
+        if task.progress_node:
+            return str(NODE_LABELS.get(task.progress_node, task.progress_node))
+        return _("Starting on the image server")
+    return str(TaskStatus(task.status).label)

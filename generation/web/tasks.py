@@ -1,0 +1,299 @@
+"""One task's page and the owner's acts on it: cancel, retry, vary, share, download, delete."""
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import ValidationError
+from django.http import Http404, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.http import urlencode
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+
+from models_catalog.models import WorkflowTemplate
+from models_catalog.selectors import template_default
+
+from ..errors import GenerationError
+from ..fleet.dispatch import queue_position
+from ..gallery.files import preview_response
+from ..gallery.selectors import result_image_get_own
+from ..gallery.sharing import task_share, task_unshare
+from ..gallery.uploads import source_image_from_result
+from ..gallery.zips import images_zip_response
+from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
+from ..selectors import generation_get
+from ..services import generation_cancel, generation_create, generation_delete, generation_retry
+from .status import NODE_LABELS, queue_text, service_health, task_stage
+
+# Error keys (binding names from ComfyUI's node_errors, or service fields) → the
+# parameter row of the task page they belong beside.
+ERROR_PARAM = {
+    "prompt": "prompt", "negative_prompt": "negative_prompt", "checkpoint": "model", "model_name": "model",
+    "width": "size", "height": "size", "steps": "steps", "cfg": "cfg", "sampler": "sampler",
+    "scheduler": "scheduler", "seed": "seed", "batch_size": "batch_size", "denoise": "denoise",
+    "image": "source", "source_image": "source",
+}
+
+
+def _error_rows(task) -> tuple[dict[str, list[str]], list[tuple[str, list[str]]]]:
+    """The task's error_fields split into those beside a parameter and the rest (labelled)."""
+    labels = {f.name: f.verbose_name for f in task._meta.get_fields() if hasattr(f, "verbose_name")}
+    labels["__all__"] = _("Workflow")
+    beside: dict[str, list[str]] = {}
+    rest = []
+    for key, value in (task.error_fields or {}).items():
+        value = [str(v) for v in (value if isinstance(value, list) else [value])]
+        param = ERROR_PARAM.get(key)
+        if param:
+            beside.setdefault(param, []).extend(value)
+        else:
+            rest.append((str(labels.get(key, key)), value))
+    return beside, rest
+
+
+def settings_query(task: GenerationTask, *, seed: bool = True) -> str:
+    """The generate page's query string that reproduces this task's settings."""
+    values = {
+        "prompt": task.prompt,
+        "negative_prompt": task.negative_prompt,
+        "model": task.model_name,
+        "width": task.width,
+        "height": task.height,
+        "steps": task.steps,
+        "cfg": task.cfg,
+        "sampler": task.sampler,
+        "scheduler": task.scheduler,
+        "batch_size": task.batch_size,
+    }
+    if seed:
+        values["seed"] = task.seed
+    if task.template_id:
+        values["template"] = task.template.slug
+    if task.source_image_id:
+        values["source"] = f"s{task.source_image_id}"
+    if task.denoise is not None:
+        values["denoise"] = task.denoise
+    return urlencode({k: v for k, v in values.items() if v not in (None, "")})
+
+
+def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict]:
+    rows = [
+        ("prompt", _("Prompt"), task.prompt, True),
+        ("negative_prompt", _("Negative prompt"), task.negative_prompt, True),
+        ("model", _("Model"), task.checkpoint.shown_name if task.checkpoint else task.model_name, False),
+    ]
+    if task.template_id:
+        rows.append(("template", _("Workflow"), task.template.name, False))
+    rows += [
+        ("size", _("Size"), f"{task.width} × {task.height}", False),
+        ("steps", _("Steps"), task.steps, False),
+        ("cfg", _("CFG"), task.cfg, False),
+        ("sampler", _("Sampler"), task.sampler, False),
+        ("scheduler", _("Scheduler"), task.scheduler, False),
+        ("seed", _("Seed"), task.seed, False),
+        ("batch_size", _("Images"), task.batch_size, False),
+    ]
+    if task.denoise is not None:
+        rows.append(("denoise", _("Denoise"), task.denoise, False))
+    if task.source_image_id or "source" in errors:
+        rows.append(("source", _("Source image"), task.source_image.original_name if task.source_image else "", False))
+    return [
+        {"key": key, "label": label, "value": value, "wide": wide, "mono": key == "seed", "errors": errors.get(key, [])}
+        for key, label, value, wide in rows
+    ]
+
+
+@login_required
+def task_detail(request, task_id: int):
+    task = generation_get(user=request.user, task_id=task_id)
+    active = task.status in ACTIVE_STATUSES
+    owner = task.user_id == request.user.pk
+    images = list(task.images.order_by("index")) if task.status == TaskStatus.COMPLETED else []
+    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
+    beside, rest = _error_rows(task)
+    context = {
+        "task": task,
+        "images": images,
+        "active": active,
+        "owner": owner,
+        "error_beside": beside,
+        "param_rows": _param_rows(task, beside),
+        "error_fields": rest,
+        "queue_text": queue_text(position),
+        "stage": task_stage(task),
+        "settings_query": settings_query(task),
+        "share_url": request.build_absolute_uri(reverse("generation:shared_task", args=[task.share_token]))
+        if task.share_token else "",
+        "progress_percent": round(task.progress_fraction * 100),
+        "node_label": NODE_LABELS.get(task.progress_node, task.progress_node),
+        "health": service_health() if active else None,
+        "poll": {
+            "statusUrl": reverse("api-generation-status", args=[task.pk]),
+            "stateUrl": reverse("generation:task_state", args=[task.pk]),
+            "previewUrl": reverse("generation:task_preview", args=[task.pk]),
+            "active": active,
+            "status": task.status,
+            "labels": {
+                "nodes": {key: str(value) for key, value in NODE_LABELS.items()},
+                "statuses": {value: str(label) for value, label in TaskStatus.choices},
+                "waiting": _("Waiting for a free backend…"),
+                "starting": _("Starting…"),
+                "step": _("Step %(value)s of %(max)s"),
+                "offline": _("Lost contact with the server; retrying…"),
+            },
+        },
+    }
+    return render(request, "generation/task_detail.html", context)
+
+
+@login_required
+@require_GET
+def task_state(request, task_id: int):
+    """What the task page adds to the status API while waiting: queue place and stage in words."""
+    task = generation_get(user=request.user, task_id=task_id)
+    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
+    response = JsonResponse({
+        "status": task.status,
+        "queue_position": position,
+        "queue_text": queue_text(position),
+        "stage": task_stage(task),
+    })
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+def task_preview(request, task_id: int):
+    return preview_response(generation_get(user=request.user, task_id=task_id))
+
+
+def _own_task(request, task_id: int) -> GenerationTask:
+    """The caller's own task (staff included: sharing, zips and copies are the owner's acts)."""
+    return get_object_or_404(GenerationTask.objects.select_related("template"), pk=task_id, user=request.user)
+
+
+def _task_action(request, task_id: int, service, success: str):
+    """Run a task service for the page; its refusal (e.g. already finished) becomes a message."""
+    task = generation_get(user=request.user, task_id=task_id)
+    try:
+        service(task=task)
+    except GenerationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, success % {"id": task.pk})
+    return redirect("generation:task", task_id=task.pk)
+
+
+@login_required
+@require_POST
+def task_cancel(request, task_id: int):
+    return _task_action(request, task_id, generation_cancel, _("Task #%(id)d cancelled."))
+
+
+@login_required
+@require_POST
+def task_retry(request, task_id: int):
+    return _task_action(request, task_id, generation_retry, _("Task #%(id)d is queued again."))
+
+
+@login_required
+@require_POST
+def task_vary(request, task_id: int):
+    """The same settings with a new random seed, submitted at once."""
+    task = _own_task(request, task_id)
+    try:
+        new = generation_create(
+            user=request.user,
+            prompt=task.prompt,
+            negative_prompt=task.negative_prompt,
+            model_name=task.model_name,
+            width=task.width,
+            height=task.height,
+            steps=task.steps,
+            cfg=task.cfg,
+            sampler=task.sampler,
+            scheduler=task.scheduler,
+            seed=None,
+            batch_size=task.batch_size,
+            template=task.template.slug if task.template_id else None,
+            source_image=task.source_image_id,
+            denoise=task.denoise,
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(m for msgs in exc.message_dict.values() for m in msgs))
+        return redirect(reverse("generation:generate") + "?" + settings_query(task, seed=False))
+    except GenerationError as exc:
+        messages.error(request, exc.message)
+        return redirect("generation:task", task_id=task.pk)
+    return redirect("generation:task", task_id=new.pk)
+
+
+@login_required
+@require_GET
+def task_zip(request, task_id: int):
+    task = _own_task(request, task_id)
+    if task.status != TaskStatus.COMPLETED:
+        raise Http404
+    return images_zip_response(images=task.images.order_by("index"), filename=f"easel-{task.pk}.zip")
+
+
+@login_required
+@require_POST
+def task_share_view(request, task_id: int):
+    task = _own_task(request, task_id)
+    try:
+        task_share(task=task)
+    except GenerationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, _("Anyone with the link can now see this task's pictures and prompt."))
+    return redirect("generation:task", task_id=task.pk)
+
+
+@login_required
+@require_POST
+def task_unshare_view(request, task_id: int):
+    task = _own_task(request, task_id)
+    task_unshare(task=task)
+    messages.success(request, _("The public link is revoked; it no longer works."))
+    return redirect("generation:task", task_id=task.pk)
+
+
+@login_required
+@require_POST
+def image_use_as_source(request, image_id: int):
+    """One of the user's results becomes a source image; on to the generate page with img2img."""
+    image = result_image_get_own(user=request.user, image_id=image_id)
+    try:
+        source = source_image_from_result(user=request.user, image=image)
+    except ValidationError as exc:
+        messages.error(request, " ".join(m for msgs in exc.message_dict.values() for m in msgs))
+        return redirect("generation:task", task_id=image.task_id)
+    task = image.task
+    query = {
+        "prompt": task.prompt,
+        "negative_prompt": task.negative_prompt,
+        "model": task.model_name,
+        "source": f"s{source.pk}",
+    }
+    img2img = template_default(kind=WorkflowTemplate.KIND_IMG2IMG)
+    if img2img is not None:
+        query["template"] = img2img.slug
+    return redirect(reverse("generation:generate") + "?" + urlencode({k: v for k, v in query.items() if v}))
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def task_delete(request, task_id: int):
+    """POST with confirm=yes deletes; anything else shows the confirmation page.
+
+    The task page's script asks with confirm() and adds confirm=yes itself; without
+    script the same form lands here and the user confirms on this page.
+    """
+    task = generation_get(user=request.user, task_id=task_id)
+    if request.method == "POST" and request.POST.get("confirm") == "yes":
+        generation_delete(task=task)
+        messages.success(request, _("Task #%(id)d deleted.") % {"id": task_id})
+        return redirect("generation:history")
+    return render(request, "generation/task_confirm_delete.html", {"task": task})
