@@ -9,8 +9,6 @@ from datetime import timedelta
 from django.conf import settings
 from django.contrib.auth import authenticate
 from django.core.cache import cache
-from django.db.models import Q
-from django.utils import timezone
 from django.utils.translation import gettext as _, gettext_lazy
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
@@ -30,11 +28,7 @@ from .serializers import (
     TokenIssuedSerializer,
     UserSerializer,
 )
-from .services import token_create, token_revoke, user_create
-
-
-def _live() -> Q:
-    return Q(expiry__isnull=True) | Q(expiry__gt=timezone.now())
+from .services import live_tokens, token_create, token_revoke, user_create
 
 
 def _token_body(user, instance: ApiToken, token: str) -> dict:
@@ -116,6 +110,8 @@ class AuthLoginApi(APIView):
                 OpenApiExample("Wrong password", value={"error": {"code": "invalid_credentials", "message":
                                "Wrong username or password.", "fields": {}}}, status_codes=["401"],
                                response_only=True)]),
+            409: error_response(409, description=gettext_lazy(
+                "Personal tokens alone fill the per-user token limit; revoke one first.")),
         },
         tags=["auth"],
     )
@@ -133,7 +129,7 @@ class AuthLoginApi(APIView):
                 status_code=status.HTTP_401_UNAUTHORIZED,
             )
         login_failures_clear(username=username, ip=ip)
-        instance, token = token_create(user=user, name=_("sign-in"))
+        instance, token = token_create(user=user, kind=ApiToken.Kind.SIGN_IN)
         return Response(_token_body(user, instance, token))
 
 
@@ -165,7 +161,7 @@ class AuthRegisterApi(APIView):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         user = user_create(**data.validated_data)
-        instance, token = token_create(user=user, name=_("sign-up"))
+        instance, token = token_create(user=user, kind=ApiToken.Kind.SIGN_UP)
         return Response(_token_body(user, instance, token), status=status.HTTP_201_CREATED)
 
 
@@ -200,7 +196,7 @@ class TokenListApi(APIView):
     )
     def get(self, request):
         tokens = (
-            ApiToken.objects.filter(user=request.user).filter(_live()).order_by("-created", "-pk")
+            ApiToken.objects.filter(user=request.user).filter(live_tokens()).order_by("-created", "-pk")
         )
         context = {"request": request}
         return Response({"results": ApiTokenSerializer(tokens, many=True, context=context).data})
@@ -222,13 +218,6 @@ class TokenListApi(APIView):
     def post(self, request):
         data = ApiTokenCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
-        limit = settings.REST_KNOX.get("TOKEN_LIMIT_PER_USER")
-        if limit and ApiToken.objects.filter(user=request.user).filter(_live()).count() >= limit:
-            raise ApiError(
-                code="token_limit",
-                message=_("You have %(n)d live tokens, the most allowed. Revoke one first.") % {"n": limit},
-                status_code=status.HTTP_409_CONFLICT,
-            )
         days = data.validated_data.get("expires_in_days")
         instance, token = token_create(
             user=request.user,

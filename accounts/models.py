@@ -1,6 +1,9 @@
 """Accounts: Easel's own user model, custom from the first migration."""
 from __future__ import annotations
 
+import base64
+import secrets
+
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
@@ -30,7 +33,7 @@ class User(AbstractUser):
     daily_image_quota = models.PositiveIntegerField(
         _("daily image quota"),
         default=default_daily_image_quota,
-        help_text=_("Images this user may generate per day (UTC)."),
+        help_text=_("Images this user may generate per day (days follow the studio's time zone)."),
     )
     max_concurrent_tasks = models.PositiveIntegerField(
         _("concurrent task cap"),
@@ -64,18 +67,33 @@ class User(AbstractUser):
     def shown_name(self) -> str:
         return self.display_name or self.username
 
+    def save(self, *args, **kwargs):
+        # A new password (changed by its owner, reset by staff, or set by a command)
+        # revokes every API token: whoever learnt the old password may have made one.
+        # Django sets `_password` only in set_password(), not when it merely rehashes
+        # the same password at sign-in, so an upgrade of the hasher revokes nothing.
+        changed = self.pk is not None and self._password is not None
+        super().save(*args, **kwargs)
+        if changed:
+            ApiToken.objects.filter(user=self).delete()
+
 
 def _new_webhook_secret() -> str:
-    import base64
-    import secrets
-
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
 class ApiToken(AbstractAuthToken):
     """One API token. Only a hash of it is stored (knox); the clear text is shown once."""
 
+    class Kind(models.TextChoices):
+        # Made by signing in (or up) over the API: retired oldest first at the token limit.
+        SIGN_IN = "sign-in", _("sign-in")
+        SIGN_UP = "sign-up", _("sign-up")
+        # Made on purpose for a script or an app: never retired to make room.
+        PERSONAL = "personal", _("personal")
+
     name = models.CharField(_("name"), max_length=100, blank=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.PERSONAL)
     # Webhooks for tasks created with this token are signed with this secret
     # (Standard Webhooks style); the URL is the default callback for such tasks.
     webhook_url = models.URLField(_("default webhook URL"), max_length=500, blank=True)
@@ -87,4 +105,9 @@ class ApiToken(AbstractAuthToken):
         ordering = ["-created"]
 
     def __str__(self) -> str:
-        return f"{self.name or self.token_key} ({self.user})"
+        return f"{self.label} ({self.user})"
+
+    @property
+    def label(self) -> str:
+        """Its name, or what made it (in the reader's language) when it has none."""
+        return self.name or str(self.get_kind_display())

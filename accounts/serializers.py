@@ -37,11 +37,17 @@ class TokenIssuedSerializer(serializers.Serializer):
 class ApiTokenSerializer(serializers.ModelSerializer):
     """A token's metadata; never the token itself."""
 
+    name = serializers.CharField(source="label", help_text=_("Its name, or what made it (sign-in, sign-up)."))
+    kind = serializers.ChoiceField(
+        choices=ApiToken.Kind.choices,
+        help_text=_("sign-in and sign-up tokens are retired oldest first when the per-user limit is reached; "
+                    "personal ones never are."),
+    )
     current = serializers.SerializerMethodField(help_text=_("Whether this request was made with this token."))
 
     class Meta:
         model = ApiToken
-        fields = ["token_key", "name", "created", "expiry", "current"]
+        fields = ["token_key", "name", "kind", "created", "expiry", "current"]
         read_only_fields = fields
 
     def get_current(self, token) -> bool:

@@ -10,7 +10,11 @@ from django.contrib.auth import get_user_model, password_validation
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_email
 from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext as _
+
+from config.api_errors import ServiceError
 
 from generation.errors import TaskStateError
 from generation.models import ACTIVE_STATUSES, GenerationTask
@@ -63,10 +67,47 @@ def user_create(*, username: str, password: str, email: str = "", display_name: 
     return candidate
 
 
-def token_create(*, user: User, expiry: timedelta | None = None, name: str = "") -> tuple[ApiToken, str]:
-    """Issue an API token. The clear text is returned once; only its hash is stored."""
+class TokenLimitReached(ServiceError):
+    """The user holds as many live tokens as allowed, none of which may be retired."""
+
+    code = "token_limit"
+    status_code = 409
+
+
+def live_tokens() -> Q:
+    return Q(expiry__isnull=True) | Q(expiry__gt=timezone.now())
+
+
+def token_create(
+    *, user: User, kind: str = ApiToken.Kind.PERSONAL, expiry: timedelta | None = None, name: str = ""
+) -> tuple[ApiToken, str]:
+    """Issue an API token. The clear text is returned once; only its hash is stored.
+
+    Every token counts against EASEL_TOKEN_LIMIT_PER_USER, however it was made. At the
+    limit, a sign-in (or sign-up) retires the user's oldest sign-in tokens to make room:
+    an app that signs in again and again never locks its owner out. Personal tokens
+    are never retired: a new personal token at the limit is refused (TokenLimitReached),
+    and so is a sign-in when personal tokens alone fill it.
+    """
+    limit = settings.REST_KNOX.get("TOKEN_LIMIT_PER_USER")
     ttl = expiry if expiry is not None else settings.REST_KNOX["TOKEN_TTL"]
-    return ApiToken.objects.create(user=user, expiry=ttl, name=name)
+    with transaction.atomic():
+        # One issue at a time per user, so two sign-ins at once cannot both pass the count.
+        User.objects.select_for_update().filter(pk=user.pk).exists()
+        if limit:
+            live = ApiToken.objects.filter(user=user).filter(live_tokens())
+            excess = live.count() + 1 - limit
+            if excess > 0 and kind != ApiToken.Kind.PERSONAL:
+                retired = list(
+                    live.exclude(kind=ApiToken.Kind.PERSONAL).order_by("created", "pk").values_list("pk", flat=True)
+                )[:excess]
+                ApiToken.objects.filter(pk__in=retired).delete()
+                excess -= len(retired)
+            if excess > 0:
+                raise TokenLimitReached(
+                    _("You have %(n)d live tokens, the most allowed. Revoke one first.") % {"n": limit}
+                )
+        return ApiToken.objects.create(user=user, expiry=ttl, name=name, kind=kind)
 
 
 def token_revoke(*, user: User, token_key: str) -> bool:

@@ -17,7 +17,7 @@ from generation.quota import quota_usage
 
 from .forms import SignUpForm, TokenCreateForm
 from .models import ApiToken
-from .services import token_create, token_revoke
+from .services import TokenLimitReached, token_create, token_revoke
 
 # The clear text of a just-created token waits here for exactly one page render.
 NEW_TOKEN_SESSION_KEY = "easel_new_api_token"
@@ -45,11 +45,16 @@ def me(request):
     the clear text is shown on the next render only, never again on a reload."""
     form = TokenCreateForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        token, clear = token_create(
-            user=request.user, expiry=timedelta(days=form.cleaned_data["expiry_days"]), name=form.cleaned_data["name"]
-        )
-        request.session[NEW_TOKEN_SESSION_KEY] = {"name": token.name, "token": clear}
-        return redirect("accounts:me")
+        try:
+            token, clear = token_create(
+                user=request.user, expiry=timedelta(days=form.cleaned_data["expiry_days"]),
+                name=form.cleaned_data["name"],
+            )
+        except TokenLimitReached as exc:
+            form.add_error(None, exc.message)
+        else:
+            request.session[NEW_TOKEN_SESSION_KEY] = {"name": token.label, "token": clear}
+            return redirect("accounts:me")
     new_token = request.session.pop(NEW_TOKEN_SESSION_KEY, None)
     context = {
         "quota": quota_usage(user=request.user),

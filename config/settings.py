@@ -306,6 +306,11 @@ EASEL_FAILOVER_GRACE_SECONDS = env_float("EASEL_FAILOVER_GRACE_SECONDS", 60.0)
 EASEL_EXECUTION_TIMEOUT = env_int("EASEL_EXECUTION_TIMEOUT", 1200)
 # How long `POST /api/v1/generation/create` waits for the result before answering 202.
 EASEL_CREATE_WAIT_SECONDS = env_float("EASEL_CREATE_WAIT_SECONDS", 30.0)
+# Such a wait holds a web thread: at most this many per user, and this many in all per
+# web process (default: half of gunicorn's threads), so the other threads always serve
+# everyone else. Over either cap the create answers 202 at once.
+EASEL_CREATE_WAIT_PER_USER = env_int("EASEL_CREATE_WAIT_PER_USER", 2)
+EASEL_CREATE_WAIT_SLOTS = env_int("EASEL_CREATE_WAIT_SLOTS", max(1, env_int("GUNICORN_THREADS", 4) // 2))
 # Progress is written to the database at most this often per task.
 EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # A job holds a task for this long without renewing before another may take it over.

@@ -5,6 +5,7 @@ import uuid
 
 from django.conf import settings
 from django.db import models
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 from .media_types import extension_for
@@ -105,6 +106,9 @@ class GenerationTask(models.Model):
     lease_until = models.DateTimeField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # When it last entered the queue (created, or retried): the daily quota counts a
+    # task's images on the day it was queued, so an old task retried today counts today.
+    queued_at = models.DateTimeField(default=timezone.now)
     submitted_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     completed_at = models.DateTimeField(null=True, blank=True)
@@ -120,6 +124,8 @@ class GenerationTask(models.Model):
             models.Index(fields=["status", "backend"], name="task_status_backend"),
             # The dashboard counts finished tasks by when they ended.
             models.Index(fields=["completed_at"], name="task_completed"),
+            # The daily quota: one user's tasks queued since the start of the day.
+            models.Index(fields=["user", "queued_at"], name="task_user_queued"),
         ]
 
     def __str__(self) -> str:

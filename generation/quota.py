@@ -1,12 +1,20 @@
-"""The daily image quota: how many images a user has used today, and the check before a task."""
+"""The daily image quota: how many images a user has used today, and the check before a task.
+
+A day is a day in the studio's time zone (TIME_ZONE), like every date the pages show.
+A task's images count on the day it was queued (created, or retried); failed and
+cancelled tasks give theirs back. The check and the insert that follows it must run in
+one transaction under `user_lock`, so concurrent requests cannot all pass one check.
+"""
 from __future__ import annotations
 
-from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
+from datetime import datetime, time as dtime, timedelta
 
+from django.contrib.auth import get_user_model
 from django.db.models import IntegerField, OuterRef, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.formats import time_format
+from django.utils.translation import gettext as _, ngettext
 
 from .errors import QuotaExceeded
 from .models import ACTIVE_STATUSES, GenerationTask, TaskStatus
@@ -16,13 +24,21 @@ NOT_COUNTED = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
 
 def quota_day_start(now: datetime | None = None) -> datetime:
-    """When today's quota began (quotas reset at UTC midnight)."""
-    now = now or timezone.now()
-    return datetime.combine(now.astimezone(dt_timezone.utc).date(), dtime.min, tzinfo=dt_timezone.utc)
+    """When today's quota began: midnight in the studio's time zone."""
+    zone = timezone.get_default_timezone()
+    today = timezone.localtime(now or timezone.now(), zone).date()
+    return datetime.combine(today, dtime.min, tzinfo=zone)
+
+
+def quota_resets_at(now: datetime | None = None) -> datetime:
+    """The next midnight in the studio's time zone (a day may be 23 or 25 hours long)."""
+    zone = timezone.get_default_timezone()
+    tomorrow = quota_day_start(now).date() + timedelta(days=1)
+    return datetime.combine(tomorrow, dtime.min, tzinfo=zone)
 
 
 def _counted_today():
-    return GenerationTask.objects.filter(created_at__gte=quota_day_start()).exclude(status__in=NOT_COUNTED)
+    return GenerationTask.objects.filter(queued_at__gte=quota_day_start()).exclude(status__in=NOT_COUNTED)
 
 
 def images_used_today():
@@ -31,31 +47,47 @@ def images_used_today():
     return Coalesce(Subquery(used.values("n"), output_field=IntegerField()), Value(0))
 
 
-def quota_usage(*, user) -> dict:
-    """Images counted against today's quota, and when it resets.
+def user_lock(user):
+    """Hold the user's row until the transaction ends (call inside `transaction.atomic`);
+    answers the user as stored now (staff may have changed the quota meanwhile).
 
-    A task counts from the moment it is accepted; failed and cancelled ones give their
-    images back.
+    PostgreSQL: SELECT … FOR UPDATE, so one user's creates and retries pass the quota one
+    at a time. SQLite: every transaction is IMMEDIATE (settings), which already takes the
+    database's write lock at its start.
     """
+    return get_user_model().objects.select_for_update().get(pk=user.pk)
+
+
+def quota_usage(*, user) -> dict:
+    """Images counted against today's quota, and when it resets."""
     used = _counted_today().filter(user=user).aggregate(n=Sum("batch_size"))["n"] or 0
     limit = user.daily_image_quota
     return {
         "limit": limit,
         "used": used,
         "remaining": max(0, limit - used),
-        "resets_at": quota_day_start() + timedelta(days=1),
+        "resets_at": quota_resets_at(),
         "in_flight": GenerationTask.objects.filter(user=user, status__in=ACTIVE_STATUSES).count(),
         "max_concurrent_tasks": user.max_concurrent_tasks,
     }
 
 
 def quota_check(*, user, images: int) -> None:
+    """Raise QuotaExceeded, saying what is left, unless `images` more fit in today's quota."""
     usage = quota_usage(user=user)
-    if usage["used"] + images > usage["limit"]:
-        raise QuotaExceeded(
-            _("Daily image quota reached (%(used)d of %(limit)d used). It resets at %(time)s UTC.")
-            % {"used": usage["used"], "limit": usage["limit"], "time": usage["resets_at"].strftime("%H:%M")},
-            resets_at=usage["resets_at"],
-            limit=usage["limit"],
-            used=usage["used"],
-        )
+    if usage["used"] + images <= usage["limit"]:
+        return
+    left = usage["remaining"]
+    resets = _("It resets at %(time)s.") % {
+        "time": time_format(timezone.localtime(usage["resets_at"]), "H:i")
+    }
+    if left:
+        message = ngettext(
+            "%(left)d image left today; this request needs %(need)d.",
+            "%(left)d images left today; this request needs %(need)d.",
+            left,
+        ) % {"left": left, "need": images}
+    else:
+        message = _("Today's image quota (%(limit)d) is used up.") % {"limit": usage["limit"]}
+    raise QuotaExceeded(f"{message} {resets}", resets_at=usage["resets_at"], limit=usage["limit"],
+                        used=usage["used"])

@@ -24,7 +24,7 @@ from .gallery.results import files_delete, results_delete
 from .limits import MAX_SEED, parameter_errors
 from .models import GenerationTask, SourceImage
 from .queue import enqueue
-from .quota import quota_check
+from .quota import quota_check, user_lock
 from .webhooks.targets import callback_url_validate
 
 logger = logging.getLogger(__name__)
@@ -149,29 +149,32 @@ def generation_create(
         errors.setdefault(name, messages)
     if errors:
         raise ValidationError(errors)
-    quota_check(user=user, images=batch_size)
 
-    task = GenerationTask.objects.create(
-        user=user,
-        prompt=prompt,
-        negative_prompt=negative_prompt,
-        checkpoint=checkpoint,
-        model_name=checkpoint.name,
-        template=workflow,
-        width=width,
-        height=height,
-        steps=steps,
-        cfg=cfg,
-        sampler=sampler,
-        scheduler=scheduler,
-        seed=secrets.randbelow(MAX_SEED) if seed is None else seed,
-        batch_size=batch_size,
-        denoise=denoise,
-        source_image=source,
-        callback_url=callback_url,
-        api_token=api_token,
-    )
-    transaction.on_commit(generation_enqueue)
+    with transaction.atomic():
+        # The quota check and the insert under one lock on the user: concurrent creates
+        # pass one at a time, so together they can never exceed the quota.
+        quota_check(user=user_lock(user), images=batch_size)
+        task = GenerationTask.objects.create(
+            user=user,
+            prompt=prompt,
+            negative_prompt=negative_prompt,
+            checkpoint=checkpoint,
+            model_name=checkpoint.name,
+            template=workflow,
+            width=width,
+            height=height,
+            steps=steps,
+            cfg=cfg,
+            sampler=sampler,
+            scheduler=scheduler,
+            seed=secrets.randbelow(MAX_SEED) if seed is None else seed,
+            batch_size=batch_size,
+            denoise=denoise,
+            source_image=source,
+            callback_url=callback_url,
+            api_token=api_token,
+        )
+        transaction.on_commit(generation_enqueue)
     return task
 
 
@@ -207,12 +210,14 @@ def generation_retry(*, task: GenerationTask) -> GenerationTask:
     """
     if task.status not in transitions.RETRYABLE_STATUSES:
         raise TaskStateError(_("Only failed or cancelled tasks can be retried."))
-    quota_check(user=task.user, images=task.batch_size)
-    if not transitions.retry(task):
-        raise TaskStateError(_("This task changed meanwhile; reload and try again."))
-    results_delete(task=task)
+    with transaction.atomic():
+        # Queued again today, so it counts against today's quota (checked under the lock).
+        quota_check(user=user_lock(task.user), images=task.batch_size)
+        if not transitions.retry(task):
+            raise TaskStateError(_("This task changed meanwhile; reload and try again."))
+        results_delete(task=task)
+        transaction.on_commit(generation_enqueue)
     task.refresh_from_db()
-    transaction.on_commit(generation_enqueue)
     return task
 
 

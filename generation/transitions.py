@@ -215,6 +215,7 @@ def retry(task: TaskRef) -> bool:
     qs = GenerationTask.objects.filter(pk=_pk(task), status__in=RETRYABLE_STATUSES)
     return _apply(task, qs, {
         "status": TaskStatus.PENDING,
+        "queued_at": timezone.now(),
         **_fresh_prompt(),
         **_UNASSIGNED,
         "started_at": None,

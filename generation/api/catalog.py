@@ -44,8 +44,10 @@ class ModelListApi(APIView):
 
 
 class QuotaSerializer(serializers.Serializer):
-    limit = serializers.IntegerField(help_text="Images per UTC day.")
-    used = serializers.IntegerField(help_text="Images counted today (failed and cancelled tasks give theirs back).")
+    limit = serializers.IntegerField(help_text="Images per day (days follow the studio's TIME_ZONE).")
+    used = serializers.IntegerField(
+        help_text="Images of the tasks queued today (created or retried); failed and cancelled tasks give theirs back."
+    )
     remaining = serializers.IntegerField()
     resets_at = serializers.DateTimeField()
     in_flight = serializers.IntegerField(help_text="Tasks pending or processing now.")

@@ -21,9 +21,9 @@ QUOTA_429 = error_response(
         OpenApiExample(
             "Quota reached",
             value={"error": {"code": "quota_exceeded",
-                             "message": "Daily image quota reached (200 of 200 used). It resets at 00:00 UTC.",
+                             "message": "2 images left today; this request needs 4. It resets at 00:00.",
                              "fields": {}, "retry_after": 3600, "resets_at": "2025-11-02T00:00:00+00:00",
-                             "limit": 200, "used": 200}},
+                             "limit": 200, "used": 198}},
             status_codes=["429"], response_only=True,
         )
     ],

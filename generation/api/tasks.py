@@ -26,6 +26,7 @@ from ..representation import ImageSerializer, TaskSerializer
 from ..selectors import generation_get
 from ..services import generation_cancel, generation_create, generation_delete, generation_retry
 from .schema import LOCATION, QUOTA_429, TASK_ID
+from .waits import wait_slot
 
 _RANGES = ranges()  # read once: the schema describes the limits the studio started with
 
@@ -96,7 +97,9 @@ class GenerationCreateApi(APIView):
         operation_id="generation_create",
         summary="Create a task and wait for it",
         description="Waits up to `EASEL_CREATE_WAIT_SECONDS` (default 30 s): 200 with the finished task, "
-                    "else 202 with the task and `Location` to poll.",
+                    "else 202 with the task and `Location` to poll. A caller who already has "
+                    "`EASEL_CREATE_WAIT_PER_USER` creates waiting (or when the server's waiting slots are "
+                    "taken) gets the 202 at once.",
         request=TaskCreateInput,
         parameters=[LOCATION],
         responses={
@@ -108,12 +111,13 @@ class GenerationCreateApi(APIView):
     )
     def post(self, request):
         task = _create(request)
-        deadline = time.monotonic() + settings.EASEL_CREATE_WAIT_SECONDS
-        while time.monotonic() < deadline:
-            task.refresh_from_db()
-            if task.status in TERMINAL_STATUSES:
-                break
-            time.sleep(0.25)
+        with wait_slot(request.user.pk) as may_wait:
+            deadline = time.monotonic() + (settings.EASEL_CREATE_WAIT_SECONDS if may_wait else 0)
+            while time.monotonic() < deadline:
+                task.refresh_from_db()
+                if task.status in TERMINAL_STATUSES:
+                    break
+                time.sleep(0.25)
         if task.status in TERMINAL_STATUSES:
             return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_200_OK)
         return _accepted(request, task)

@@ -8,6 +8,7 @@ import uuid
 
 from django.conf import settings
 from django.core.files.base import ContentFile
+from django.db import transaction
 from PIL import Image
 
 from ..media_types import content_type_for, extension_for
@@ -66,7 +67,8 @@ def files_delete(images) -> None:
 
 
 def results_delete(*, task: GenerationTask) -> None:
-    """Remove a task's images (rows and files), e.g. before it runs again."""
+    """Remove a task's images, e.g. before it runs again: the rows now, their files once
+    the transaction commits (a rolled-back delete must not leave rows without files)."""
     images = list(GeneratedImage.objects.filter(task=task))
     GeneratedImage.objects.filter(pk__in=[image.pk for image in images]).delete()
-    files_delete(images)
+    transaction.on_commit(lambda: files_delete(images))

@@ -220,3 +220,89 @@ def test_a_successful_login_clears_the_failure_count(make_user, settings):
     for _ in range(2):
         _login(password="wrong")
     assert _login().status_code == 200
+
+
+# --- every token counts: sign-ins retire their oldest, personal tokens stay ---------------------
+
+
+def test_sign_ins_stay_within_the_token_limit_oldest_sign_in_first(make_user, settings):
+    settings.REST_KNOX = {**settings.REST_KNOX, "TOKEN_LIMIT_PER_USER": 5}
+    user = make_user("erin")
+    from accounts.services import token_create
+
+    personal, _clear = token_create(user=user, name="my script")
+    # Far more sign-ins than the limit (from several addresses: sign-ins are rate-limited per IP).
+    tokens = [_login(ip=f"10.0.1.{i}").json()["token"] for i in range(12)]
+    live = AuthToken.objects.filter(user=user)
+    assert live.count() == 5
+    assert live.filter(pk=personal.pk).exists()  # never retired to make room
+    for token, works in ((tokens[0], False), (tokens[7], False), (tokens[8], True), (tokens[-1], True)):
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+        assert (client.get("/api/v1/auth/me").status_code == 200) is works
+    listed = APIClient()
+    listed.credentials(HTTP_AUTHORIZATION=f"Bearer {tokens[-1]}")
+    kinds = sorted(t["kind"] for t in listed.get("/api/v1/auth/tokens").json()["results"])
+    assert kinds == ["personal", "sign-in", "sign-in", "sign-in", "sign-in"]
+
+
+def test_a_sign_in_is_refused_when_personal_tokens_fill_the_limit(make_user, settings):
+    settings.REST_KNOX = {**settings.REST_KNOX, "TOKEN_LIMIT_PER_USER": 2}
+    from accounts.services import token_create
+
+    user = make_user("erin")
+    for name in ("a", "b"):
+        token_create(user=user, name=name)
+    response = _login()
+    assert response.status_code == 409 and response.json()["error"]["code"] == "token_limit"
+    assert AuthToken.objects.filter(user=user).count() == 2
+
+
+def test_sign_in_tokens_are_named_in_the_readers_language(make_user):
+    make_user("erin")
+    token = _login().json()["token"]
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {token}")
+    (listed,) = client.get("/api/v1/auth/tokens", HTTP_ACCEPT_LANGUAGE="zh-hans").json()["results"]
+    assert listed["kind"] == "sign-in" and listed["name"] == "登录"
+    assert AuthToken.objects.get().name == ""  # stored by kind, not as text in one language
+
+
+# --- a new password revokes the tokens made with the old one ------------------------------------
+
+
+def test_changing_the_password_on_the_page_revokes_every_api_token(make_user, api_client_for, client):
+    user = make_user("erin")
+    api = api_client_for(user)
+    assert api.get("/api/v1/auth/me").status_code == 200
+    client.force_login(user)
+    response = client.post("/accounts/password/", {
+        "old_password": "correct horse battery", "new_password1": "a new long passphrase",
+        "new_password2": "a new long passphrase"})
+    assert response.status_code == 302
+    assert api.get("/api/v1/auth/me").status_code == 401
+    assert not AuthToken.objects.filter(user=user).exists()
+    assert "API tokens were revoked" in client.get(response["Location"]).content.decode()
+
+
+def test_staff_resetting_a_password_revokes_the_users_tokens(make_user, api_client_for, client):
+    user = make_user("erin")
+    api = api_client_for(user)
+    staff = make_user("boss", is_staff=True, is_superuser=True)
+    client.force_login(staff)
+    response = client.post(f"/admin/accounts/user/{user.pk}/password/", {
+        "password1": "a new long passphrase", "password2": "a new long passphrase", "usable_password": "true"})
+    assert response.status_code == 302, response.content[:500]
+    assert api.get("/api/v1/auth/me").status_code == 401
+
+
+def test_a_rehash_at_sign_in_revokes_nothing(make_user, api_client_for, settings):
+    # Signing in with a password stored under an older hasher re-saves its hash: not a new password.
+    user = make_user("erin")
+    api = api_client_for(user)
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.PBKDF2PasswordHasher",
+                                 "django.contrib.auth.hashers.MD5PasswordHasher"]
+    assert user.check_password("correct horse battery")
+    user.refresh_from_db()
+    assert user.password.startswith("pbkdf2_")  # rehashed and saved
+    assert api.get("/api/v1/auth/me").status_code == 200

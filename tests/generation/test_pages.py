@@ -659,7 +659,8 @@ def test_quota_exceeded_is_a_form_error(alice_client, alice, checkpoint):
     alice.daily_image_quota = 1
     alice.save()
     response = alice_client.post(reverse("generation:generate"), form_data(batch_size="2"))
-    assert response.status_code == 200 and "Daily image quota reached" in response.content.decode()
+    # It says what is left and what the request needs, not a ratio of used to limit.
+    assert response.status_code == 200 and "1 image left today; this request needs 2." in response.content.decode()
 
 
 # --- history: search, filters, bulk --------------------------------------------------------
