@@ -109,7 +109,8 @@ def test_user_list_shows_usage_today_without_a_query_per_row_and_the_page_shows_
     add_image(done, 1)
     make_task(alice, TaskStatus.FAILED, batch_size=3)  # failed tasks give their images back
     old = make_task(alice, TaskStatus.COMPLETED)
-    GenerationTask.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=2))
+    two_days_ago = timezone.now() - timedelta(days=2)  # queued then: it counted that day
+    GenerationTask.objects.filter(pk=old.pk).update(created_at=two_days_ago, queued_at=two_days_ago)
     add_image(old)
     for n in range(10):
         make_user(f"extra{n}")
