@@ -214,6 +214,9 @@ if env_bool("EASEL_BEHIND_HTTPS_PROXY", False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
+    # Browsers keep to HTTPS for this long after one visit (0 turns the header off).
+    # Subdomains are left alone: they may be other services on plain HTTP.
+    SECURE_HSTS_SECONDS = env_int("EASEL_HSTS_SECONDS", 365 * 24 * 3600)
 
 # --- API --------------------------------------------------------------------------
 

@@ -34,11 +34,11 @@ def test_liveness_is_not_throttled_nor_authenticated(client, settings):
 
 
 @pytest.mark.django_db
-def test_readiness_fails_without_a_worker_heartbeat(engine_catalog, no_heartbeats, client):
+def test_health_fails_without_a_worker_heartbeat(engine_catalog, no_heartbeats, client):
     from models_catalog.services import backend_check
 
     assert backend_check(backend=engine_catalog["backend"])  # a backend is online: only the worker is missing
-    response = client.get("/api/v1/health/ready")
+    response = client.get("/api/v1/health")
     body = response.json()
     assert response.status_code == 503
     assert body["status"] == "degraded"
@@ -48,14 +48,14 @@ def test_readiness_fails_without_a_worker_heartbeat(engine_catalog, no_heartbeat
 
 
 @pytest.mark.django_db
-def test_readiness_fails_when_no_enabled_backend_is_online(engine_catalog, qcluster, client):
+def test_health_fails_when_no_enabled_backend_is_online(engine_catalog, qcluster, client):
     from models_catalog.models import ComfyBackend
 
     backend = engine_catalog["backend"]
     # Online but disabled by staff: not usable, so not ready.
     ComfyBackend.objects.filter(pk=backend.pk).update(is_online=True, enabled=False)
     ComfyBackend.objects.create(name="gpu-down", base_url="http://127.0.0.1:9", is_online=False)
-    response = client.get("/api/v1/health/ready")
+    response = client.get("/api/v1/health")
     body = response.json()
     assert response.status_code == 503 and body["status"] == "degraded"
     assert body["checks"]["worker"]["ok"] is True
@@ -66,21 +66,41 @@ def test_readiness_fails_when_no_enabled_backend_is_online(engine_catalog, qclus
 
 
 @pytest.mark.django_db
-def test_readiness_ok_with_a_running_cluster_and_an_online_backend(engine_catalog, qcluster, client):
+def test_health_ok_with_a_running_cluster_and_an_online_backend(engine_catalog, qcluster, client):
     from models_catalog.services import backend_check
 
     assert backend_check(backend=engine_catalog["backend"])
     response = wait_for(
-        lambda: (r := client.get("/api/v1/health/ready")).status_code == 200 and r, timeout=20, message="ready"
+        lambda: (r := client.get("/api/v1/health")).status_code == 200 and r, timeout=20, message="healthy"
     )
     body = response.json()
     assert body["status"] == "ok"
     assert set(body["checks"]) == {"database", "worker", "backends"}
     assert body["checks"]["worker"]["ok"] is True and body["checks"]["worker"]["clusters"]
     assert [item["name"] for item in body["checks"]["backends"]["items"]] == ["demo"]
-    # The historical path answers the same (the lead points it at readiness).
-    again = client.get("/api/v1/health")
-    assert again.status_code == 200 and again.json()["status"] == "ok"
+
+
+@pytest.mark.django_db
+def test_readiness_stays_ok_while_every_gpu_and_worker_is_down(no_heartbeats, client):
+    """The web tier keeps serving history, downloads and the admin: a load balancer must keep it."""
+    from models_catalog.models import ComfyBackend
+
+    ComfyBackend.objects.create(name="gpu-down", base_url="http://127.0.0.1:9", is_online=False)
+    assert client.get("/api/v1/health").status_code == 503
+    response = client.get("/api/v1/health/ready")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "checks": {"database": {"ok": True}, "cache": {"ok": True}}}
+
+
+@pytest.mark.django_db
+def test_readiness_is_unavailable_when_the_cache_fails(client, settings):
+    # A cache that cannot store anything (a folder nobody may create).
+    settings.CACHES = {**settings.CACHES, "default": {
+        "BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/proc/easel-no-cache"}}
+    response = client.get("/api/v1/health/ready")
+    body = response.json()
+    assert response.status_code == 503 and body["status"] == "unavailable"
+    assert body["checks"]["database"] == {"ok": True} and body["checks"]["cache"]["ok"] is False
 
 
 @pytest.mark.django_db
@@ -93,6 +113,9 @@ def test_readiness_is_unavailable_when_the_database_fails(client, monkeypatch):
     monkeypatch.setattr(connection, "cursor", broken_cursor)
     response = client.get("/api/v1/health/ready")
     assert response.status_code == 503
-    assert response.json() == {
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == {"ok": False, "error": "connection refused"}
+    assert client.get("/api/v1/health").json() == {
         "status": "unavailable", "checks": {"database": {"ok": False, "error": "connection refused"}}
     }
