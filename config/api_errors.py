@@ -145,6 +145,12 @@ def json_500(request):
     return JsonResponse(error_body("server_error", _("Something went wrong on our side.")), status=500)
 
 
+def json_error(status_code: int, code: str) -> JsonResponse:
+    """The error body for the statuses Django itself answers (400 a bad Host, 403)."""
+    messages = {400: _("Bad request."), 403: _("You do not have permission to perform this action.")}
+    return JsonResponse(error_body(code, messages.get(status_code, _("Error."))), status=status_code)
+
+
 # --- OpenAPI ----------------------------------------------------------------------
 
 

@@ -11,12 +11,16 @@ Read from the same environment as Django's settings (without importing them):
   waiting request is never killed as "stuck".
 - EASEL_HOST / EASEL_PORT or GUNICORN_BIND: where to listen (0.0.0.0:8000 in a container).
 - FORWARDED_ALLOW_IPS (read by gunicorn itself): proxies trusted for X-Forwarded-*.
+- GUNICORN_CONTROL_SOCKET: where `gunicornc` finds this server (default: one socket per
+  studio, named after its data folder and address).
 - LOG_FORMAT=json: gunicorn's own and access log lines as JSON too (config.logging).
 """
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
+import tempfile
 
 
 def _cpu_count() -> int:
@@ -60,6 +64,22 @@ max_requests_jitter = 200
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 accesslog = "-"
 errorlog = "-"
+
+
+def _control_socket() -> str:
+    # gunicorn's default is one socket per user (~/.gunicorn/gunicorn.ctl): two studios
+    # on one machine would share it, and `gunicornc` would talk to the wrong one. One per
+    # studio instead: named after its data folder and address (short enough for a socket).
+    configured = os.environ.get("GUNICORN_CONTROL_SOCKET", "").strip()
+    if configured:
+        return configured
+    data = os.path.abspath(os.environ.get("EASEL_DATA_DIR") or "data")
+    key = hashlib.sha256(f"{data}|{bind}".encode()).hexdigest()[:16]
+    folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(folder, f"easel-gunicorn-{key}.ctl")
+
+
+control_socket = _control_socket()
 loglevel = os.environ.get("LOG_LEVEL", "info").lower()
 
 if os.environ.get("LOG_FORMAT", "text").strip().lower() == "json":

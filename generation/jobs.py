@@ -6,7 +6,7 @@ does the work (see docs/architecture.md).
 """
 from __future__ import annotations
 
-from models_catalog.services import backends_health_check, checkpoints_sync, prompt_abandon
+from models_catalog.services import backends_from_settings, backends_health_check, checkpoints_sync, prompt_abandon
 
 from .fleet.dispatch import dispatch
 from .fleet.recovery import tasks_recover
@@ -53,6 +53,8 @@ def retention_run() -> dict:
 def studio_tick() -> None:
     """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch,
     webhook retries, the dashboard's rollup."""
+    # COMFYUI_URLS may name backends nobody registered yet (web and workers started by hand).
+    backends_from_settings()
     checked = backends_health_check()
     # Keep each backend's checkpoint list current (models added or removed on the server).
     checkpoints_sync(backends=[b for b in checked if b.is_online])

@@ -16,7 +16,7 @@ from generation.queue import enqueue
 
 from .forms import WorkflowTemplateAdminForm, WorkflowTemplateImportForm
 from .models import Checkpoint, ComfyBackend, WorkflowTemplate
-from .services import backend_check, checkpoints_sync, comfy_client
+from .services import backend_check, checkpoint_make_default, checkpoints_sync, comfy_client
 from .templates import bindings_detect, errors_describe, object_info_any, template_check, template_import
 
 
@@ -30,6 +30,8 @@ def _sync_message(summary) -> str:
         "now": names(summary.now_available),
         "gone": names(summary.no_longer_available),
     }
+    if summary.added and Checkpoint.objects.filter(ckpt_name__in=summary.added, enabled=False).exists():
+        text += " " + gettext("New checkpoints are offered to users once you enable them.")
     if summary.errors:
         text += " " + gettext("Unreachable: %(errors)s.") % {
             "errors": "; ".join(f"{name}: {error}" for name, error in summary.errors.items())
@@ -175,13 +177,15 @@ class ComfyBackendAdmin(admin.ModelAdmin):
 
 @admin.register(Checkpoint)
 class CheckpointAdmin(admin.ModelAdmin):
-    list_display = ("name", "display_name", "ckpt_name", "enabled", "available_on", "default_size", "default_steps")
+    list_display = ("name", "display_name", "ckpt_name", "enabled", "is_default", "available_on", "default_size",
+                    "default_steps")
     list_editable = ("display_name", "enabled")
-    list_filter = ("enabled", "backends")
+    list_filter = ("enabled", "is_default", "backends")
     search_fields = ("name", "display_name", "ckpt_name")
     filter_horizontal = ("backends",)
     fieldsets = (
-        (None, {"fields": ("name", "ckpt_name", "display_name", "description", "enabled", "backends")}),
+        (None, {"fields": ("name", "ckpt_name", "display_name", "description", "enabled", "is_default",
+                           "backends")}),
         (
             _("Defaults"),
             {
@@ -192,7 +196,7 @@ class CheckpointAdmin(admin.ModelAdmin):
             },
         ),
     )
-    actions = ["enable", "disable", "sync_from_backends"]
+    actions = ["enable", "disable", "make_default", "sync_from_backends"]
 
     def get_queryset(self, request):
         return super().get_queryset(request).prefetch_related(
@@ -217,6 +221,24 @@ class CheckpointAdmin(admin.ModelAdmin):
     def disable(self, request, queryset):
         n = queryset.update(enabled=False)
         self.message_user(request, gettext("%(n)d checkpoint(s) disabled.") % {"n": n}, messages.SUCCESS)
+
+    @admin.action(description=_("Make the default model (for tasks that name none)"), permissions=["change"])
+    def make_default(self, request, queryset):
+        if queryset.count() != 1:
+            self.message_user(request, gettext("Select exactly one checkpoint to make the default."),
+                              messages.WARNING)
+            return
+        checkpoint = queryset.get()
+        checkpoint_make_default(checkpoint=checkpoint)
+        self.message_user(request, gettext("%(name)s is now the default model.") % {"name": checkpoint.shown_name},
+                          messages.SUCCESS)
+
+    def save_model(self, request, obj, form, change):
+        if obj.is_default:
+            # One default at a time: ticking the box here moves it from the old one.
+            checkpoint_make_default(checkpoint=obj, save=True)
+        else:
+            super().save_model(request, obj, form, change)
 
     @admin.action(description=_("Sync from backends (every enabled backend)"), permissions=["change"])
     def sync_from_backends(self, request, queryset):

@@ -66,7 +66,13 @@ class Checkpoint(models.Model):
     ckpt_name = models.CharField(_("ComfyUI file name"), max_length=300, unique=True)
     display_name = models.CharField(_("display name"), max_length=200, blank=True)
     description = models.TextField(_("description"), blank=True)
+    # A checkpoint that appears on a backend waits for staff before users see it: the sync
+    # adds it disabled (models_catalog.services.checkpoints_sync).
     enabled = models.BooleanField(_("enabled"), default=True)
+    is_default = models.BooleanField(
+        _("default model"), default=False,
+        help_text=_("What a task gets when it names no model. One at a time; chosen by staff."),
+    )
     backends = models.ManyToManyField(
         ComfyBackend, blank=True, related_name="checkpoints", verbose_name=_("available on")
     )
@@ -82,6 +88,10 @@ class Checkpoint(models.Model):
         ordering = ["display_name", "name"]
         verbose_name = _("checkpoint")
         verbose_name_plural = _("checkpoints")
+        constraints = [
+            models.UniqueConstraint(fields=["is_default"], condition=models.Q(is_default=True),
+                                    name="checkpoint_one_default"),
+        ]
 
     def __str__(self) -> str:
         return self.display_name or self.name

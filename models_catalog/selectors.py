@@ -19,7 +19,8 @@ def checkpoint_list_usable() -> QuerySet[Checkpoint]:
         Checkpoint.objects.filter(enabled=True)
         .filter(Exists(has_backend))
         .annotate(online=Exists(has_online))
-        .order_by("-online", "display_name", "name")
+        # Staff's default first: forms start on it, like a task that names no model.
+        .order_by("-is_default", "-online", "display_name", "name")
     )
 
 
@@ -30,8 +31,11 @@ def checkpoint_get_usable(*, name: str) -> Checkpoint | None:
 
 
 def checkpoint_default() -> Checkpoint | None:
-    """The model a task gets when it names none."""
-    return checkpoint_list_usable().first()
+    """The model a task gets when it names none: the one staff made the default, or while
+    that one is not usable, the oldest usable one (never whichever name sorts first: a new
+    file on a backend must not take over every task sent without a model)."""
+    usable = checkpoint_list_usable()
+    return usable.filter(is_default=True).first() or usable.order_by("created_at", "pk").first()
 
 
 def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTemplate | None:

@@ -18,6 +18,8 @@ from .models import Checkpoint, ComfyBackend
 
 logger = logging.getLogger(__name__)
 
+# How the demo engine names its only device in /system_stats (generation/demo_engine/system.py).
+DEMO_DEVICE = "Easel demo engine"
 DEMO_DESCRIPTION = _("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
 
 
@@ -25,8 +27,10 @@ def comfy_client(backend: ComfyBackend) -> ComfyClient:
     return ComfyClient(backend.base_url, timeout=settings.COMFYUI_HTTP_TIMEOUT)
 
 
-def backend_ensure(*, name: str, base_url: str, is_demo: bool = False) -> ComfyBackend:
-    """Register a backend by URL (idempotent: the run command calls it at every start)."""
+def backend_ensure(*, name: str, base_url: str, is_demo: bool | None = None) -> ComfyBackend:
+    """Register a backend by URL (idempotent: the run command calls it at every start).
+
+    `is_demo` None leaves it to the health check, which recognises the demo engine."""
     base_url = base_url.rstrip("/")
     backend = ComfyBackend.objects.filter(base_url=base_url).first()
     if backend is None:
@@ -34,8 +38,8 @@ def backend_ensure(*, name: str, base_url: str, is_demo: bool = False) -> ComfyB
         unique, n = name, 2
         while ComfyBackend.objects.filter(name=unique).exists():
             unique, n = f"{name}-{n}", n + 1
-        backend = ComfyBackend.objects.create(name=unique, base_url=base_url, is_demo=is_demo)
-    elif backend.is_demo != is_demo:
+        backend = ComfyBackend.objects.create(name=unique, base_url=base_url, is_demo=bool(is_demo))
+    elif is_demo is not None and backend.is_demo != is_demo:
         backend.is_demo = is_demo
         backend.save(update_fields=["is_demo"])
     return backend
@@ -74,11 +78,13 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
         for d in stats.get("devices", []) if isinstance(d, dict)
     ]
     waiting = len(queue.get("queue_running", [])) + len(queue.get("queue_pending", []))
+    # Easel's demo engine says what it is in its device list; a real ComfyUI never does.
+    is_demo = any(DEMO_DEVICE in str(d.get("name") or "") for d in devices)
     ComfyBackend.objects.filter(pk=backend.pk).update(
         is_online=True, last_checked_at=now, last_seen_at=now, last_error="", comfyui_version=version,
-        devices=devices, queue_remaining=waiting,
+        devices=devices, queue_remaining=waiting, is_demo=is_demo,
     )
-    backend.is_online, backend.last_error, backend.comfyui_version = True, "", version
+    backend.is_online, backend.last_error, backend.comfyui_version, backend.is_demo = True, "", version, is_demo
     backend.devices, backend.queue_remaining, backend.last_checked_at = devices, waiting, now
     backend_release_abandoned(backend=backend, client=client)
     if not was_online:
@@ -184,14 +190,29 @@ def _checkpoint_name(ckpt_name: str) -> str:
     return name
 
 
+def checkpoint_make_default(*, checkpoint: Checkpoint, save: bool = False) -> None:
+    """Make this the model of tasks that name none (and enable it); the old default stops being one."""
+    with transaction.atomic():
+        Checkpoint.objects.filter(is_default=True).exclude(pk=checkpoint.pk).update(is_default=False)
+        checkpoint.is_default = checkpoint.enabled = True
+        if save:
+            checkpoint.save()
+        else:
+            Checkpoint.objects.filter(pk=checkpoint.pk).update(is_default=True, enabled=True)
+
+
 def checkpoints_sync(*, backends=None) -> SyncSummary:
     """Read CheckpointLoaderSimple's choices from each backend's /object_info.
 
-    New checkpoints are added (enabled, with the file name as display name); the
-    per-backend availability is replaced by what each reachable backend reports.
-    An unreachable backend keeps its previous list: a restart must not empty the catalog.
+    New checkpoints are added with the file name as display name, disabled: a file that
+    appears on a backend waits for staff to enable it, so nobody is offered a model by
+    accident. Only on a studio's first start (an empty catalog) are they enabled at
+    once, and the first becomes the default model, so a new studio works out of the box.
+    The per-backend availability is replaced by what each reachable backend reports; an
+    unreachable backend keeps its previous list: a restart must not empty the catalog.
     """
     summary = SyncSummary()
+    first_start = not Checkpoint.objects.exists()
     targets = list(backends) if backends is not None else list(ComfyBackend.objects.filter(enabled=True))
     for backend in targets:
         try:
@@ -213,6 +234,8 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
                         display_name=Path(ckpt_name).stem,
                         # Say plainly what a demo "model" is, so nobody mistakes it for AI.
                         description=DEMO_DESCRIPTION if backend.is_demo else "",
+                        enabled=first_start,
+                        is_default=first_start and not summary.added,
                     )
                     summary.added.append(ckpt_name)
                 current.append(checkpoint)

@@ -231,3 +231,38 @@ def test_production_docs_cover_the_deployment():
     for topic in ("PostgreSQL", "qcluster", "Redis", "EASEL_BEHIND_HTTPS_PROXY", "STORAGE_URL",
                   "EASEL_MAX_HISTORY_DAYS", "LOG_FORMAT", "/api/v1/health/live", "/api/v1/health/ready"):
         assert topic in text, topic
+
+
+def test_two_studios_on_one_machine_each_have_their_own_gunicorn_control_socket(tmp_path):
+    from tests.conftest import free_port, wait_for
+
+    servers = []
+    try:
+        for n in range(2):
+            port = free_port()
+            env = {**os.environ, "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(port), "WEB_CONCURRENCY": "1",
+                   "EASEL_DATA_DIR": str(tmp_path / f"studio{n}")}
+            env.pop("GUNICORN_CONTROL_SOCKET", None)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            )
+            servers.append(proc)
+        sockets = []
+        for proc in servers:
+            # gunicorn names its control socket in its start-up lines.
+            line = wait_for(lambda p=proc: _control_line(p), timeout=90, message="the control socket")
+            sockets.append(line.split()[-1])
+        assert len(set(sockets)) == 2, sockets
+        for path in sockets:
+            assert Path(path).exists() and not Path(path).is_relative_to(Path.home() / ".gunicorn")
+    finally:
+        for proc in servers:
+            proc.terminate()
+            proc.wait(20)
+
+
+def _control_line(proc) -> str | None:
+    assert proc.poll() is None, f"gunicorn exited with {proc.returncode}"
+    line = proc.stderr.readline()
+    return line.strip() if "control" in line.lower() and ".ctl" in line else None

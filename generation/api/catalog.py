@@ -24,6 +24,7 @@ class ModelSerializer(serializers.Serializer):
     default_cfg = serializers.FloatField()
     default_sampler = serializers.CharField()
     default_scheduler = serializers.CharField()
+    is_default = serializers.BooleanField(help_text="The model a task gets when it names none (staff's choice).")
     online = serializers.BooleanField(
         help_text="A backend taking work has this model now; if false, tasks wait until one returns."
     )

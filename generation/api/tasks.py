@@ -34,7 +34,7 @@ _RANGES = ranges()  # read once: the schema describes the limits the studio star
 class TaskCreateInput(serializers.Serializer):
     prompt = serializers.CharField(max_length=prompt_max_length(), allow_blank=False, trim_whitespace=True)
     model_name = serializers.CharField(
-        max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the first."
+        max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the default model (its `is_default`)."
     )
     negative_prompt = serializers.CharField(
         max_length=prompt_max_length(), required=False, allow_blank=True, default=""

@@ -1,18 +1,56 @@
-"""`manage.py studio`: the whole studio in one command (web, worker, demo engine)."""
+"""`manage.py studio`: the whole studio in one command (web, worker, demo engine), supervised.
+
+Each child runs in a process group of its own, so everything it starts (the qcluster's
+sentinel and workers, gunicorn's workers) is stopped with it: a child that dies is
+restarted with a log line, after clearing whatever it left running; when the studio
+stops, every child and grandchild stops too. Pages are served with DEBUG off unless
+the environment says DEBUG=1: the studio is what people put on their network.
+"""
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from accounts.services import staff_ensure
-from models_catalog.services import backend_ensure, backends_from_settings, checkpoints_sync
+from models_catalog.services import backend_ensure, checkpoints_sync
+
+# A child that dies again this soon after starting is restarted after a growing pause
+# (up to MAX_BACKOFF), so a broken configuration does not spin.
+STABLE_AFTER = 30.0
+MAX_BACKOFF = 30.0
+STOP_GRACE = 15.0
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: a new session of its own, and SIGTERM when the studio
+    process dies, even by SIGKILL (Linux; elsewhere the studio's own stop covers it)."""
+    os.setsid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+@dataclass
+class Child:
+    label: str
+    argv: list[str]
+    env: dict
+    ready_line: str | None = None  # a line it prints once it serves
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    backoff: float = 1.0
+    restarts: int = field(default=0)
 
 
 class Command(BaseCommand):
@@ -24,92 +62,126 @@ class Command(BaseCommand):
         parser.add_argument("--no-demo-engine", action="store_true", help="Do not start the demo engine.")
 
     def handle(self, *args, host, port, no_demo_engine, **options):
-        call_command("migrate", interactive=False, verbosity=0)
-        call_command("createcachetable", verbosity=0)
-        created = staff_ensure()
-        if created:
-            username, password = created
-            if password:
-                self.stdout.write(self.style.WARNING(
-                    f"Created staff account '{username}' with password: {password}\n"
-                    "  (shown once; change it under Account > Password)"
-                ))
-            else:
-                self.stdout.write(f"Created staff account '{username}' (password from EASEL_ADMIN_PASSWORD).")
-
-        self.children: list[subprocess.Popen] = []
+        call_command("setup", stdout=self.stdout)
+        self.children: list[Child] = []
+        self.stopping = False
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         manage = [sys.executable, str(settings.BASE_DIR / "manage.py")]
+        env = self._child_env()
+        # Static files as the children will serve them (with DEBUG off: hashed names).
+        subprocess.run(manage + ["collectstatic", "--noinput", "-v0"], env=env, check=True)
         try:
-            backends_from_settings()
             if settings.EASEL_DEMO_ENGINE and not no_demo_engine:
                 engine_port = settings.EASEL_DEMO_ENGINE_PORT
-                engine = self._spawn("engine", manage + ["demo_engine", "--port", str(engine_port)], wait_for="listening")
-                backend_ensure(name="demo", base_url=f"http://127.0.0.1:{engine_port}", is_demo=True)
-                if engine.poll() is not None:
+                engine = self._start(Child("engine", manage + ["demo_engine", "--port", str(engine_port)], env,
+                                           ready_line="listening"))
+                if engine.proc.poll() is not None:
                     raise CommandError("the demo engine did not start")
-            summary = checkpoints_sync()
-            self.stdout.write(f"Checkpoint sync: {summary}")
-            self._spawn("worker", manage + ["qcluster"])
+                demo = backend_ensure(name="demo", base_url=f"http://127.0.0.1:{engine_port}", is_demo=True)
+                self.stdout.write(f"Checkpoint sync: {checkpoints_sync(backends=[demo])}")
+            self._start(Child("worker", manage + ["qcluster"], env))
             # gunicorn's settings live in one place, deploy/gunicorn.conf.py, read from the
             # environment; here only where to listen and, on a laptop, two workers.
-            web_env = {**os.environ, "EASEL_HOST": host, "EASEL_PORT": str(port),
+            web_env = {**env, "EASEL_HOST": host, "EASEL_PORT": str(port),
                        "WEB_CONCURRENCY": os.environ.get("WEB_CONCURRENCY", "2")}
             web_env.pop("GUNICORN_BIND", None)
-            self._spawn(
-                "web",
-                [sys.executable, "-m", "gunicorn", "--config", str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
-                 "config.wsgi:application"],
-                env=web_env,
-            )
+            self._start(Child("web", [sys.executable, "-m", "gunicorn", "--config",
+                                      str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
+                                      "config.wsgi:application"], web_env))
             self.stdout.write(self.style.SUCCESS(f"Easel is running at http://{host}:{port}/  (Ctrl+C to stop)"))
             self.stdout.flush()
-            while True:
+            while not self.stopping:
                 for child in self.children:
-                    if child.poll() is not None:
-                        raise CommandError(f"{child.args[2] if len(child.args) > 2 else child.args} exited with {child.returncode}")
+                    if child.proc.poll() is not None and not self.stopping:
+                        self._restart(child)
                 time.sleep(0.5)
         except KeyboardInterrupt:
             pass
         finally:
             self._stop_all()
 
-    def _spawn(self, label: str, argv: list[str], wait_for: str | None = None, env: dict | None = None
-               ) -> subprocess.Popen:
-        child = subprocess.Popen(
-            argv, cwd=settings.BASE_DIR, stdout=subprocess.PIPE if wait_for else None, text=True, env=env
+    @staticmethod
+    def _child_env() -> dict:
+        env = dict(os.environ)
+        # Off unless asked for: Django's debug pages list every URL to anonymous visitors.
+        env.setdefault("DEBUG", "0")
+        return env
+
+    def _log(self, message: str) -> None:
+        self.stdout.write(f"[studio] {message}")
+        self.stdout.flush()
+
+    def _start(self, child: Child) -> Child:
+        child.proc = subprocess.Popen(
+            child.argv, cwd=settings.BASE_DIR, env=child.env, text=True, preexec_fn=_die_with_parent,
+            stdout=subprocess.PIPE if child.ready_line else None,
         )
-        self.children.append(child)
-        if wait_for:
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:
-                line = child.stdout.readline()
-                if not line:
-                    break
-                self.stdout.write(f"[{label}] {line.rstrip()}")
-                if wait_for in line:
-                    break
-            # Keep forwarding its output so the pipe never fills up.
-            import threading
-
-            def pump():
-                for line in child.stdout:
-                    sys.stdout.write(f"[{label}] {line}")
-
-            threading.Thread(target=pump, daemon=True).start()
+        child.started = time.monotonic()
+        if child not in self.children:
+            self.children.append(child)
+        self._log(f"started {child.label} (pid {child.proc.pid})")
+        if child.ready_line:
+            self._forward(child)
         return child
 
+    def _forward(self, child: Child) -> None:
+        """Wait for the child's ready line, then keep copying its output (the pipe must never fill)."""
+        proc = child.proc
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            self.stdout.write(f"[{child.label}] {line.rstrip()}")
+            if child.ready_line in line:
+                break
+
+        def pump():
+            for line in proc.stdout:
+                sys.stdout.write(f"[{child.label}] {line}")
+
+        threading.Thread(target=pump, daemon=True).start()
+
+    def _restart(self, child: Child) -> None:
+        code = child.proc.returncode
+        # Whatever it started may still run (a qcluster killed by SIGKILL leaves its
+        # sentinel and workers behind): its process group goes with it.
+        _kill_group(child.proc.pid, signal.SIGKILL)
+        quick = time.monotonic() - child.started < STABLE_AFTER
+        child.backoff = min(child.backoff * 2, MAX_BACKOFF) if quick else 1.0
+        child.restarts += 1
+        self._log(f"{child.label} exited with {code}; restarting it in {child.backoff:.0f} s")
+        deadline = time.monotonic() + child.backoff
+        while time.monotonic() < deadline and not self.stopping:
+            time.sleep(0.1)
+        if not self.stopping:
+            self._start(child)
+
     def _on_signal(self, signum, frame):
+        self.stopping = True
         raise KeyboardInterrupt
 
     def _stop_all(self) -> None:
+        self.stopping = True
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(self.children):
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.monotonic() + 15
+            if child.proc.poll() is None:
+                _kill_group(child.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + STOP_GRACE
         for child in self.children:
             try:
-                child.wait(timeout=max(0.1, deadline - time.monotonic()))
+                child.proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                child.kill()
+                pass
+            # Grandchildren that outlived their parent (or ignored SIGTERM) go now.
+            _kill_group(child.proc.pid, signal.SIGKILL)
+        self._log("stopped")
+
+
+def _kill_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
