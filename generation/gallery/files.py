@@ -8,7 +8,9 @@ from __future__ import annotations
 from django.http import FileResponse, Http404, HttpResponse
 from django.utils.http import content_disposition_header
 
+from ..media_types import extension_for
 from ..models import GeneratedImage, GenerationTask, SourceImage, TaskPreview
+from .metadata import strip_metadata
 
 # What `?download=` (and any yes/no query parameter) accepts as yes.
 TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
@@ -48,6 +50,26 @@ def image_response(image: GeneratedImage, *, thumbnail: bool, download: bool = F
     return _stream(image.thumbnail if thumbnail else image.file,
                    content_type="image/webp" if thumbnail else image.content_type,
                    filename=image_filename(image, thumbnail=thumbnail), download=download)
+
+
+def public_image_response(image: GeneratedImage, *, thumbnail: bool, download: bool = False) -> HttpResponse:
+    """A result for someone who is not its owner (a share link): the picture without the
+    metadata its file carries (ComfyUI embeds the whole workflow in its PNGs)."""
+    field = image.thumbnail if thumbnail else image.file
+    if not field or not field.name:
+        raise Http404
+    try:
+        with field.storage.open(field.name, "rb") as handle:
+            data = handle.read()
+    except (FileNotFoundError, OSError) as exc:
+        raise Http404 from exc
+    data, content_type = strip_metadata(data, "image/webp" if thumbnail else image.content_type)
+    response = HttpResponse(data, content_type=content_type)
+    filename = image_filename(image, thumbnail=thumbnail)
+    if content_type != image.content_type and not thumbnail:
+        filename = f"{filename.rsplit('.', 1)[0]}.{extension_for(content_type)}"
+    response["Content-Disposition"] = content_disposition_header(download, filename)
+    return response
 
 
 def source_response(source: SourceImage) -> FileResponse:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.shortcuts import render
 
-from ..gallery.files import image_response, query_flag
+from ..gallery.files import public_image_response, query_flag
 from ..gallery.sharing import shared_image_get, shared_images, shared_task_get
 
 
@@ -24,7 +24,8 @@ def shared_task(request, token: str):
 
 def _shared_image(request, token: str, image_id: int, *, thumbnail: bool):
     image = shared_image_get(token=token, image_id=image_id)
-    response = image_response(image, thumbnail=thumbnail, download=query_flag(request.GET.get("download")))
+    # Strangers get the picture, not the workflow, seed and file names embedded in it.
+    response = public_image_response(image, thumbnail=thumbnail, download=query_flag(request.GET.get("download")))
     # Revocation must bite at once: a browser re-asks every time.
     response["Cache-Control"] = "private, no-cache"
     return _no_index(response)
