@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.conf import settings
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext as _, gettext_lazy
 
 # ComfyUI's KSampler accepts seeds up to 2**64-1; Easel keeps them in a signed 64-bit
 # column, so random seeds are drawn below 2**63 and user seeds are bounded the same way.
@@ -36,6 +36,10 @@ SCHEDULERS = [
     "simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic",
     "kl_optimal",
 ]
+
+
+# Parameter names as people read them (in messages that name the field).
+LABELS = {"width": gettext_lazy("Width"), "height": gettext_lazy("Height")}
 
 
 @dataclass(frozen=True)
@@ -96,7 +100,7 @@ def parameter_errors(values: dict) -> dict[str, list[str]]:
         if value is not None and (value % SIZE_MULTIPLE or value not in bounds[name]):
             errors[name] = [
                 _("%(field)s must be a multiple of 8 between %(low)d and %(high)d.")
-                % {"field": name, "low": bounds[name].low, "high": bounds[name].high}
+                % {"field": LABELS[name], "low": bounds[name].low, "high": bounds[name].high}
             ]
     steps = values.get("steps")
     if steps is not None and steps not in bounds["steps"]:

@@ -70,7 +70,7 @@ def template_fit(
     return source_image, denoise
 
 
-def generation_create(
+def _resolve(
     *,
     user,
     prompt: str,
@@ -90,14 +90,13 @@ def generation_create(
     callback_url: str = "",
     api_token=None,
     lenient: bool = False,
-) -> GenerationTask:
-    """Validate a request, store it as a pending task and queue the job once committed.
+) -> tuple[dict, dict[str, list[str]]]:
+    """A request's task fields (defaults filled in) and every problem with it, per field.
 
     `template` is a template slug (default: the default template for text-to-image, or
     for image-to-image when a `source_image` id is given). Which parameters a request
     may carry follows from the template's bindings (`template_fit`; `lenient` drops
-    what the template does not take instead of refusing it). Raises ValidationError
-    with per-field messages; nothing is stored then.
+    what the template does not take instead of refusing it).
     """
     errors: dict[str, list[str]] = {}
     prompt = (prompt or "").strip()
@@ -147,33 +146,41 @@ def generation_create(
         "denoise": denoise,
     }).items():
         errors.setdefault(name, messages)
+    values = {
+        "prompt": prompt, "negative_prompt": negative_prompt, "checkpoint": checkpoint,
+        "model_name": checkpoint.name if checkpoint else "", "template": workflow, "width": width,
+        "height": height, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler,
+        "seed": secrets.randbelow(MAX_SEED) if seed is None else seed, "batch_size": batch_size,
+        "denoise": denoise, "source_image": source, "callback_url": callback_url, "api_token": api_token,
+    }
+    return values, errors
+
+
+def generation_check(*, user, **request) -> dict[str, list[str]]:
+    """Every problem of a request (the arguments of `generation_create`), storing nothing.
+
+    A page or API view whose own parsing refused some fields asks this about the rest,
+    so the user sees every problem at once instead of one round at a time.
+    """
+    return _resolve(user=user, **request)[1]
+
+
+def generation_create(*, user, **request) -> GenerationTask:
+    """Validate a request, store it as a pending task and queue the job once committed.
+
+    The request: prompt, model_name, negative_prompt, width, height, steps, cfg,
+    sampler, scheduler, seed, batch_size, template (a slug), source_image (an upload
+    id), denoise, callback_url, api_token and lenient (see `_resolve`). Raises
+    ValidationError with per-field messages, or QuotaExceeded; nothing is stored then.
+    """
+    values, errors = _resolve(user=user, **request)
     if errors:
         raise ValidationError(errors)
-
     with transaction.atomic():
         # The quota check and the insert under one lock on the user: concurrent creates
         # pass one at a time, so together they can never exceed the quota.
-        quota_check(user=user_lock(user), images=batch_size)
-        task = GenerationTask.objects.create(
-            user=user,
-            prompt=prompt,
-            negative_prompt=negative_prompt,
-            checkpoint=checkpoint,
-            model_name=checkpoint.name,
-            template=workflow,
-            width=width,
-            height=height,
-            steps=steps,
-            cfg=cfg,
-            sampler=sampler,
-            scheduler=scheduler,
-            seed=secrets.randbelow(MAX_SEED) if seed is None else seed,
-            batch_size=batch_size,
-            denoise=denoise,
-            source_image=source,
-            callback_url=callback_url,
-            api_token=api_token,
-        )
+        quota_check(user=user_lock(user), images=values["batch_size"])
+        task = GenerationTask.objects.create(user=user, **values)
         transaction.on_commit(generation_enqueue)
     return task
 

@@ -129,3 +129,4 @@ def test_the_admin_shows_the_same_count_as_the_quota(painter, client, make_user)
     client.force_login(staff)
     page = client.get("/admin/accounts/user/").content.decode()
     assert f"3 / {painter.daily_image_quota}" in page
+

@@ -122,3 +122,23 @@ def test_claim_refuses_finished_tasks(catalog, make_user):
     for status in (TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED):
         GenerationTask.objects.filter(pk=task.pk).update(status=status)
         assert task_claim(task_id=task.pk, owner="x") is None
+
+
+@pytest.mark.django_db
+def test_every_problem_of_a_request_comes_at_once_in_one_wording(catalog, make_user):
+    from django.utils import translation
+
+    from generation.services import generation_check
+
+    painter = make_user("painter")
+    bad = {"prompt": "", "width": 100, "height": 4000, "steps": 0, "cfg": 99, "seed": -1, "batch_size": 9,
+           "sampler": "nope"}
+    errors = generation_check(user=painter, model_name="demo-sd15", **bad)
+    assert set(errors) == {"prompt", "width", "height", "steps", "cfg", "seed", "batch_size", "sampler"}
+    with pytest.raises(ValidationError) as refused:
+        generation_create(user=painter, model_name="demo-sd15", **bad)
+    assert refused.value.message_dict == errors
+    assert not GenerationTask.objects.exists()
+    with translation.override("zh-hans"):
+        width = generation_check(user=painter, prompt="p", width=100)["width"][0]
+    assert width.startswith("宽度必须是 8 的倍数")  # the field's name in the reader's language
