@@ -1,0 +1,272 @@
+"""What the bench scripts share: stopping what they start however a run ends, and
+databases that are theirs to reuse or drop. Not a benchmark itself (the leading
+underscore keeps it out of the scripts tests/test_bench.py runs).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import dj_database_url
+
+MARKER_TABLE = "easel_bench"
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+# --- signals ------------------------------------------------------------------------
+
+
+def exit_on_termination() -> None:
+    """SIGTERM and SIGHUP end Python on the spot by default, skipping every `finally`
+    (and so the cleanup of what the script started); make them raise SystemExit instead,
+    as Ctrl+C already raises KeyboardInterrupt."""
+
+    def _exit(signum, _frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _exit)
+    signal.signal(signal.SIGHUP, _exit)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Cleanup runs to the end: a second Ctrl+C (or a SIGTERM) while processes are being
+    stopped would otherwise abandon the rest of them. A signal that arrived meanwhile is
+    raised once the cleanup is done."""
+    arrived: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: arrived.append(signum)) for sig in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if arrived:
+        if arrived[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + arrived[0])
+
+
+# --- processes ----------------------------------------------------------------------
+
+
+class Processes:
+    """The processes one bench run starts. Each gets its own session, so a Ctrl+C in the
+    terminal reaches only the bench, which then stops them itself: SIGTERM to each leader
+    (gunicorn and django-q2 stop their own workers in order), then SIGKILL to whatever is
+    left in each process group. Output goes to a log file per process, shown when the
+    run fails."""
+
+    def __init__(self, log_dir: Path):
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, argv: list[str], **popen) -> subprocess.Popen:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, **popen)
+        self.procs[name] = proc
+        return proc
+
+    def wait_for_output(self, name: str, needle: str, timeout: float = 30) -> None:
+        proc, log = self.procs[name], self.log_dir / f"{name}.log"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in log.read_text(errors="replace"):
+                return
+            if proc.poll() is not None:
+                raise RuntimeError(f"{name} exited with {proc.returncode} before printing {needle!r}")
+            time.sleep(0.05)
+        raise RuntimeError(f"{name} did not print {needle!r} within {timeout:.0f} s")
+
+    def stop(self, timeout: float = 15) -> None:
+        with signals_held():
+            for proc in self.procs.values():
+                if proc.poll() is None:
+                    proc.terminate()
+            deadline = time.monotonic() + timeout
+            for proc in self.procs.values():
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    pass
+            for proc in self.procs.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # workers left behind by their leader
+                proc.wait()
+            self.procs.clear()
+
+    def log_tails(self, lines: int = 30) -> str:
+        out = []
+        for log in sorted(self.log_dir.glob("*.log")):
+            tail = log.read_text(errors="replace").splitlines()[-lines:]
+            out.append(f"--- {log.name} (last {len(tail)} lines)\n" + "\n".join(tail))
+        return "\n".join(out)
+
+    def __enter__(self) -> Processes:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+# --- databases ----------------------------------------------------------------------
+
+
+class BenchDatabase:
+    """A database (PostgreSQL or SQLite file) that a bench script owns.
+
+    The script creates it and at once adds a table naming itself, plus, once its data is
+    complete, what the data is (the manifest, written in the same transaction as the
+    data). So a later run can tell a database it may reuse or drop from anybody else's:
+    one that has tables but no marker, or another script's marker, is never touched.
+    """
+
+    def __init__(self, url: str, script: str, earlier_version_sql: str | None = None):
+        """`earlier_version_sql`: a query whose first value is true only in a database an
+        earlier version of the script made, before databases were marked."""
+        self.url = url
+        self.script = script
+        self.earlier_version_sql = earlier_version_sql
+        self.config = dj_database_url.parse(url)
+        self.engine = self.config["ENGINE"].rsplit(".", 1)[-1]
+        if self.engine not in ("sqlite3", "postgresql"):
+            raise SystemExit(f"{url}: bench databases are PostgreSQL or SQLite")
+        self.name = str(self.config["NAME"])
+
+    # connections
+
+    def _pg(self, dbname: str):
+        import psycopg
+
+        c = self.config
+        return psycopg.connect(
+            dbname=dbname, user=c.get("USER") or None, password=c.get("PASSWORD") or None,
+            host=c.get("HOST") or None, port=c.get("PORT") or None, autocommit=True,
+        )
+
+    def _connect(self):
+        if self.engine == "sqlite3":
+            import sqlite3
+
+            return contextlib.closing(sqlite3.connect(self.name, isolation_level=None))
+        return self._pg(self.name)
+
+    def _sqlite_files(self) -> list[Path]:
+        base = Path(self.name)
+        return [base, *(base.with_name(base.name + suffix) for suffix in ("-wal", "-shm", "-journal"))]
+
+    # state
+
+    def exists(self) -> bool:
+        if self.engine == "sqlite3":
+            return Path(self.name).exists()
+        with self._pg("postgres") as conn:
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.name]).fetchone() is not None
+
+    def _tables(self, conn) -> set[str]:
+        if self.engine == "sqlite3":
+            rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        else:
+            rows = conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    def _marker(self) -> tuple[str, str | None] | None:
+        """(script, manifest) from the marker table; None when there is no table at all;
+        script "" when tables are there but no marker (somebody else's database), and
+        "<script>?" when an earlier version of this script made them."""
+        with self._connect() as conn:
+            tables = self._tables(conn)
+            if MARKER_TABLE not in tables:
+                if not tables:
+                    return None
+                return (f"{self.script}?" if self._earlier_version(conn) else "", None)
+            row = conn.execute(f"SELECT script, manifest FROM {MARKER_TABLE}").fetchone()
+        return (row[0], row[1]) if row else ("", None)
+
+    def _earlier_version(self, conn) -> bool:
+        if not self.earlier_version_sql:
+            return False
+        try:
+            row = conn.execute(self.earlier_version_sql).fetchone()
+        except Exception:  # the tables it reads are missing: not that script's database
+            return False
+        return bool(row and row[0])
+
+    def manifest(self) -> dict | None:
+        marker = self._marker()
+        return json.loads(marker[1]) if marker and marker[1] else None
+
+    # changes
+
+    def claim(self) -> str:
+        """Make sure the database exists and is this script's; say what was found
+        ("created", "empty", "ours", or "earlier" for one an earlier version of the script
+        made, now marked). Exits when it belongs to something else."""
+        if not self.exists():
+            self._create()
+            return "created"
+        try:
+            marker = self._marker()
+        except Exception as exc:  # not a database at all (e.g. some other file): not ours either
+            raise SystemExit(f"{self.describe()}: cannot read it ({exc}); pick another --database-url") from exc
+        if marker is None:
+            self._mark()
+            return "empty"
+        if marker[0] == f"{self.script}?":
+            self._mark()
+            return "earlier"
+        if marker[0] != self.script:
+            owner = f"bench/{marker[0]}.py" if marker[0] else "something other than a bench script"
+            raise SystemExit(
+                f"{self.describe()} holds tables made by {owner}; this script only reuses or drops "
+                f"databases it created. Pick another --database-url (or drop that database yourself)."
+            )
+        return "ours"
+
+    def reset(self) -> None:
+        """Drop the database and create it empty again (only ever called once it is ours)."""
+        self.drop()
+        self._create()
+
+    def drop(self) -> None:
+        if self.engine == "sqlite3":
+            for path in self._sqlite_files():
+                path.unlink(missing_ok=True)
+            return
+        from psycopg import sql
+
+        with self._pg("postgres") as conn:
+            # FORCE: a connection the run left open (a worker still exiting) must not keep it.
+            force = sql.SQL(" WITH (FORCE)") if conn.info.server_version >= 130000 else sql.SQL("")
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(self.name)) + force)
+
+    def _create(self) -> None:
+        if self.engine == "sqlite3":
+            Path(self.name).parent.mkdir(parents=True, exist_ok=True)
+        else:
+            from psycopg import sql
+
+            with self._pg("postgres") as conn:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.name)))
+        self._mark()
+
+    def _mark(self) -> None:
+        with self._connect() as conn:
+            conn.execute(f"CREATE TABLE {MARKER_TABLE} (script varchar(100) NOT NULL, manifest text)")
+            conn.execute(f"INSERT INTO {MARKER_TABLE} (script) VALUES ('{self.script}')")
+
+    def describe(self) -> str:
+        return f"database {self.name}" if self.engine == "postgresql" else f"SQLite database {self.name}"
+
+
+def write_manifest(cursor, manifest: dict) -> None:
+    """Record, through the caller's (Django) connection and inside its transaction, what
+    the database now holds: a run stopped before the commit leaves no manifest behind."""
+    cursor.execute(f"UPDATE {MARKER_TABLE} SET manifest = %s", [json.dumps(manifest, sort_keys=True)])
