@@ -119,15 +119,25 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
     })
 
 
-def complete(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
-    """The images are stored: completed. Call inside the transaction that keeps them."""
-    done = _apply(task, owned_by(task, owner), {
+def complete(
+    task: TaskRef, *, owner: str, size: tuple[int, int] | None = None, now: datetime | None = None
+) -> bool:
+    """The images are stored: completed. Call inside the transaction that keeps them.
+
+    `size` is the (width, height) of the first picture the task produced. It replaces the
+    requested size, which an img2img workflow ignores (its result has the source's size),
+    so the task page, history, API and admin all show the size of what was made.
+    """
+    values = {
         "status": TaskStatus.COMPLETED,
         "progress_value": F("progress_max"),
         **message_fields("status", ""),
         "completed_at": now or timezone.now(),
         **_NO_LEASE,
-    })
+    }
+    if size is not None:
+        values["width"], values["height"] = size
+    done = _apply(task, owned_by(task, owner), values)
     if done:
         _ended(task)
     return done
