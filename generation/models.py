@@ -99,6 +99,10 @@ class GenerationTask(models.Model):
     error_message = models.TextField(blank=True)
     error_params = models.JSONField(default=dict, blank=True)
     error_fields = models.JSONField(default=dict, blank=True)
+    # The last failure before the owner retried (the retry clears error_message), so the
+    # task page can say what went wrong the time before; kept in the same two forms.
+    previous_error_message = models.TextField(_("earlier error"), blank=True)
+    previous_error_params = models.JSONField(default=dict, blank=True)
 
     # The job that currently owns the task, and until when (renewed while it works).
     lease_owner = models.CharField(max_length=64, blank=True, editable=False)
@@ -138,6 +142,11 @@ class GenerationTask(models.Model):
     def error_text(self) -> str:
         """error_message in the active language."""
         return render(self.error_params, self.error_message)
+
+    @property
+    def previous_error_text(self) -> str:
+        """previous_error_message in the active language."""
+        return render(self.previous_error_params, self.previous_error_message)
 
     @property
     def progress_fraction(self) -> float:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, JSONField, Q, When
 from django.utils import timezone
 
 from .models import ACTIVE_STATUSES, GenerationTask, TaskPreview, TaskStatus, new_client_id
@@ -221,9 +221,18 @@ def cancel(task: TaskRef) -> bool:
 
 
 def retry(task: TaskRef) -> bool:
-    """A failed or cancelled task runs again as the same task (same id for clients)."""
+    """A failed or cancelled task runs again as the same task (same id for clients).
+
+    Its error is cleared; the last one is kept as the previous error (a cancelled run has
+    none, so an earlier failure stays there), for the task page to show.
+    """
     qs = GenerationTask.objects.filter(pk=_pk(task), status__in=RETRYABLE_STATUSES)
+    no_error = Q(error_message="")
     return _apply(task, qs, {
+        "previous_error_message": Case(When(no_error, then=F("previous_error_message")), default=F("error_message")),
+        "previous_error_params": Case(
+            When(no_error, then=F("previous_error_params")), default=F("error_params"), output_field=JSONField()
+        ),
         "status": TaskStatus.PENDING,
         **_fresh_prompt(),
         **_UNASSIGNED,

@@ -484,8 +484,9 @@ def test_queue_position_and_stage(alice_client, alice, bob):
     page = alice_client.get(reverse("generation:task", args=[third.pk])).content.decode()
     assert "3rd in the queue" in page and "Waiting in the queue" in page
     state = alice_client.get(reverse("generation:task_state", args=[third.pk])).json()
-    assert state == {"status": "pending", "queue_position": 3, "queue_text": "3rd in the queue",
-                     "stage": "Waiting in the queue"}
+    # state.json carries the whole live panel now; these are its first keys, unchanged.
+    assert {k: state[k] for k in ("status", "queue_position", "queue_text", "stage")} == {
+        "status": "pending", "queue_position": 3, "queue_text": "3rd in the queue", "stage": "Waiting in the queue"}
     running = make_task(alice, status=TaskStatus.PROCESSING, progress_node="VAEDecode")
     state = alice_client.get(reverse("generation:task_state", args=[running.pk])).json()
     assert state["queue_position"] is None and state["stage"] == "Decoding the picture"
@@ -936,3 +937,87 @@ def test_task_page_names_the_backend_that_ran_it(alice_client, alice):
     task = make_task(alice, status=TaskStatus.COMPLETED, backend=backend)
     body = alice_client.get(f"/tasks/{task.pk}/").content.decode()
     assert "gpu-east-1" in body
+
+
+# --- the live panel says one thing (the issue "The first week of real users", item 2) --------
+
+
+def _live_panel(page: str) -> str:
+    start = page.index("data-task-live")
+    return page[start : page.index("</section>", start)]
+
+
+def test_an_assigned_task_on_an_idle_backend_is_not_said_to_wait_for_one(alice_client, alice, backend):
+    backend.is_online = True
+    backend.save()
+    task = make_task(alice, backend=backend)  # the dispatcher gave it the only backend, which is idle
+    panel = _live_panel(alice_client.get(reverse("generation:task", args=[task.pk])).content.decode())
+    assert "Sent to an image server, about to start" in panel
+    assert "Waiting for a free backend" not in panel
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert state["stage"] == "Sent to an image server, about to start" and state["line"] == ""
+    # Nothing is counted yet: the bar has no value (indeterminate), not an empty 0 of 1.
+    assert "<progress data-progress" in panel and 'value="' not in panel[panel.index("<progress"):]
+
+
+def test_a_running_node_is_named_once_and_the_script_gets_the_same_words(alice_client, alice):
+    task = make_task(alice, status=TaskStatus.PROCESSING, progress_value=3, progress_max=20,
+                     progress_node="KSampler")
+    panel = _live_panel(alice_client.get(reverse("generation:task", args=[task.pk])).content.decode())
+    assert panel.count("Drawing") == 1, panel
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert (state["stage"], state["line"]) == ("Drawing", "Step 3 of 20")
+    assert state["progress"] == {"value": 3, "max": 20, "percent": 15}
+    for words in (state["stage"], state["line"]):
+        assert words in panel
+    assert 'max="20" value="3"' in panel
+
+
+def test_an_unreachable_backend_is_not_about_to_start(alice_client, alice, backend):
+    from django.utils.translation import gettext_noop
+
+    from generation.task_text import message_fields, text
+
+    task = make_task(alice, backend=backend, **message_fields(
+        "status", text(gettext_noop("Backend %(name)s is unreachable, retrying."), name="demo")))
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert state["stage"] == "Waiting for the image server"
+    assert state["message"] == "Backend demo is unreachable, retrying."
+
+
+def test_a_retried_task_says_so_and_shows_its_earlier_failure(alice_client, alice, checkpoint):
+    from django.utils.translation import gettext_noop
+
+    from generation.task_text import message_fields, text
+
+    task = make_task(alice, status=TaskStatus.FAILED, error_code="timeout",
+                     **message_fields("error", text(gettext_noop("Timed out after %(n)d s."), n=120)))
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried" not in page and "earlier attempt" not in page
+    _post(alice_client, "generation:task_retry", task.pk)
+    task.refresh_from_db()
+    assert task.retries == 1 and task.error_message == ""
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried 1 time" in page
+    assert "The earlier attempt failed: Timed out after 120 s." in page
+    # In the reader's language, like the error itself.
+    chinese = alice_client.get(reverse("generation:task", args=[task.pk]), HTTP_ACCEPT_LANGUAGE="zh-Hans")
+    assert "已超时（120 秒）。" in chinese.content.decode()
+
+    # Cancelled and retried again: the count goes on, and the failure is still the earlier one.
+    _post(alice_client, "generation:task_cancel", task.pk)
+    _post(alice_client, "generation:task_retry", task.pk)
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried 2 times" in page and "The earlier attempt failed: Timed out after 120 s." in page
+
+
+def test_the_status_api_says_whether_a_preview_frame_exists(alice_client, alice):
+    """The task page asks for the frame only when this says so (no 404 before the first)."""
+    task = make_task(alice, status=TaskStatus.PROCESSING)
+    url = reverse("api-generation-status", args=[task.pk])
+    body = alice_client.get(url).json()
+    assert body["has_preview"] is False and body["preview_url"]  # the URL is promised while processing
+    TaskPreview.objects.create(task=task, image=_png("JPEG"))
+    assert alice_client.get(url).json()["has_preview"] is True
+    GenerationTask.objects.filter(pk=task.pk).update(status=TaskStatus.CANCELLED)
+    assert alice_client.get(url).json()["has_preview"] is False
