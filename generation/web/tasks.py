@@ -104,6 +104,17 @@ def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict
     ]
 
 
+def generation_time(task: GenerationTask) -> str:
+    """How long the picture took: from the start on the image server to completion."""
+    if task.status != TaskStatus.COMPLETED or not (task.started_at and task.completed_at):
+        return ""
+    seconds = max(0.0, (task.completed_at - task.started_at).total_seconds())
+    if seconds < 60:
+        return _("%(seconds).1f s") % {"seconds": seconds}
+    minutes, rest = divmod(round(seconds), 60)
+    return _("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": rest}
+
+
 @login_required
 def task_detail(request, task_id: int):
     task = generation_get(user=request.user, task_id=task_id)
@@ -122,6 +133,7 @@ def task_detail(request, task_id: int):
         "error_fields": rest,
         "live": live_status(task, position) if active else None,
         "preview_size": _preview_size(task),
+        "generation_time": generation_time(task),
         "settings_query": settings_query(task),
         "share_url": request.build_absolute_uri(reverse("generation:shared_task", args=[task.share_token]))
         if task.share_token else "",
@@ -292,4 +304,4 @@ def task_delete(request, task_id: int):
         generation_delete(task=task)
         messages.success(request, _("Task #%(id)d deleted.") % {"id": task_id})
         return redirect("generation:history")
-    return render(request, "generation/task_confirm_delete.html", {"task": task})
+    return render(request, "generation/task_confirm_delete.html", {"task": task, "task_list": [task]})
