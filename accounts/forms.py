@@ -1,5 +1,6 @@
 """Sign-up form: the page's face of `user_create`."""
 from django import forms
+from django.contrib.auth.password_validation import password_validators_help_text_html
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
@@ -12,6 +13,12 @@ class SignUpForm(forms.Form):
     display_name = forms.CharField(label=_("Display name (optional)"), max_length=150, required=False)
     password1 = forms.CharField(label=_("Password"), widget=forms.PasswordInput, strip=False)
     password2 = forms.CharField(label=_("Password again"), widget=forms.PasswordInput, strip=False)
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # The rules the password must follow, from the validators that will judge it,
+        # shown before the first try (built per form: in the reader's language).
+        self.fields["password1"].help_text = password_validators_help_text_html()
 
     def clean(self):
         data = super().clean()

@@ -24,6 +24,7 @@ from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import OuterRef, Q, Subquery
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.functional import cached_property
 from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _
@@ -33,6 +34,13 @@ from models_catalog.models import Checkpoint
 from .errors import GenerationError, TaskStateError
 from .models import GeneratedImage, GenerationTask, WebhookDelivery
 from .services import generation_cancel, generation_delete, generation_retry
+from .templatetags.easel_time import absolute
+
+
+# The admin's name in its header and every page title, in the reader's language. Set on
+# the default site, which the root URLconf serves.
+admin.site.site_header = _("Easel administration")
+admin.site.site_title = _("Easel administration")
 
 
 class EstimatedCountPaginator(Paginator):
@@ -107,10 +115,11 @@ class GeneratedImageInline(admin.TabularInline):
 
 @admin.register(GenerationTask)
 class GenerationTaskAdmin(admin.ModelAdmin):
-    list_display = (
-        "id", "thumbnail", "short_prompt", "owner", "model_name", "status_badge", "backend", "duration", "created_at",
-    )
-    list_display_links = ("id", "short_prompt")
+    # Owner and model sit under the prompt, the duration under the status and the date
+    # is compact, so every column
+    # fits beside the admin's two sidebars on a 1366 px laptop screen.
+    list_display = ("id", "thumbnail", "summary", "status_badge", "backend", "created")
+    list_display_links = ("id", "summary")
     list_filter = ("status", ("created_at", admin.DateFieldListFilter), "backend", ModelFilter)
     search_fields = ("prompt", "user__username", "=id")
     list_select_related = ("user", "backend")
@@ -153,7 +162,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Error"), {"fields": ("error_code", "error_message", "error_fields_pretty")}),
+        (_("Error"), {"fields": ("error_code", "error_message", "error_fields_pretty", "previous_error_message")}),
         (
             _("Execution"),
             {
@@ -205,9 +214,27 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     def owner(self, task):
         return task.user.username
 
+    @admin.display(description=_("prompt"))
+    def summary(self, task):
+        return format_html(
+            '<span class="easel-prompt">{}</span><span class="easel-meta">{} · {}</span>',
+            self.short_prompt(task), self.owner(task), task.model_name,
+        )
+
+    @admin.display(description=_("created"), ordering="created_at")
+    def created(self, task):
+        # The pages' one format, in the studio's time zone; it wraps after the date.
+        return format_html('<time datetime="{}">{}</time>', timezone.localtime(task.created_at).isoformat(),
+                           absolute(task.created_at))
+
     @admin.display(description=_("status"))
     def status_badge(self, task):
-        return format_html('<span class="easel-status easel-status-{}">{}</span>', task.status, task.get_status_display())
+        badge = format_html('<span class="easel-status easel-status-{}">{}</span>', task.status,
+                            task.get_status_display())
+        took = self.duration(task)
+        if took == "-":
+            return badge
+        return format_html('{}<span class="easel-meta" title="{}">{}</span>', badge, _("duration"), took)
 
     @admin.display(description=_("duration"))
     def duration(self, task):
@@ -267,7 +294,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
 class WebhookDeliveryAdmin(admin.ModelAdmin):
     """The webhook delivery log, for staff: what was sent where, and how it went."""
 
-    list_display = ("id", "event", "url", "state", "attempts", "last_status_code", "task_id", "user", "created_at")
+    list_display = ("id", "event", "url", "state", "attempts", "last_status_code", "task_number", "user", "created_at")
     list_filter = ("state", "event")
     search_fields = ("url", "message_id", "=task__id", "user__username")
     list_select_related = ("user",)
@@ -279,3 +306,8 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("task"), ordering="task_id")
+    def task_number(self, delivery):
+        # The id only: the task may be gone (deleted tasks keep their delivery log).
+        return delivery.task_id if delivery.task_id is not None else "-"

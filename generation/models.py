@@ -100,6 +100,10 @@ class GenerationTask(models.Model):
     error_message = models.TextField(blank=True)
     error_params = models.JSONField(default=dict, blank=True)
     error_fields = models.JSONField(default=dict, blank=True)
+    # The last failure before the owner retried (the retry clears error_message), so the
+    # task page can say what went wrong the time before; kept in the same two forms.
+    previous_error_message = models.TextField(_("earlier error"), blank=True)
+    previous_error_params = models.JSONField(default=dict, blank=True)
 
     # The job that currently owns the task, and until when (renewed while it works).
     lease_owner = models.CharField(max_length=64, blank=True, editable=False)
@@ -144,6 +148,11 @@ class GenerationTask(models.Model):
     def error_text(self) -> str:
         """error_message in the active language."""
         return render(self.error_params, self.error_message)
+
+    @property
+    def previous_error_text(self) -> str:
+        """previous_error_message in the active language."""
+        return render(self.previous_error_params, self.previous_error_message)
 
     @property
     def progress_fraction(self) -> float:
@@ -239,26 +248,34 @@ class WebhookDelivery(models.Model):
         DELIVERED = "delivered", _("delivered")
         FAILED = "failed", _("failed")
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries")
-    task = models.ForeignKey(
-        GenerationTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries"
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="webhook_deliveries", verbose_name=_("user")
     )
-    api_token = models.ForeignKey("accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL)
-    event = models.CharField(max_length=50)
-    url = models.URLField(max_length=500)
-    message_id = models.CharField(max_length=64, unique=True)
-    payload = models.JSONField()
-    state = models.CharField(max_length=20, choices=State.choices, default=State.PENDING)
-    attempts = models.PositiveIntegerField(default=0)
-    last_status_code = models.PositiveIntegerField(null=True, blank=True)
-    last_error = models.TextField(blank=True)
-    next_attempt_at = models.DateTimeField(null=True, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    delivered_at = models.DateTimeField(null=True, blank=True)
+    task = models.ForeignKey(
+        GenerationTask, null=True, blank=True, on_delete=models.SET_NULL, related_name="webhook_deliveries",
+        verbose_name=_("task"),
+    )
+    api_token = models.ForeignKey(
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, verbose_name=_("API token")
+    )
+    event = models.CharField(_("event"), max_length=50)
+    url = models.URLField(_("URL"), max_length=500)
+    message_id = models.CharField(_("message id"), max_length=64, unique=True)
+    payload = models.JSONField(_("payload"))
+    state = models.CharField(_("state"), max_length=20, choices=State.choices, default=State.PENDING)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_status_code = models.PositiveIntegerField(_("last status code"), null=True, blank=True)
+    last_error = models.TextField(_("last error"), blank=True)
+    next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["state", "next_attempt_at"], name="webhook_state_next")]
+        # Not "webhook deliverys" in the admin.
+        verbose_name = _("webhook delivery")
+        verbose_name_plural = _("webhook deliveries")
 
     def __str__(self) -> str:
         return f"{self.event} → {self.url} ({self.state})"

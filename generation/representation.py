@@ -9,7 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import GeneratedImage, GenerationTask, TaskStatus
+from .models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus
 
 
 def _absolute(request, path: str) -> str:
@@ -53,6 +53,9 @@ class TaskSerializer(serializers.ModelSerializer):
     )
     progress = serializers.SerializerMethodField()
     preview_url = serializers.SerializerMethodField(help_text="The latest live frame while processing.")
+    has_preview = serializers.SerializerMethodField(
+        help_text="Whether a live frame is stored now: fetch preview_url only then (it is 404 before the first)."
+    )
     images = serializers.SerializerMethodField()
     template = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     source_image = serializers.IntegerField(source="source_image_id", read_only=True, allow_null=True)
@@ -66,6 +69,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed", "batch_size",
             "status_message", "progress", "preview_url", "error_code", "error_fields", "started_at", "images",
             "template", "source_image", "denoise", "callback_url", "retries",
+            "has_preview",
         ]
         read_only_fields = fields
 
@@ -93,6 +97,12 @@ class TaskSerializer(serializers.ModelSerializer):
         if task.status != TaskStatus.PROCESSING:
             return None
         return _absolute(self.context.get("request"), reverse("api-generation-preview", args=[task.pk]))
+
+    def get_has_preview(self, task) -> bool:
+        # One small query, and only for a running task (a history page holds few).
+        if task.status != TaskStatus.PROCESSING:
+            return False
+        return TaskPreview.objects.filter(task_id=task.pk).exists()
 
     @extend_schema_field(ImageSerializer(many=True))
     def get_images(self, task) -> list[dict]:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Case, F, JSONField, Q, When
 from django.utils import timezone
 
 from .models import ACTIVE_STATUSES, GenerationTask, TaskPreview, TaskStatus, new_client_id
@@ -119,15 +119,25 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
     })
 
 
-def complete(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
-    """The images are stored: completed. Call inside the transaction that keeps them."""
-    done = _apply(task, owned_by(task, owner), {
+def complete(
+    task: TaskRef, *, owner: str, size: tuple[int, int] | None = None, now: datetime | None = None
+) -> bool:
+    """The images are stored: completed. Call inside the transaction that keeps them.
+
+    `size` is the (width, height) of the first picture the task produced. It replaces the
+    requested size, which an img2img workflow ignores (its result has the source's size),
+    so the task page, history, API and admin all show the size of what was made.
+    """
+    values = {
         "status": TaskStatus.COMPLETED,
         "progress_value": F("progress_max"),
         **message_fields("status", ""),
         "completed_at": now or timezone.now(),
         **_NO_LEASE,
-    })
+    }
+    if size is not None:
+        values["width"], values["height"] = size
+    done = _apply(task, owned_by(task, owner), values)
     if done:
         _ended(task)
     return done
@@ -211,9 +221,18 @@ def cancel(task: TaskRef) -> bool:
 
 
 def retry(task: TaskRef) -> bool:
-    """A failed or cancelled task runs again as the same task (same id for clients)."""
+    """A failed or cancelled task runs again as the same task (same id for clients).
+
+    Its error is cleared; the last one is kept as the previous error (a cancelled run has
+    none, so an earlier failure stays there), for the task page to show.
+    """
     qs = GenerationTask.objects.filter(pk=_pk(task), status__in=RETRYABLE_STATUSES)
+    no_error = Q(error_message="")
     return _apply(task, qs, {
+        "previous_error_message": Case(When(no_error, then=F("previous_error_message")), default=F("error_message")),
+        "previous_error_params": Case(
+            When(no_error, then=F("previous_error_params")), default=F("error_params"), output_field=JSONField()
+        ),
         "status": TaskStatus.PENDING,
         "queued_at": timezone.now(),
         **_fresh_prompt(),

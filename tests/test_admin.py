@@ -428,3 +428,22 @@ def test_staff_see_the_webhook_delivery_log(db, client, make_user):
     assert page.status_code == 200 and b"hooks.example.com" in page.content
     client.force_login(owner)
     assert client.get("/admin/generation/webhookdelivery/").status_code == 302
+
+
+def test_admin_is_branded_names_webhook_deliveries_and_has_the_icon(staff_client):
+    from django.test import Client
+
+    index = staff_client.get("/admin/").content.decode()
+    assert "Webhook deliveries" in index and "deliverys" not in index
+    assert '<div id="site-name"><a href="/admin/">Easel administration</a></div>' in index
+    icon = '<link rel="icon" href="/static/img/easel.svg" type="image/svg+xml">'
+    for url in ("/admin/", TASKS_URL, "/admin/generation/webhookdelivery/", USERS_URL, BACKENDS_URL):
+        page = staff_client.get(url).content.decode()
+        assert icon in page, url
+        assert "| Easel administration</title>" in page, url
+    chinese = staff_client.get("/admin/", HTTP_ACCEPT_LANGUAGE="zh-Hans").content.decode()
+    assert "Easel 管理" in chinese and "Webhook 投递记录" in chinese
+    # The site's own pages carry the same icon, signed in or not.
+    visitor = Client()
+    for url in ("/accounts/login/", "/accounts/signup/", "/no-such-page/"):
+        assert icon in visitor.get(url).content.decode(), url

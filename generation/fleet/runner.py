@@ -412,7 +412,10 @@ class TaskRunner:
                 self.heartbeat(force=True)
                 stored.append(self._store_image(client, index, ref))
             with transaction.atomic():
-                if not transitions.complete(self.task, owner=self.owner):
+                # The first output's size is the task's size from now on (img2img keeps
+                # the source's size, whatever width and height the request carried).
+                first = stored[0]
+                if not transitions.complete(self.task, owner=self.owner, size=(first.width, first.height)):
                     raise TaskGone()
                 # An earlier attempt may have stored images before dying: keep one set.
                 GeneratedImage.objects.filter(task_id=self.task.pk).exclude(pk__in=[i.pk for i in stored]).delete()

@@ -13,6 +13,7 @@ from django.http import HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
@@ -59,15 +60,43 @@ def bar_chart(rows: list[dict], *, width: int = CHART_WIDTH, height: int = CHART
         title = f"{_label(row['bucket'])}: " + ", ".join(f"{_(key)} {row[key]}" for key, _cls in SERIES)
         bars.append({"x": round(i * slot + gap / 2, 2), "w": round(max(slot - gap, 0.5), 2), "segments": segments,
                      "title": title, "total": total})
-    # A handful of axis labels, evenly spread.
-    step = max(1, count // 6)
-    ticks = [
-        # The first label starts at the left edge so it is never cut off.
-        {"x": round(i * slot + slot / 2, 2) if i else 0, "anchor": "middle" if i else "start",
-         "text": _label(rows[i]["bucket"])}
-        for i in range(0, len(rows), step)
-    ]
-    return {"width": width, "height": height, "bars": bars, "peak": peak if rows else 0, "ticks": ticks}
+    return {"width": width, "height": height, "bars": bars, "peak": peak if rows else 0,
+            "ticks": _ticks(rows, width=width, slot=slot)}
+
+
+# Axis labels are 10 px text (dashboard.css): about this wide per character.
+LABEL_CHAR_WIDTH = 6.0
+
+
+def _ticks(rows: list[dict], *, width: int, slot: float) -> list[dict]:
+    """A handful of axis labels, evenly spread, always with the first and the last bucket.
+
+    The first starts at the left edge and the last ends at the right edge, so neither
+    is cut off by the chart's box; a regular label too close to the last one is left
+    out rather than drawn over it.
+    """
+    count = len(rows)
+    if not count:
+        return []
+    texts = [_label(row["bucket"]) for row in rows]
+    label_width = max(len(t) for t in texts) * LABEL_CHAR_WIDTH
+    indices = list(range(0, count, max(1, count // 6)))
+    last = count - 1
+    if indices[-1] != last:
+        # The latest bucket is the one people look for.
+        while len(indices) > 1 and indices[-1] * slot + slot / 2 + label_width / 2 > width - label_width - 4:
+            indices.pop()
+        indices.append(last)
+    ticks = []
+    for i in indices:
+        if i == 0:
+            x, anchor = 0.0, "start"
+        elif i == last:
+            x, anchor = float(width), "end"
+        else:
+            x, anchor = i * slot + slot / 2, "middle"
+        ticks.append({"x": round(x, 2), "anchor": anchor, "text": texts[i]})
+    return ticks
 
 
 def _csv(numbers: dict, checks) -> HttpResponse:
@@ -125,12 +154,19 @@ def dashboard_view(request):
     if request.GET.get("format") == "csv":
         return _csv(numbers, checks)
     totals = numbers["totals"]
+    # Heartbeats carry their start as ISO text (UTC): a datetime again, so the page
+    # shows it in the studio's time zone like every other date.
+    clusters = [
+        {**c, "started_at": parse_datetime(c["started_at"]) if c.get("started_at") else None}
+        for c in numbers["workers"]["clusters"]
+    ]
     context = {
         **admin.site.each_context(request),
         "title": _("Studio dashboard"),
         "days": days,
         "periods": PERIODS,
         "n": numbers,
+        "clusters": clusters,
         "per_day_chart": bar_chart(numbers["per_day"]),
         "per_hour_chart": bar_chart(numbers["per_hour"]),
         "success_percent": None if totals["success_rate"] is None else round(totals["success_rate"] * 100, 1),

@@ -6,8 +6,11 @@ from datetime import datetime, time as dtime, timedelta
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
+from django.http import QueryDict
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import urlencode
 from django.utils.translation import gettext as _, ngettext
 from django.views.decorators.http import require_GET, require_POST
 
@@ -19,6 +22,8 @@ from .forms import HistoryFilterForm
 
 HISTORY_PAGE_SIZE = 24
 BULK_LIMIT = 200
+# The history's own query parameters: what a bulk action carries back to the list.
+HISTORY_PARAMS = ("q", "status", "model", "date_from", "date_to", "page")
 
 
 def _day_start(day) -> datetime:
@@ -58,8 +63,22 @@ def history(request):
         "filter_form": form,
         "filtered": any(v for v in filters.values()),
         "query": query.urlencode(),
+        # Bulk delete comes back to this very list (filters and page).
+        "filters": request.GET.urlencode(),
     }
     return render(request, "generation/history.html", context)
+
+
+def history_url(query: str) -> str:
+    """The history page with the filters (and page) of `query`, a history query string.
+
+    Only the history's own parameters are kept and the path is always ours, so a
+    posted value can only lead back to a history page.
+    """
+    given = QueryDict(query or "")
+    kept = [(key, value) for key in HISTORY_PARAMS for value in given.getlist(key)[:1] if value]
+    url = reverse("generation:history")
+    return f"{url}?{urlencode(kept)}" if kept else url
 
 
 def _selected_tasks(request, data) -> list[GenerationTask]:
@@ -72,18 +91,21 @@ def _selected_tasks(request, data) -> list[GenerationTask]:
 @require_POST
 def history_delete(request):
     """Delete several tasks: the first POST shows what will go, confirm=yes deletes."""
+    filters = request.POST.get("filters", "")
+    back = history_url(filters)
     tasks = _selected_tasks(request, request.POST)
     if not tasks:
         messages.error(request, _("Select at least one task first."))
-        return redirect("generation:history")
+        return redirect(back)
     if request.POST.get("confirm") == "yes":
         for task in tasks:
             generation_delete(task=task)
         messages.success(
             request, ngettext("%(n)d task deleted.", "%(n)d tasks deleted.", len(tasks)) % {"n": len(tasks)}
         )
-        return redirect("generation:history")
-    return render(request, "generation/history_confirm_delete.html", {"tasks": tasks})
+        return redirect(back)
+    return render(request, "generation/history_confirm_delete.html",
+                  {"tasks": tasks, "filters": filters, "back": back})
 
 
 @login_required
@@ -92,7 +114,7 @@ def history_zip(request):
     tasks = _selected_tasks(request, request.GET)
     if not tasks:
         messages.error(request, _("Select at least one task first."))
-        return redirect("generation:history")
+        return redirect(history_url(request.GET.get("filters", "")))
     images = (
         GeneratedImage.objects.filter(task__in=[t.pk for t in tasks], task__status=TaskStatus.COMPLETED)
         .order_by("-task__created_at", "-task_id", "index")

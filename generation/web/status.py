@@ -51,9 +51,12 @@ def queue_text(position: int | None) -> str:
 
 
 def task_stage(task: GenerationTask) -> str:
-    """Where the task is, in words."""
+    """Where the task is, in words: the headline of the task page's live panel."""
     if task.status == TaskStatus.PENDING:
         if task.backend_id:
+            # A job is retrying an image server that does not answer (the message says which).
+            if task.status_message:
+                return _("Waiting for the image server")
             return _("Sent to an image server, about to start")
         return _("Waiting in the queue")
     if task.status == TaskStatus.PROCESSING:
@@ -61,3 +64,36 @@ def task_stage(task: GenerationTask) -> str:
             return str(NODE_LABELS.get(task.progress_node, task.progress_node))
         return _("Starting on the image server")
     return str(TaskStatus(task.status).label)
+
+
+def progress_line(task: GenerationTask) -> str:
+    """The line under the bar: only the steps. Where the task is belongs to the stage
+    above it, so the two never say different things (or the same thing twice)."""
+    if task.status == TaskStatus.PROCESSING and task.progress_max:
+        return _("Step %(value)s of %(max)s") % {"value": task.progress_value, "max": task.progress_max}
+    return ""
+
+
+def live_status(task: GenerationTask, position: int | None) -> dict:
+    """Everything the live panel of the task page shows, from one read of the task.
+
+    The page renders it and its script reads it again (the task page's state.json)
+    each second: one source for the words, so the page never changes its story when
+    the script takes over.
+    """
+    determinate = task.status == TaskStatus.PROCESSING and bool(task.progress_max)
+    return {
+        "status": task.status,
+        "status_label": str(TaskStatus(task.status).label),
+        "queue_position": position,
+        "queue_text": queue_text(position),
+        "stage": task_stage(task),
+        "line": progress_line(task),
+        "message": task.status_text,
+        # No max yet (waiting, or a node without steps): the bar runs without a value.
+        "progress": {
+            "value": task.progress_value if determinate else None,
+            "max": task.progress_max if determinate else None,
+            "percent": round(task.progress_fraction * 100) if determinate else None,
+        },
+    }

@@ -24,7 +24,7 @@ from ..gallery.zips import images_zip_response
 from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
 from ..selectors import generation_get
 from ..services import generation_cancel, generation_create, generation_delete, generation_retry
-from .status import NODE_LABELS, queue_text, service_health, task_stage
+from .status import live_status, service_health
 
 # Error keys (binding names from ComfyUI's node_errors, or service fields) → the
 # parameter row of the task page they belong beside.
@@ -104,6 +104,17 @@ def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict
     ]
 
 
+def generation_time(task: GenerationTask) -> str:
+    """How long the picture took: from the start on the image server to completion."""
+    if task.status != TaskStatus.COMPLETED or not (task.started_at and task.completed_at):
+        return ""
+    seconds = max(0.0, (task.completed_at - task.started_at).total_seconds())
+    if seconds < 60:
+        return _("%(seconds).1f s") % {"seconds": seconds}
+    minutes, rest = divmod(round(seconds), 60)
+    return _("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": rest}
+
+
 @login_required
 def task_detail(request, task_id: int):
     task = generation_get(user=request.user, task_id=task_id)
@@ -120,13 +131,12 @@ def task_detail(request, task_id: int):
         "error_beside": beside,
         "param_rows": _param_rows(task, beside),
         "error_fields": rest,
-        "queue_text": queue_text(position),
-        "stage": task_stage(task),
+        "live": live_status(task, position) if active else None,
+        "preview_size": _preview_size(task),
+        "generation_time": generation_time(task),
         "settings_query": settings_query(task),
         "share_url": request.build_absolute_uri(reverse("generation:shared_task", args=[task.share_token]))
         if task.share_token else "",
-        "progress_percent": round(task.progress_fraction * 100),
-        "node_label": NODE_LABELS.get(task.progress_node, task.progress_node),
         "health": service_health() if active else None,
         "poll": {
             "statusUrl": reverse("api-generation-status", args=[task.pk]),
@@ -134,31 +144,29 @@ def task_detail(request, task_id: int):
             "previewUrl": reverse("generation:task_preview", args=[task.pk]),
             "active": active,
             "status": task.status,
-            "labels": {
-                "nodes": {key: str(value) for key, value in NODE_LABELS.items()},
-                "statuses": {value: str(label) for value, label in TaskStatus.choices},
-                "waiting": _("Waiting for a free backend…"),
-                "starting": _("Starting…"),
-                "step": _("Step %(value)s of %(max)s"),
-                "offline": _("Lost contact with the server; retrying…"),
-            },
+            # The only words the script writes itself; the rest come from state.json.
+            "labels": {"offline": _("Lost contact with the server; retrying…")},
         },
     }
     return render(request, "generation/task_detail.html", context)
 
 
+def _preview_size(task: GenerationTask) -> tuple[int, int]:
+    """The live preview's reserved box: an img2img result takes its source's shape, not
+    the requested size (which its workflow ignores)."""
+    if task.source_image_id and task.source_image and not task.is_finished:
+        return task.source_image.width, task.source_image.height
+    return task.width, task.height
+
+
 @login_required
 @require_GET
 def task_state(request, task_id: int):
-    """What the task page adds to the status API while waiting: queue place and stage in words."""
+    """The task page's live panel in words (web.status.live_status), read once a second
+    by its script: the same text the page was rendered with."""
     task = generation_get(user=request.user, task_id=task_id)
     position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
-    response = JsonResponse({
-        "status": task.status,
-        "queue_position": position,
-        "queue_text": queue_text(position),
-        "stage": task_stage(task),
-    })
+    response = JsonResponse(live_status(task, position))
     response["Cache-Control"] = "no-store"
     return response
 
@@ -296,4 +304,4 @@ def task_delete(request, task_id: int):
         generation_delete(task=task)
         messages.success(request, _("Task #%(id)d deleted.") % {"id": task_id})
         return redirect("generation:history")
-    return render(request, "generation/task_confirm_delete.html", {"task": task})
+    return render(request, "generation/task_confirm_delete.html", {"task": task, "task_list": [task]})

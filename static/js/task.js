@@ -1,6 +1,8 @@
-// The task page: follows the task through the status API once a second, so a reload
-// or a second tab always shows the current state. When the task ends, the page
-// reloads to show the server-rendered result (images or error).
+// The task page: follows the task once a second, so a reload or a second tab always
+// shows the current state. The status API says whether the task is still running and
+// whether a live frame exists; the page's state.json gives the panel's words (the same
+// function the server rendered them with). When the task ends, the page reloads to show
+// the server-rendered result (images or error).
 (function () {
   "use strict";
 
@@ -16,10 +18,10 @@
 
     var progress = live.querySelector("[data-progress]");
     var progressText = live.querySelector("[data-progress-text]");
-    var nodeText = live.querySelector("[data-progress-node]");
     var messageText = live.querySelector("[data-status-message]");
     var preview = live.querySelector("[data-preview]");
     var badge = document.querySelector("[data-status-badge]");
+    var statusText = document.querySelector("[data-status-text]");
     var stageText = live.querySelector("[data-stage]");
     var queueText = live.querySelector("[data-queue]");
     var stateBusy = false;
@@ -28,59 +30,57 @@
     var timer = null;
     var inFlight = false;
 
-    function format(template, values) {
-      return template.replace(/%\((\w+)\)s/g, function (_, key) { return values[key]; });
-    }
-
     function setText(node, text) {
       if (node && node.textContent !== text) node.textContent = text;
     }
 
-    function render(task) {
-      var p = task.progress || {};
+    // The panel, all from one answer of state.json: the words cannot disagree.
+    function renderState(state) {
       if (badge) {
-        badge.className = "badge badge--" + task.status;
-        setText(badge, labels.statuses[task.status] || task.status);
+        badge.className = "badge badge--" + state.status;
+        setText(badge, state.status_label);
       }
+      setText(statusText, state.status_label);
+      setText(stageText, state.stage || "");
+      setText(queueText, state.queue_text || "");
+      setText(progressText, state.line || "");
+      setText(messageText, state.message || "");
+      var p = state.progress || {};
       if (progress) {
-        progress.max = p.max || 1;
-        progress.value = p.max ? p.value : 0;
-        progress.textContent = Math.round((p.fraction || 0) * 100) + "%";
+        if (p.max) {
+          progress.max = p.max;
+          progress.value = p.value;
+          setText(progress, p.percent + "%");
+        } else if (progress.hasAttribute("value")) {
+          // Nothing to count (waiting, or a node without steps): indeterminate.
+          progress.removeAttribute("value");
+          setText(progress, "");
+        }
       }
-      var line;
-      if (p.max) line = format(labels.step, { value: p.value, max: p.max });
-      else line = task.status === "pending" ? labels.waiting : labels.starting;
-      setText(progressText, line);
-      setText(nodeText, p.node ? (labels.nodes[p.node] || p.node) : "");
-      setText(messageText, task.status_message || "");
-      if (task.status === "processing" && task.preview_url) refreshPreview();
-      refreshState();
     }
 
-    // The stage in words and the place in the queue (the page's own small endpoint).
     function refreshState() {
       if (stateBusy || !config.stateUrl) return;
       stateBusy = true;
       fetch(config.stateUrl, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
         .then(function (response) { return response.ok ? response.json() : null; })
         .then(function (state) {
-          if (!state) return;
-          setText(stageText, state.stage || "");
-          setText(queueText, state.queue_text || "");
+          if (state && (state.status === "pending" || state.status === "processing")) renderState(state);
         })
         .catch(function () { /* the next poll tries again */ })
         .then(function () { stateBusy = false; });
     }
 
     // Fetch the frame as a blob and swap it in only once loaded: no flicker, no broken
-    // image while the next frame is on its way, never two fetches at once.
+    // image while the next frame is on its way, never two fetches at once. Asked only
+    // when the status API says a frame is stored (never a 404 before the first one).
     function refreshPreview() {
       if (previewBusy || !preview) return;
       previewBusy = true;
       var url = config.previewUrl + "?t=" + Date.now();
       fetch(url, { credentials: "same-origin", cache: "no-store" })
         .then(function (response) {
-          if (!response.ok) throw new Error("no preview yet");
+          if (!response.ok) throw new Error("no preview");
           return response.blob();
         })
         .then(function (blob) {
@@ -89,7 +89,7 @@
           if (previewObjectUrl) URL.revokeObjectURL(previewObjectUrl);
           previewObjectUrl = objectUrl;
         })
-        .catch(function () { /* 404 until the backend sends a first frame */ })
+        .catch(function () { /* the task ended a moment ago: the reload follows */ })
         .then(function () { previewBusy = false; });
     }
 
@@ -119,7 +119,8 @@
             window.location.reload();
             return;
           }
-          render(task);
+          if (task.has_preview) refreshPreview();
+          refreshState();
           schedule();
         })
         .catch(function () {

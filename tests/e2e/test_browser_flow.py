@@ -177,7 +177,9 @@ def test_sign_up_generate_follow_history_isolation_and_delete(
 
 # --- the phone-sized flow: cancel, retry, theme, share, language --------------------------
 
-JS_NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth + 1"
+# Against the device's width: a phone browser widens window.innerWidth to fit whatever
+# sticks out, which would make the check pass on the very pages that scroll sideways.
+JS_NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= Math.min(window.innerWidth, screen.width) + 1"
 
 
 

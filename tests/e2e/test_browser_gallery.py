@@ -38,11 +38,13 @@ JS_STEP = """() => {
   return m && Number(m[1]) > 0 ? Number(m[1]) : null;
 }"""
 
-JS_NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= window.innerWidth"
+# Against the device's width: a phone browser widens window.innerWidth to fit whatever
+# sticks out, which would make the check pass on the very pages that scroll sideways.
+JS_NO_SIDEWAYS_SCROLL = "() => document.documentElement.scrollWidth <= Math.min(window.innerWidth, screen.width)"
 
 # What sticks out past the right edge (for the failure message), outermost first.
 JS_OVERFLOWING = """() => {
-  const w = window.innerWidth, out = [];
+  const w = Math.min(window.innerWidth, screen.width), out = [];
   for (const el of document.querySelectorAll('body *')) {
     const r = el.getBoundingClientRect();
     if (r.width && r.right > w + 0.5) {

@@ -484,8 +484,9 @@ def test_queue_position_and_stage(alice_client, alice, bob):
     page = alice_client.get(reverse("generation:task", args=[third.pk])).content.decode()
     assert "3rd in the queue" in page and "Waiting in the queue" in page
     state = alice_client.get(reverse("generation:task_state", args=[third.pk])).json()
-    assert state == {"status": "pending", "queue_position": 3, "queue_text": "3rd in the queue",
-                     "stage": "Waiting in the queue"}
+    # state.json carries the whole live panel now; these are its first keys, unchanged.
+    assert {k: state[k] for k in ("status", "queue_position", "queue_text", "stage")} == {
+        "status": "pending", "queue_position": 3, "queue_text": "3rd in the queue", "stage": "Waiting in the queue"}
     running = make_task(alice, status=TaskStatus.PROCESSING, progress_node="VAEDecode")
     state = alice_client.get(reverse("generation:task_state", args=[running.pk])).json()
     assert state["queue_position"] is None and state["stage"] == "Decoding the picture"
@@ -937,3 +938,188 @@ def test_task_page_names_the_backend_that_ran_it(alice_client, alice):
     task = make_task(alice, status=TaskStatus.COMPLETED, backend=backend)
     body = alice_client.get(f"/tasks/{task.pk}/").content.decode()
     assert "gpu-east-1" in body
+
+
+# --- the live panel says one thing (the issue "The first week of real users", item 2) --------
+
+
+def _live_panel(page: str) -> str:
+    start = page.index("data-task-live")
+    return page[start : page.index("</section>", start)]
+
+
+def test_an_assigned_task_on_an_idle_backend_is_not_said_to_wait_for_one(alice_client, alice, backend):
+    backend.is_online = True
+    backend.save()
+    task = make_task(alice, backend=backend)  # the dispatcher gave it the only backend, which is idle
+    panel = _live_panel(alice_client.get(reverse("generation:task", args=[task.pk])).content.decode())
+    assert "Sent to an image server, about to start" in panel
+    assert "Waiting for a free backend" not in panel
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert state["stage"] == "Sent to an image server, about to start" and state["line"] == ""
+    # Nothing is counted yet: the bar has no value (indeterminate), not an empty 0 of 1.
+    assert "<progress data-progress" in panel and 'value="' not in panel[panel.index("<progress"):]
+
+
+def test_a_running_node_is_named_once_and_the_script_gets_the_same_words(alice_client, alice):
+    task = make_task(alice, status=TaskStatus.PROCESSING, progress_value=3, progress_max=20,
+                     progress_node="KSampler")
+    panel = _live_panel(alice_client.get(reverse("generation:task", args=[task.pk])).content.decode())
+    assert panel.count("Drawing") == 1, panel
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert (state["stage"], state["line"]) == ("Drawing", "Step 3 of 20")
+    assert state["progress"] == {"value": 3, "max": 20, "percent": 15}
+    for words in (state["stage"], state["line"]):
+        assert words in panel
+    assert 'max="20" value="3"' in panel
+
+
+def test_an_unreachable_backend_is_not_about_to_start(alice_client, alice, backend):
+    from django.utils.translation import gettext_noop
+
+    from generation.task_text import message_fields, text
+
+    task = make_task(alice, backend=backend, **message_fields(
+        "status", text(gettext_noop("Backend %(name)s is unreachable, retrying."), name="demo")))
+    state = alice_client.get(reverse("generation:task_state", args=[task.pk])).json()
+    assert state["stage"] == "Waiting for the image server"
+    assert state["message"] == "Backend demo is unreachable, retrying."
+
+
+def test_a_retried_task_says_so_and_shows_its_earlier_failure(alice_client, alice, checkpoint):
+    from django.utils.translation import gettext_noop
+
+    from generation.task_text import message_fields, text
+
+    task = make_task(alice, status=TaskStatus.FAILED, error_code="timeout",
+                     **message_fields("error", text(gettext_noop("Timed out after %(n)d s."), n=120)))
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried" not in page and "earlier attempt" not in page
+    _post(alice_client, "generation:task_retry", task.pk)
+    task.refresh_from_db()
+    assert task.retries == 1 and task.error_message == ""
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried 1 time" in page
+    assert "The earlier attempt failed: Timed out after 120 s." in page
+    # In the reader's language, like the error itself.
+    chinese = alice_client.get(reverse("generation:task", args=[task.pk]), HTTP_ACCEPT_LANGUAGE="zh-Hans")
+    assert "已超时（120 秒）。" in chinese.content.decode()
+
+    # Cancelled and retried again: the count goes on, and the failure is still the earlier one.
+    _post(alice_client, "generation:task_cancel", task.pk)
+    _post(alice_client, "generation:task_retry", task.pk)
+    page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert "Retried 2 times" in page and "The earlier attempt failed: Timed out after 120 s." in page
+
+
+def test_the_status_api_says_whether_a_preview_frame_exists(alice_client, alice):
+    """The task page asks for the frame only when this says so (no 404 before the first)."""
+    task = make_task(alice, status=TaskStatus.PROCESSING)
+    url = reverse("api-generation-status", args=[task.pk])
+    body = alice_client.get(url).json()
+    assert body["has_preview"] is False and body["preview_url"]  # the URL is promised while processing
+    TaskPreview.objects.create(task=task, image=_png("JPEG"))
+    assert alice_client.get(url).json()["has_preview"] is True
+    GenerationTask.objects.filter(pk=task.pk).update(status=TaskStatus.CANCELLED)
+    assert alice_client.get(url).json()["has_preview"] is False
+
+
+# --- what a new user met on the pages (item 4) ---------------------------------------------------
+
+
+def test_sign_up_shows_the_password_rules_before_the_first_try(client, db):
+    from django.contrib.auth.password_validation import password_validators_help_texts
+
+    page = client.get(reverse("accounts:signup")).content.decode()
+    rules = password_validators_help_texts()
+    assert len(rules) == 4  # settings.AUTH_PASSWORD_VALIDATORS
+    helptext_at = page.index('id="id_password1_helptext"')
+    for rule in rules:
+        assert rule.replace("’", "&#x27;") in page[helptext_at:] or rule in page[helptext_at:], rule
+    assert 'aria-describedby="id_password1_helptext"' in page
+    chinese = client.get(reverse("accounts:signup"), HTTP_ACCEPT_LANGUAGE="zh-Hans").content.decode()
+    assert "你的密码必须包含至少 8 个字符。" in chinese
+
+
+def test_bulk_delete_without_script_comes_back_to_the_filtered_history(alice_client, alice):
+    foxes = [make_task(alice, prompt=f"fox {i}") for i in range(3)]
+    history = alice_client.get(reverse("generation:history") + "?q=fox&status=pending&page=1").content.decode()
+    assert 'name="filters" value="q=fox&amp;status=pending&amp;page=1"' in history
+    url = reverse("generation:history_delete")
+    ids = [foxes[0].pk, foxes[1].pk]
+    confirm = alice_client.post(url, {"ids": ids, "filters": "q=fox&status=pending&page=1"}).content.decode()
+    assert 'name="filters" value="q=fox&amp;status=pending&amp;page=1"' in confirm
+    assert 'href="/history/?q=fox&amp;status=pending&amp;page=1"' in confirm  # "Keep them"
+    done = alice_client.post(url, {"ids": ids, "filters": "q=fox&status=pending&page=1", "confirm": "yes"})
+    assert done.status_code == 302 and done["Location"] == "/history/?q=fox&status=pending&page=1"
+    assert list(GenerationTask.objects.values_list("pk", flat=True)) == [foxes[2].pk]
+    # Only the history's own parameters go back, and only to the history.
+    evil = alice_client.post(url, {"ids": [foxes[2].pk], "confirm": "yes",
+                                   "filters": "q=x&next=https://evil.example/&status=//evil.example"})
+    assert evil["Location"] == "/history/?q=x&status=%2F%2Fevil.example"
+
+
+def test_single_and_bulk_delete_confirm_the_same_way(alice_client, alice):
+    task = make_task(alice, prompt="the one")
+    single = alice_client.get(reverse("generation:task_delete", args=[task.pk])).content.decode()
+    bulk = alice_client.post(reverse("generation:history_delete"), {"ids": [task.pk]}).content.decode()
+    for page in (single, bulk):
+        assert 'class="card confirm-delete"' in page and '<ul class="confirm-list">' in page
+        assert f'<span class="mono">#{task.pk}</span> the one' in page
+        assert "The task and all its images will be deleted. This cannot be undone." in page
+    # With script, both ask with the same question before posting.
+    history = alice_client.get(reverse("generation:history")).content.decode()
+    assert 'data-confirm="Delete the selected tasks and their images? This cannot be undone."' in history
+    assert 'data-confirm-other="Delete %(n)s tasks and their images? This cannot be undone."' in history
+    task_page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+    assert 'data-confirm="Delete this task and its images? This cannot be undone."' in task_page
+
+
+def test_one_date_format_and_fresh_times_on_every_page(alice_client, alice, completed_image):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.services import token_create
+    from generation.templatetags.easel_time import absolute
+
+    old = make_task(alice, prompt="an old one")
+    GenerationTask.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(days=3))
+    old.refresh_from_db()
+    token, _clear = token_create(user=alice, name="laptop")
+    history = alice_client.get(reverse("generation:history")).content.decode()
+    # Fresh: said in words; older: the one absolute format. Both are <time> with the absolute form as title.
+    assert f'title="{absolute(completed_image.task.created_at)}" data-when>just now</time>' in history
+    assert f'title="{absolute(old.created_at)}" data-when>{absolute(old.created_at)}</time>' in history
+    assert "ago</time>" not in history.replace("just now", "")  # no more "0 minutes ago"
+    task = alice_client.get(reverse("generation:task", args=[old.pk])).content.decode()
+    assert f"Created <time datetime=\"{timezone.localtime(old.created_at).isoformat(timespec='seconds')}\"" in task
+    assert f">{absolute(old.created_at)}</time>" in task
+    account = alice_client.get(reverse("accounts:me")).content.decode()
+    assert f'title="{absolute(token.expiry)}" data-when>{absolute(token.expiry)}</time>' in account
+    assert "data-when>just now</time>" in account  # the token was created a moment ago
+    assert 'id="easel-time"' in account  # the words the script keeps them fresh with
+
+
+def test_task_page_shows_the_generation_time(alice_client, alice):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    started = timezone.now() - timedelta(minutes=5)
+    quick = make_task(alice, status=TaskStatus.COMPLETED, started_at=started,
+                      completed_at=started + timedelta(seconds=4.5))
+    slow = make_task(alice, status=TaskStatus.COMPLETED, started_at=started,
+                     completed_at=started + timedelta(seconds=125))
+    running = make_task(alice, status=TaskStatus.PROCESSING, started_at=started)
+
+    def shown(task):
+        page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
+        if 'data-param="generation_time"' not in page:
+            return None
+        row = page[page.index('data-param="generation_time"'):]
+        return row[row.index("<dd"):row.index("</dd>")].rpartition(">")[2]
+
+    assert shown(quick) == "4.5 s"
+    assert shown(slow) == "2 min 05 s"
+    assert shown(running) is None
