@@ -14,6 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.views import APIView
 
 from config.api_errors import ApiError, error_response
+from config.api_input import QueryIntegerField, int_parameter
 
 from ..models import TaskStatus
 from ..representation import TaskSerializer
@@ -59,8 +60,8 @@ class HistoryQuery(serializers.Serializer):
     created_before = _MomentField(required=False)
     q = serializers.CharField(max_length=200, required=False, trim_whitespace=True)
     # Over the maximum is clamped to it (not an error), like DRF's max_page_size.
-    limit = serializers.IntegerField(required=False, min_value=1)
-    page_size = serializers.IntegerField(required=False, min_value=1)  # the old name of `limit`
+    limit = QueryIntegerField(required=False, min_value=1)
+    page_size = QueryIntegerField(required=False, min_value=1)  # the old name of `limit`
 
     def validate(self, attrs):
         after, before = attrs.get("created_after"), attrs.get("created_before")
@@ -85,6 +86,9 @@ class HistoryPagination(CursorPagination):
         return self.page_size
 
     def decode_cursor(self, request):
+        # An empty `cursor=` is no cursor, like every other empty query parameter.
+        if not request.query_params.get(self.cursor_query_param):
+            return None
         try:
             return super().decode_cursor(request)
         except NotFound:
@@ -110,8 +114,8 @@ class GenerationHistoryApi(APIView):
         ),
         parameters=[
             OpenApiParameter("cursor", OpenApiTypes.STR, description="From a `next` / `previous` link."),
-            OpenApiParameter("limit", OpenApiTypes.INT,
-                             description=f"Tasks per page, 1..{HISTORY_MAX_LIMIT} (larger is clamped)."),
+            int_parameter("limit", description=f"Tasks per page, 1..{HISTORY_MAX_LIMIT} (larger is clamped)."),
+            int_parameter("page_size", description="The old name of `limit`.", deprecated=True),
             OpenApiParameter("status", OpenApiTypes.STR, enum=TaskStatus.values, description="Only this status."),
             OpenApiParameter("model", OpenApiTypes.STR, description="Only this model (`model_name`)."),
             OpenApiParameter("created_after", OpenApiTypes.STR,
