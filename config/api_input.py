@@ -1,14 +1,20 @@
-"""What the API reads, checked at the door: query parameters.
+"""What the API reads, checked at the door: query parameters and JSON request bodies.
 
 Every integer the API reads from a query string is checked here against the range the
 database holds (config.bounds) and the parameter's own, and refused with a 400 naming
 it. An empty value (`?limit=`) is the same as leaving the parameter out, as DRF's
 serializers already read query strings; the schema says so with `allowEmptyValue`.
+
+A JSON body's values must have the types the schema gives them (`JsonInput`): DRF
+would read `{"name": 0}` as the text "0" and `{"steps": "8"}` as the number 8, which
+the schema does not promise. Form bodies are all text and are read as DRF reads them.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
+from django.http import QueryDict
 from django.utils.translation import gettext as _, gettext_lazy
 from drf_spectacular.utils import OpenApiParameter
 from rest_framework import pagination, serializers
@@ -113,3 +119,42 @@ def page_parameters(paginator: type[PageNumberPagination]) -> list[OpenApiParame
                                   f"over {paginator.max_page_size} is clamped to {paginator.max_page_size})."),
     ]
 
+
+# The JSON types each kind of field's schema states (a subclass, e.g. URLField, as its base).
+_JSON_TYPES = (
+    (serializers.BooleanField, (bool,)),
+    (serializers.IntegerField, (int,)),
+    (serializers.FloatField, (int, float)),
+    (serializers.CharField, (str,)),
+)
+
+
+def _wrong_json_type(field: serializers.Field, value) -> str | None:
+    """DRF's own message when a JSON value has another type than the field's, else None."""
+    if value is None:
+        return None  # null is the field's to judge (allow_null)
+    for kind, types in _JSON_TYPES:
+        if isinstance(field, kind):
+            if isinstance(value, bool):
+                wrong = bool not in types  # a bool is an int to Python, not to JSON
+            elif kind is serializers.IntegerField and isinstance(value, float):
+                wrong = not value.is_integer()  # JSON Schema counts 8.0 as an integer
+            else:
+                wrong = not isinstance(value, types)
+            return kind.default_error_messages["invalid"] if wrong else None
+    return None
+
+
+class JsonInput(serializers.Serializer):
+    """A request body of the API: from JSON, each value has the type of its field."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, Mapping) and not isinstance(data, QueryDict):
+            errors = {}
+            for name, field in self.fields.items():
+                message = None if field.read_only or name not in data else _wrong_json_type(field, data[name])
+                if message:
+                    errors[name] = [message]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)

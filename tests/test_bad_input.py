@@ -85,6 +85,24 @@ def test_a_body_that_is_not_text_in_its_charset_is_a_400():
     assert response.status_code == 400 and response.json()["error"]["code"] == "parse_error"
 
 
+@pytest.mark.django_db
+def test_json_values_have_the_types_the_schema_gives_them(make_user, api_client_for, catalog):
+    client = api_client_for(make_user())
+    response = client.post("/api/v1/auth/tokens", {"name": 0}, format="json")
+    assert response.status_code == 400
+    assert response.json()["error"]["fields"] == {"name": ["Not a valid string."]}
+    for steps in ("8", True, 8.5):
+        response = client.post("/api/v1/generation/create-async", {"prompt": "a fox", "steps": steps}, format="json")
+        assert response.status_code == 400 and list(response.json()["error"]["fields"]) == ["steps"], steps
+    # 8.0 is an integer to JSON Schema; null stays the field's to judge.
+    response = client.post("/api/v1/generation/create-async", {"prompt": "a fox", "steps": 8.0, "seed": None},
+                           format="json")
+    assert response.status_code == 202, response.content
+    # A form body is all text, read as before.
+    response = client.post("/api/v1/generation/create-async", {"prompt": "a fox", "steps": "8"})
+    assert response.status_code == 202, response.content
+
+
 # --- 2. integers beyond 64 bits ---------------------------------------------------------
 
 INTEGER_PARAMETERS = [

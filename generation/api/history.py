@@ -22,6 +22,8 @@ from ..selectors import generation_list
 
 HISTORY_DEFAULT_LIMIT = 20
 HISTORY_MAX_LIMIT = 100
+MODEL_MAX_LENGTH = 300
+SEARCH_MAX_LENGTH = 200
 
 
 class _MomentField(serializers.Field):
@@ -55,10 +57,10 @@ class _MomentField(serializers.Field):
 
 class HistoryQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
-    model = serializers.CharField(max_length=300, required=False)
+    model = serializers.CharField(max_length=MODEL_MAX_LENGTH, required=False)
     created_after = _MomentField(required=False)
     created_before = _MomentField(required=False)
-    q = serializers.CharField(max_length=200, required=False, trim_whitespace=True)
+    q = serializers.CharField(max_length=SEARCH_MAX_LENGTH, required=False, trim_whitespace=True)
     # Over the maximum is clamped to it (not an error), like DRF's max_page_size.
     limit = QueryIntegerField(required=False, min_value=1)
     page_size = QueryIntegerField(required=False, min_value=1)  # the old name of `limit`
@@ -117,12 +119,14 @@ class GenerationHistoryApi(APIView):
             int_parameter("limit", description=f"Tasks per page, 1..{HISTORY_MAX_LIMIT} (larger is clamped)."),
             int_parameter("page_size", description="The old name of `limit`.", deprecated=True),
             OpenApiParameter("status", OpenApiTypes.STR, enum=TaskStatus.values, description="Only this status."),
-            OpenApiParameter("model", OpenApiTypes.STR, description="Only this model (`model_name`)."),
+            OpenApiParameter("model", {"type": "string", "maxLength": MODEL_MAX_LENGTH},
+                             description="Only this model (`model_name`)."),
             OpenApiParameter("created_after", OpenApiTypes.STR,
                              description="ISO 8601 date or date-time; created at or after it."),
             OpenApiParameter("created_before", OpenApiTypes.STR,
                              description="ISO 8601 date or date-time; created before it."),
-            OpenApiParameter("q", OpenApiTypes.STR, description="Search the prompt text (case-insensitive)."),
+            OpenApiParameter("q", {"type": "string", "maxLength": SEARCH_MAX_LENGTH},
+                             description="Search the prompt text (case-insensitive)."),
         ],
         responses={200: HistoryPageSerializer, 400: error_response(400)},
         tags=["generation"],

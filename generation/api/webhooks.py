@@ -10,6 +10,7 @@ from rest_framework.views import APIView
 from accounts.models import ApiToken
 from config.api_errors import ApiError
 from config.api_input import (
+    JsonInput,
     PageNumberPagination,
     int_parameter,
     page_error_responses,
@@ -110,7 +111,7 @@ class WebhookSecretApi(APIView):
 class WebhookDefaultApi(APIView):
     """Set (or clear with an empty or null `url`) the calling token's default callback URL."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInput):
         # A plain string: callback_url_validate gives the precise reason a URL is refused.
         url = serializers.CharField(max_length=500, allow_blank=True, allow_null=True, trim_whitespace=True)
 
