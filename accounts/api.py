@@ -18,6 +18,7 @@ from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from config.api_errors import ApiError, error_response
+from config.api_input import JsonInput
 from config.throttling import ScopedThrottle
 
 from .models import ApiToken
@@ -91,7 +92,7 @@ class AuthLoginApi(APIView):
     throttle_scope = "login"  # per client IP, whatever the username
     throttle_classes = [ScopedThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInput):
         username = serializers.CharField(max_length=254, help_text="Username or e-mail address.")
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
 
@@ -139,7 +140,7 @@ class AuthRegisterApi(APIView):
     throttle_scope = "register"
     throttle_classes = [ScopedThrottle]
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInput):
         username = serializers.CharField(max_length=150)
         password = serializers.CharField(max_length=4096, trim_whitespace=False)
         email = serializers.EmailField(required=False, allow_blank=True)

@@ -4,6 +4,8 @@ from django.contrib.auth import get_user_model
 from django.utils.translation import gettext_lazy as _
 from rest_framework import serializers
 
+from config.api_input import JsonInput
+
 from .models import ApiToken
 
 
@@ -64,7 +66,7 @@ class ApiTokenCreatedSerializer(ApiTokenSerializer):
         read_only_fields = fields
 
 
-class ApiTokenCreateInput(serializers.Serializer):
+class ApiTokenCreateInput(JsonInput):
     name = serializers.CharField(max_length=100, help_text=_("What the token is for, e.g. \"my laptop script\"."))
     expires_in_days = serializers.IntegerField(
         min_value=1,

@@ -26,6 +26,9 @@ from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from config.bounds import ID_MIN, INT64_MAX
+from config.uploads import UploadTooLarge
+
 logger = logging.getLogger(__name__)
 
 
@@ -95,6 +98,9 @@ def api_exception_handler(exc, context):
     if isinstance(exc, ServiceError):
         return Response(error_body(exc.code, exc.message, **exc.extra()), status=exc.status_code,
                         headers=exc.headers())
+    if isinstance(exc, UploadTooLarge):
+        return Response(error_body("too_large", exc.message, {exc.field: [exc.message]}),
+                        status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
     if isinstance(exc, RequestDataTooBig):
         # Raised by Django while DRF reads the body (JSON and form parsers).
         return Response(error_body("too_large", too_large_message()),
@@ -188,6 +194,8 @@ ERROR_EXAMPLES = {
     404: _example("Not found", "not_found", "Not found.", 404),
     409: _example("Conflict", "conflict", "This task has already finished (completed).", 409),
     413: _example("Too large", "too_large", "The request body is too large.", 413),
+    414: _example("URI too long", "uri_too_long", "The address of this request is too long: at most 4094 characters.",
+                  414),
     415: _example("Unsupported media type", "unsupported_media_type",
                   'Unsupported media type "text/plain" in request.', 415),
     429: _example("Throttled", "throttled", "Request was throttled. Expected available in 12 seconds.", 429,
@@ -201,6 +209,7 @@ ERROR_DESCRIPTIONS = {
     404: gettext_lazy("No such object, or it belongs to someone else."),
     409: gettext_lazy("The object is not in a state that allows this."),
     413: gettext_lazy("The request body is too large."),
+    414: gettext_lazy("The URI (path and query) is too long."),
     415: gettext_lazy("Unsupported request content type."),
     429: gettext_lazy("Too many requests; wait `retry_after` seconds (also in `Retry-After`)."),
     500: gettext_lazy("Server error."),
@@ -223,8 +232,34 @@ class EaselAutoSchema(AutoSchema):
     Views document their own successes and business errors (409, quota 429); this adds
     the cross-cutting ones so that every operation, including views written later,
     lists the error body: 401/403 for authenticated views, 404 with a path parameter,
-    400/413/415 on writes, 429 (rate limits) and 500 everywhere.
+    400/413/415 on writes, 414 (URI too long), 429 (rate limits) and 500 everywhere.
+    It also states the rules every parameter follows (`_parameter_rules`).
     """
+
+    def get_operation(self, *args, **kwargs):
+        operation = super().get_operation(*args, **kwargs)
+        if operation is None:
+            return None
+        parameters = operation.get("parameters", [])
+        for parameter in parameters:
+            self._parameter_rules(parameter)
+        if any(p["in"] == "query" for p in parameters) and "400" not in operation["responses"]:
+            # A malformed query parameter is a 400 naming it (config.api_input).
+            operation["responses"]["400"] = self._get_response_for_code(
+                error_response(400), "400", ["application/json"], "response"
+            )
+        return operation
+
+    @staticmethod
+    def _parameter_rules(parameter: dict) -> None:
+        schema = parameter.get("schema", {})
+        if parameter["in"] == "path" and schema.get("type") == "integer":
+            # Ids: larger than 64 bits is a 404 (config.middleware), as is no such object.
+            schema.setdefault("minimum", ID_MIN)
+            schema.setdefault("maximum", INT64_MAX)
+        elif parameter["in"] == "query" and not parameter.get("required"):
+            # DRF reads `?name=` as no value, and so do config.api_input and the views.
+            parameter["allowEmptyValue"] = True
 
     def get_serializer_name(self, serializer, direction) -> str:
         # The house style nests `InputSerializer` / `OutputSerializer` in each API view;
@@ -249,7 +284,7 @@ class EaselAutoSchema(AutoSchema):
         return responses
 
     def _error_codes(self) -> list[int]:
-        codes = [500]
+        codes = [414, 500]
         view = self.view
         if view.get_authenticators():
             codes.append(401)  # a bad or expired token is refused even on open views

@@ -1,9 +1,13 @@
-"""Middleware that keeps every answer under /api/ in the API's error body.
+"""Middleware that keeps every answer under /api/ in the API's error body, and the limits
+every request meets before a view runs.
 
-DRF's exception handler covers what happens inside an API view; this covers the rest:
-a body over DATA_UPLOAD_MAX_MEMORY_SIZE (Django would answer 400 once something reads
-it), exceptions in plain views or URL resolution, and Django's own HTML error pages
-(CSRF failure, handler400/403) for paths under /api/.
+DRF's exception handler covers what happens inside an API view; `ApiErrorMiddleware`
+covers the rest: a body over DATA_UPLOAD_MAX_MEMORY_SIZE (Django would answer 400 once
+something reads it), exceptions in plain views or URL resolution, and Django's own HTML
+error pages (CSRF failure, handler400/403) for paths under /api/.
+
+`RequestLimitsMiddleware` refuses an over-long URI (414) and an id in the path beyond
+what the database can hold (404), for pages and the API alike.
 """
 from __future__ import annotations
 
@@ -11,10 +15,13 @@ import logging
 
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
-from django.http import JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
 from config.api_errors import error_body, too_large_message
+from config.bounds import INT64_MAX
+from config.uploads import MULTIPART_ALLOWANCE
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +33,7 @@ _DEFAULT_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
     413: "too_large",
+    414: "uri_too_long",
     415: "unsupported_media_type",
     429: "throttled",
 }
@@ -47,13 +55,8 @@ class ApiErrorMiddleware:
         self.get_response = get_response
 
     def __call__(self, request):
-        if _is_api(request):
-            limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
-            content_type = request.META.get("CONTENT_TYPE", "")
-            # Multipart bodies are left to the parser: Django counts only their
-            # non-file fields against the limit, and uploads have their own.
-            if limit is not None and not content_type.startswith("multipart/") and _declared_length(request) > limit:
-                return self._too_large()
+        if _is_api(request) and _declared_length(request) > self._body_limit(request):
+            return self._too_large()
         response = self.get_response(request)
         if _is_api(request):
             response = self._as_error_body(response)
@@ -66,6 +69,17 @@ class ApiErrorMiddleware:
             return self._too_large()
         logger.error("unhandled API error on %s %s", request.method, request.path, exc_info=exception)
         return JsonResponse(error_body("server_error", _("Something went wrong on our side.")), status=500)
+
+    @staticmethod
+    def _body_limit(request) -> float:
+        if request.META.get("CONTENT_TYPE", "").startswith("multipart/"):
+            # Django counts only the non-file fields of a multipart body against
+            # DATA_UPLOAD_MAX_MEMORY_SIZE; the API's one upload (a picture) is refused
+            # here from its declared size, before any of it is read, and a body that
+            # understates its size is stopped while it streams (config.uploads).
+            return settings.EASEL_MAX_UPLOAD_BYTES + MULTIPART_ALLOWANCE
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        return float("inf") if limit is None else limit
 
     @staticmethod
     def _too_large() -> JsonResponse:
@@ -98,4 +112,45 @@ class ApiErrorMiddleware:
         return replacement
 
 
-__all__ = ["ApiErrorMiddleware"]
+def _uri_length(request) -> int:
+    # gunicorn passes the request target as the client sent it; elsewhere (tests, other
+    # servers) the path and query, escaped again, come to the same length.
+    return len(request.META.get("RAW_URI") or request.get_full_path())
+
+
+class RequestLimitsMiddleware:
+    """The URI length limit and the range of ids in paths, before any view runs.
+
+    gunicorn answers a request line over its `limit_request_line` with its own HTML page;
+    deploy/gunicorn.conf.py lets lines through up to gunicorn's maximum so that the
+    lower EASEL_MAX_URI_LENGTH is enforced here: the error body under /api/, a page
+    elsewhere.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        if _uri_length(request) > settings.EASEL_MAX_URI_LENGTH:
+            return self._uri_too_long(request)
+        return self.get_response(request)
+
+    def process_view(self, request, view_func, view_args, view_kwargs):
+        # `<int:…>` matches any number of digits; one past 64 bits would overflow the
+        # database driver in the lookups Django does not guard (related ids, raw SQL).
+        if any(isinstance(v, int) and abs(v) > INT64_MAX for v in (*view_args, *view_kwargs.values())):
+            if _is_api(request):
+                return JsonResponse(error_body("not_found", _("Not found.")), status=404)
+            raise Http404
+        return None
+
+    @staticmethod
+    def _uri_too_long(request) -> HttpResponse:
+        limit = settings.EASEL_MAX_URI_LENGTH
+        if _is_api(request):
+            message = _("The address of this request is too long: at most %(limit)d characters.") % {"limit": limit}
+            return JsonResponse(error_body("uri_too_long", message), status=414)
+        return HttpResponse(render_to_string("414.html", {"limit": limit}), status=414)
+
+
+__all__ = ["ApiErrorMiddleware", "RequestLimitsMiddleware"]

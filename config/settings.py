@@ -92,6 +92,8 @@ MIDDLEWARE = [
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
+    # Over-long URIs (414) and ids in paths beyond 64 bits (404), in the reader's language.
+    "config.middleware.RequestLimitsMiddleware",
     "django.middleware.common.CommonMiddleware",
     # Keeps answers under /api/ in the API's error body (413, HTML error pages, 500).
     "config.middleware.ApiErrorMiddleware",
@@ -203,6 +205,16 @@ STORAGES = {
     },
 }
 DATA_UPLOAD_MAX_MEMORY_SIZE = 10 * 1024 * 1024
+# The first handler stops a multipart body while it streams once its files pass
+# EASEL_MAX_UPLOAD_BYTES, before the others write them to memory or a temporary file.
+FILE_UPLOAD_HANDLERS = [
+    "config.uploads.UploadLimitHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Longest URI (path and query) answered; longer is a 414 (the API's error body under
+# /api/). gunicorn's own limit sits above it (deploy/gunicorn.conf.py).
+EASEL_MAX_URI_LENGTH = env_int("EASEL_MAX_URI_LENGTH", 4094)
 
 # --- Security ---------------------------------------------------------------------
 
@@ -227,10 +239,11 @@ REST_FRAMEWORK = {
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # JSON bounded in nesting depth, uploads refused by size while they stream.
     "DEFAULT_PARSER_CLASSES": [
-        "rest_framework.parsers.JSONParser",
+        "config.parsers.JSONParser",
         "rest_framework.parsers.FormParser",
-        "rest_framework.parsers.MultiPartParser",
+        "config.parsers.MultiPartParser",
     ],
     "EXCEPTION_HANDLER": "config.api_errors.api_exception_handler",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",

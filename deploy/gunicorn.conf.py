@@ -57,6 +57,10 @@ threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 timeout = int(CREATE_WAIT_SECONDS) + 30
 graceful_timeout = 30
 keepalive = 5
+# gunicorn's maximum, far above its default of 4094: a longer request line gets
+# gunicorn's own HTML 414, so Django enforces the real limit (EASEL_MAX_URI_LENGTH,
+# config.middleware) and answers it with the API's error body under /api/.
+limit_request_line = 8190
 # Recycle workers now and then (bounded memory growth), not all at once.
 max_requests = 2000
 max_requests_jitter = 200

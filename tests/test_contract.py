@@ -1,8 +1,12 @@
 """The served OpenAPI schema is the contract: every operation answers as it says.
 
 Schemathesis loads `/api/v1/schema/` from the WSGI application and sends generated
-requests (valid and invalid) to every operation with a real token: no answer may be a
-5xx, every status code must be documented and every body must match its schema.
+requests to every operation with a real token: valid ones and invalid ones, its
+coverage phase adding each parameter's edges (just under the minimum, just over the
+maximum, empty, another type) to random ones. No answer may be a 5xx; every status code,
+content type, body and documented header must be as the schema says; and a request the
+schema calls invalid must be refused (`negative_data_rejection`), so the schema states
+what the server enforces.
 """
 from __future__ import annotations
 
@@ -18,9 +22,17 @@ from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings as hypothesis_settings
 from PIL import Image
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    negative_data_rejection,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
+from config.bounds import ID_MIN, INT64_MAX
 from generation.models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus
 
 
@@ -33,8 +45,17 @@ def _load_schema():
 
 
 schema = _load_schema()
+schema.config.generation.update(modes=[GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
+schema.config.phases.update(phases=["examples", "coverage", "fuzzing"])
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    response_schema_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    negative_data_rejection,
+]
 
 
 @pytest.fixture
@@ -106,17 +127,19 @@ def world(db, settings, catalog, make_user, no_dns):
 
 
 def _point_at_real_objects(case, ids: dict) -> None:
-    """Half of the generated ids are swapped for real ones, so the 200 answers are checked too."""
+    """Half of the valid generated ids are swapped for real ones, so the 200 answers are
+    checked too. An id outside the schema's range stays: it is what an invalid case tests."""
     params = case.path_parameters or {}
     for name, choices in ids.items():
         value = params.get(name)
-        if isinstance(value, int) and value % 2 == 0:
+        if isinstance(value, int) and not isinstance(value, bool) and ID_MIN <= value <= INT64_MAX and value % 2 == 0:
             params[name] = choices[value // 2 % len(choices)]
 
 
 @schema.parametrize()
 @hypothesis_settings(
-    max_examples=15,
+    # Random cases per operation, besides the coverage phase's edge cases.
+    max_examples=25,
     derandomize=True,
     deadline=None,
     database=None,

@@ -6,7 +6,9 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from ..gallery.files import image_response, preview_response, query_flag
+from config.api_input import query_bool
+
+from ..gallery.files import image_response, preview_response
 from ..models import GeneratedImage
 from ..selectors import generation_get, image_get
 from .schema import IMAGE_ID, TASK_ID, binary_answers
@@ -28,12 +30,13 @@ class FirstRendererNegotiation(BaseContentNegotiation):
 
 DOWNLOAD = OpenApiParameter(
     "download", OpenApiTypes.BOOL,
-    description="`1`/`true`/`yes`: `Content-Disposition: attachment` (save as); otherwise `inline`.",
+    description="`1`/`true`/`yes`/`on`: `Content-Disposition: attachment` (save as); `0`/`false`/`no`/`off` "
+                "or absent: `inline`; anything else: 400.",
 )
 
 
 def _file_answer(request, image: GeneratedImage, *, thumbnail: bool):
-    return image_response(image, thumbnail=thumbnail, download=query_flag(request.query_params.get("download")))
+    return image_response(image, thumbnail=thumbnail, download=query_bool(request.query_params, "download"))
 
 
 class GenerationImageFileApi(APIView):

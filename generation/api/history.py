@@ -14,6 +14,7 @@ from rest_framework.pagination import CursorPagination
 from rest_framework.views import APIView
 
 from config.api_errors import ApiError, error_response
+from config.api_input import QueryIntegerField, int_parameter
 
 from ..models import TaskStatus
 from ..representation import TaskSerializer
@@ -21,6 +22,8 @@ from ..selectors import generation_list
 
 HISTORY_DEFAULT_LIMIT = 20
 HISTORY_MAX_LIMIT = 100
+MODEL_MAX_LENGTH = 300
+SEARCH_MAX_LENGTH = 200
 
 
 class _MomentField(serializers.Field):
@@ -54,13 +57,13 @@ class _MomentField(serializers.Field):
 
 class HistoryQuery(serializers.Serializer):
     status = serializers.ChoiceField(choices=TaskStatus.choices, required=False)
-    model = serializers.CharField(max_length=300, required=False)
+    model = serializers.CharField(max_length=MODEL_MAX_LENGTH, required=False)
     created_after = _MomentField(required=False)
     created_before = _MomentField(required=False)
-    q = serializers.CharField(max_length=200, required=False, trim_whitespace=True)
+    q = serializers.CharField(max_length=SEARCH_MAX_LENGTH, required=False, trim_whitespace=True)
     # Over the maximum is clamped to it (not an error), like DRF's max_page_size.
-    limit = serializers.IntegerField(required=False, min_value=1)
-    page_size = serializers.IntegerField(required=False, min_value=1)  # the old name of `limit`
+    limit = QueryIntegerField(required=False, min_value=1)
+    page_size = QueryIntegerField(required=False, min_value=1)  # the old name of `limit`
 
     def validate(self, attrs):
         after, before = attrs.get("created_after"), attrs.get("created_before")
@@ -85,6 +88,9 @@ class HistoryPagination(CursorPagination):
         return self.page_size
 
     def decode_cursor(self, request):
+        # An empty `cursor=` is no cursor, like every other empty query parameter.
+        if not request.query_params.get(self.cursor_query_param):
+            return None
         try:
             return super().decode_cursor(request)
         except NotFound:
@@ -110,15 +116,17 @@ class GenerationHistoryApi(APIView):
         ),
         parameters=[
             OpenApiParameter("cursor", OpenApiTypes.STR, description="From a `next` / `previous` link."),
-            OpenApiParameter("limit", OpenApiTypes.INT,
-                             description=f"Tasks per page, 1..{HISTORY_MAX_LIMIT} (larger is clamped)."),
+            int_parameter("limit", description=f"Tasks per page, 1..{HISTORY_MAX_LIMIT} (larger is clamped)."),
+            int_parameter("page_size", description="The old name of `limit`.", deprecated=True),
             OpenApiParameter("status", OpenApiTypes.STR, enum=TaskStatus.values, description="Only this status."),
-            OpenApiParameter("model", OpenApiTypes.STR, description="Only this model (`model_name`)."),
+            OpenApiParameter("model", {"type": "string", "maxLength": MODEL_MAX_LENGTH},
+                             description="Only this model (`model_name`)."),
             OpenApiParameter("created_after", OpenApiTypes.STR,
                              description="ISO 8601 date or date-time; created at or after it."),
             OpenApiParameter("created_before", OpenApiTypes.STR,
                              description="ISO 8601 date or date-time; created before it."),
-            OpenApiParameter("q", OpenApiTypes.STR, description="Search the prompt text (case-insensitive)."),
+            OpenApiParameter("q", {"type": "string", "maxLength": SEARCH_MAX_LENGTH},
+                             description="Search the prompt text (case-insensitive)."),
         ],
         responses={200: HistoryPageSerializer, 400: error_response(400)},
         tags=["generation"],

@@ -12,15 +12,17 @@ import time
 from django.conf import settings
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiToken
 from config.api_errors import error_response
+from config.api_input import JsonInput
+from config.bounds import ID_MIN, INT64_MAX
 
-from ..limits import SAMPLERS, SCHEDULERS, prompt_max_length, ranges
+from ..limits import SAMPLERS, SCHEDULERS, SIZE_MULTIPLE, prompt_max_length, ranges
 from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
 from ..representation import ImageSerializer, TaskSerializer
 from ..selectors import generation_get
@@ -31,7 +33,16 @@ from .waits import wait_slot
 _RANGES = ranges()  # read once: the schema describes the limits the studio started with
 
 
-class TaskCreateInput(serializers.Serializer):
+@extend_schema_field({"type": "integer", "minimum": _RANGES["width"].low, "maximum": _RANGES["width"].high,
+                      "multipleOf": SIZE_MULTIPLE})
+class SizeField(serializers.IntegerField):
+    """A width or height. The service also refuses what is not a multiple of 8; the schema says so."""
+
+    def __init__(self, **kwargs):
+        super().__init__(min_value=_RANGES["width"].low, max_value=_RANGES["width"].high, **kwargs)
+
+
+class TaskCreateInput(JsonInput):
     prompt = serializers.CharField(max_length=prompt_max_length(), allow_blank=False, trim_whitespace=True)
     model_name = serializers.CharField(
         max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the default model (its `is_default`)."
@@ -39,14 +50,8 @@ class TaskCreateInput(serializers.Serializer):
     negative_prompt = serializers.CharField(
         max_length=prompt_max_length(), required=False, allow_blank=True, default=""
     )
-    width = serializers.IntegerField(
-        required=False, min_value=_RANGES["width"].low, max_value=_RANGES["width"].high,
-        help_text="A multiple of 8; default: the model's.",
-    )
-    height = serializers.IntegerField(
-        required=False, min_value=_RANGES["height"].low, max_value=_RANGES["height"].high,
-        help_text="A multiple of 8; default: the model's.",
-    )
+    width = SizeField(required=False, help_text="A multiple of 8; default: the model's.")
+    height = SizeField(required=False, help_text="A multiple of 8; default: the model's.")
     steps = serializers.IntegerField(required=False, min_value=_RANGES["steps"].low, max_value=_RANGES["steps"].high)
     cfg = serializers.FloatField(required=False, min_value=_RANGES["cfg"].low, max_value=_RANGES["cfg"].high)
     sampler = serializers.ChoiceField(choices=SAMPLERS, required=False)
@@ -61,7 +66,8 @@ class TaskCreateInput(serializers.Serializer):
                   "with `source_image`).",
     )
     source_image = serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, help_text="An uploaded source image's id (image-to-image)."
+        required=False, allow_null=True, min_value=ID_MIN, max_value=INT64_MAX,
+        help_text="An uploaded source image's id (image-to-image).",
     )
     denoise = serializers.FloatField(
         required=False, allow_null=True, min_value=_RANGES["denoise"].low, max_value=_RANGES["denoise"].high,

@@ -6,12 +6,13 @@ from django.urls import reverse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import FormParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from config.api_errors import ApiError
+from config.api_input import PageNumberPagination, page_error_responses, page_parameters
+from config.parsers import MultiPartParser
 
 from ..gallery.files import source_response
 from ..gallery.selectors import result_image_get_own, source_image_get, source_image_list
@@ -71,9 +72,7 @@ class SourceImageSerializer(serializers.ModelSerializer):
 
 
 class UploadPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
+    """20 uploads a page, `page_size` up to 100."""
 
 
 class SourceImagePageSerializer(serializers.Serializer):
@@ -97,7 +96,8 @@ class UploadListCreateApi(APIView):
     class InputSerializer(serializers.Serializer):
         image = serializers.FileField()
 
-    @extend_schema(operation_id="uploads_list", responses={200: SourceImagePageSerializer})
+    @extend_schema(operation_id="uploads_list", parameters=page_parameters(UploadPagination),
+                   responses={200: SourceImagePageSerializer, **page_error_responses()})
     def get(self, request):
         paginator = UploadPagination()
         page = paginator.paginate_queryset(source_image_list(user=request.user), request, view=self)

@@ -2,15 +2,21 @@
 from __future__ import annotations
 
 from django.utils.translation import gettext as _
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
-from rest_framework.pagination import PageNumberPagination
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import ApiToken
-from config.api_errors import ApiError, ErrorSerializer
+from config.api_errors import ApiError
+from config.api_input import (
+    JsonInput,
+    PageNumberPagination,
+    int_parameter,
+    page_error_responses,
+    page_parameters,
+    query_int,
+)
 
 from ..models import WebhookDelivery
 from ..webhooks.selectors import webhook_delivery_get, webhook_delivery_list
@@ -34,9 +40,7 @@ class WebhookDeliveryDetailSerializer(WebhookDeliverySerializer):
 
 
 class DeliveryPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
+    """20 deliveries a page, `page_size` up to 100."""
 
 
 def _calling_token(request) -> ApiToken:
@@ -75,23 +79,13 @@ class WebhookDeliveryListApi(APIView):
     @extend_schema(
         operation_id="webhooks_deliveries_list",
         parameters=[
-            OpenApiParameter("task", OpenApiTypes.INT, description="Only this task's deliveries."),
-            OpenApiParameter("page", OpenApiTypes.INT),
-            OpenApiParameter("page_size", OpenApiTypes.INT),
+            int_parameter("task", description="Only this task's deliveries."),
+            *page_parameters(DeliveryPagination),
         ],
-        # A page past the end is a 404; a malformed task filter a 400.
-        responses={200: _PAGE, 400: ErrorSerializer, 404: ErrorSerializer},
+        responses={200: _PAGE, **page_error_responses()},
     )
     def get(self, request):
-        task_id = request.query_params.get("task")
-        if task_id not in (None, ""):
-            try:
-                task_id = int(task_id)
-            except ValueError:
-                message = _("The task filter must be a task id.")
-                raise ApiError(code="invalid", message=message, fields={"task": [message]}) from None
-        else:
-            task_id = None
+        task_id = query_int(request.query_params, "task")
         qs = webhook_delivery_list(user=request.user, task_id=task_id)
         paginator = DeliveryPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
@@ -117,7 +111,7 @@ class WebhookSecretApi(APIView):
 class WebhookDefaultApi(APIView):
     """Set (or clear with an empty or null `url`) the calling token's default callback URL."""
 
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(JsonInput):
         # A plain string: callback_url_validate gives the precise reason a URL is refused.
         url = serializers.CharField(max_length=500, allow_blank=True, allow_null=True, trim_whitespace=True)
 

@@ -1,19 +1,19 @@
 """Streaming stored pictures to whoever may see them (pages and API share these).
 
 Every picture goes out through here: results and thumbnails, source images, and the
-live preview frame. `?download=` is read by `query_flag`, the same way everywhere.
+live preview frame. `?download=` is read by `query_flag` on the pages (anything but a
+yes is no); the API reads it strictly (config.api_input.query_bool), with the same yes.
 """
 from __future__ import annotations
 
 from django.http import FileResponse, Http404, HttpResponse
 from django.utils.http import content_disposition_header
 
+from config.api_input import YES as TRUE_VALUES
+
 from ..media_types import extension_for
 from ..models import GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from .metadata import strip_metadata
-
-# What `?download=` (and any yes/no query parameter) accepts as yes.
-TRUE_VALUES = frozenset({"1", "true", "yes", "on"})
 
 
 def query_flag(value: str | None) -> bool:

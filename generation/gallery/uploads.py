@@ -16,9 +16,10 @@ from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
-from django.template.defaultfilters import filesizeformat
 from django.utils.translation import gettext as _
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from config.uploads import max_upload_bytes, upload_too_large_message
 
 from ..media_types import extension_for
 from ..models import GeneratedImage, SourceImage, TaskStatus
@@ -30,7 +31,6 @@ logger = logging.getLogger(__name__)
 CODE_TOO_LARGE = "too_large"
 CODE_UNSUPPORTED = "unsupported_media_type"
 
-DEFAULT_MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 DEFAULT_MAX_UPLOAD_PIXELS = 4096 * 4096
 
 # Only these decoders ever see an uploaded byte: fewer parsers, less attack surface.
@@ -42,10 +42,6 @@ _EXTENSIONS = {
     "webp": "WEBP",
 }
 _HIGH_BIT_MODES = {"I", "F", "I;16", "I;16B", "I;16L", "I;16N"}
-
-
-def max_upload_bytes() -> int:
-    return getattr(settings, "EASEL_MAX_UPLOAD_BYTES", DEFAULT_MAX_UPLOAD_BYTES)
 
 
 def max_upload_pixels() -> int:
@@ -67,9 +63,7 @@ def _too_many_pixels() -> ValidationError:
 def _read_limited(file) -> bytes:
     """The upload's bytes, refusing (without reading it all) anything over the limit."""
     limit = max_upload_bytes()
-    too_large = _invalid(
-        _("The file is too large: at most %(limit)s.") % {"limit": filesizeformat(limit)}, code=CODE_TOO_LARGE
-    )
+    too_large = _invalid(upload_too_large_message(), code=CODE_TOO_LARGE)
     size = getattr(file, "size", None)
     if size is not None and size > limit:
         raise too_large

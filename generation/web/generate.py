@@ -9,6 +9,7 @@ from django.shortcuts import redirect, render
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
+from config.uploads import upload_refused, upload_too_large_message
 from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import checkpoint_list_usable, template_default
 
@@ -108,6 +109,9 @@ def generate(request):
     prefilled = False
     if request.method == "POST":
         form = GenerateForm(request.POST, request.FILES, checkpoints=checkpoints, templates=templates)
+        if upload_refused(request):
+            # The picture was cut off while it arrived; the fields sent before it are kept.
+            form.add_error("source_file", upload_too_large_message())
         if form.is_valid():
             kwargs = form.service_kwargs()
             if form.wants_source:
@@ -159,7 +163,8 @@ def generate(request):
         "templates": templates,
         "show_templates": len(templates) > 1,
         "template_info": _template_info(templates),
-        "show_source": form.wants_source,
+        # Also when a refused picture cut the form short before its workflow arrived.
+        "show_source": form.wants_source or "source_file" in form.errors,
         "sources": sources,
         "picked_source": picked,
         "selected_checkpoint": selected_checkpoint,
