@@ -73,7 +73,7 @@ def template_fit(
 def _resolve(
     *,
     user,
-    prompt: str,
+    prompt: str = "",
     model_name: str | None = None,
     negative_prompt: str = "",
     width: int | None = None,

@@ -448,7 +448,9 @@ def gunicorn(tmp_path_factory):
     (data / "tmp").mkdir()
     port = free_port()
     env = {**os.environ, "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(port), "WEB_CONCURRENCY": "1",
-           "EASEL_DATA_DIR": str(data), "TMPDIR": str(data / "tmp")}
+           "EASEL_DATA_DIR": str(data), "TMPDIR": str(data / "tmp"),
+           # Its control socket elsewhere: the temporary folder must hold only what uploads write.
+           "GUNICORN_CONTROL_SOCKET": str(data / "gunicorn.ctl")}
     proc = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

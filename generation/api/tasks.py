@@ -8,12 +8,15 @@ operations are added by `config.api_errors.EaselAutoSchema`.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 from django.conf import settings
+from django.core.validators import MaxLengthValidator, MaxValueValidator, MinLengthValidator, MinValueValidator
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import serializers, status
+from rest_framework.fields import SkipField
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -26,40 +29,71 @@ from ..limits import SAMPLERS, SCHEDULERS, SIZE_MULTIPLE, prompt_max_length, ran
 from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
 from ..representation import ImageSerializer, TaskSerializer
 from ..selectors import generation_get
-from ..services import generation_cancel, generation_create, generation_delete, generation_retry
+from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
 from .schema import LOCATION, QUOTA_429, TASK_ID
 from .waits import wait_slot
 
 _RANGES = ranges()  # read once: the schema describes the limits the studio started with
+_BOUNDS = (MinValueValidator, MaxValueValidator, MinLengthValidator, MaxLengthValidator)
+
+
+class BoundsInSchema:
+    """A field that documents its bounds in the schema but leaves checking them to the
+    service (generation.limits), so every bound is checked in one wording, together with
+    every other problem of the request."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.validators = [v for v in self.validators if not isinstance(v, _BOUNDS)]
+
+
+class Integer(BoundsInSchema, serializers.IntegerField):
+    pass
+
+
+class Number(BoundsInSchema, serializers.FloatField):
+    pass
+
+
+class Text(BoundsInSchema, serializers.CharField):
+    pass
+
+
+class Choice(serializers.ChoiceField):
+    """The choices are in the schema; an unknown one is the service's to name ("Unknown sampler: x")."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return data
+        return super().to_internal_value(data)
 
 
 @extend_schema_field({"type": "integer", "minimum": _RANGES["width"].low, "maximum": _RANGES["width"].high,
                       "multipleOf": SIZE_MULTIPLE})
-class SizeField(serializers.IntegerField):
-    """A width or height. The service also refuses what is not a multiple of 8; the schema says so."""
+class SizeField(Integer):
+    """A width or height: a multiple of 8 within the studio's bounds (the service checks both)."""
 
     def __init__(self, **kwargs):
         super().__init__(min_value=_RANGES["width"].low, max_value=_RANGES["width"].high, **kwargs)
 
 
 class TaskCreateInput(JsonInput):
-    prompt = serializers.CharField(max_length=prompt_max_length(), allow_blank=False, trim_whitespace=True)
+    # Blank is the service's to refuse, with its friendlier words; the schema still says "at least 1".
+    prompt = Text(max_length=prompt_max_length(), min_length=1, allow_blank=True, trim_whitespace=True)
     model_name = serializers.CharField(
         max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the default model (its `is_default`)."
     )
-    negative_prompt = serializers.CharField(
-        max_length=prompt_max_length(), required=False, allow_blank=True, default=""
-    )
+    negative_prompt = Text(max_length=prompt_max_length(), required=False, allow_blank=True, default="")
     width = SizeField(required=False, help_text="A multiple of 8; default: the model's.")
     height = SizeField(required=False, help_text="A multiple of 8; default: the model's.")
-    steps = serializers.IntegerField(required=False, min_value=_RANGES["steps"].low, max_value=_RANGES["steps"].high)
-    cfg = serializers.FloatField(required=False, min_value=_RANGES["cfg"].low, max_value=_RANGES["cfg"].high)
-    sampler = serializers.ChoiceField(choices=SAMPLERS, required=False)
-    scheduler = serializers.ChoiceField(choices=SCHEDULERS, required=False)
-    seed = serializers.IntegerField(required=False, allow_null=True, min_value=_RANGES["seed"].low,
-                                    max_value=_RANGES["seed"].high, help_text="Default: random.")
-    batch_size = serializers.IntegerField(required=False, default=1, min_value=_RANGES["batch_size"].low,
-                                          max_value=_RANGES["batch_size"].high)
+    steps = Integer(required=False, min_value=_RANGES["steps"].low, max_value=_RANGES["steps"].high)
+    cfg = Number(required=False, min_value=_RANGES["cfg"].low, max_value=_RANGES["cfg"].high)
+    sampler = Choice(choices=SAMPLERS, required=False)
+    scheduler = Choice(choices=SCHEDULERS, required=False)
+    seed = Integer(required=False, allow_null=True, min_value=_RANGES["seed"].low, max_value=_RANGES["seed"].high,
+                   help_text="Default: random.")
+    batch_size = Integer(required=False, default=1, min_value=_RANGES["batch_size"].low,
+                         max_value=_RANGES["batch_size"].high)
     template = serializers.SlugField(
         max_length=100, required=False, allow_blank=True, allow_null=True,
         help_text="A workflow template slug; default: the default text-to-image template (image-to-image "
@@ -69,7 +103,7 @@ class TaskCreateInput(JsonInput):
         required=False, allow_null=True, min_value=ID_MIN, max_value=INT64_MAX,
         help_text="An uploaded source image's id (image-to-image).",
     )
-    denoise = serializers.FloatField(
+    denoise = Number(
         required=False, allow_null=True, min_value=_RANGES["denoise"].low, max_value=_RANGES["denoise"].high,
         help_text="Image-to-image strength, 0..1, for templates that take it.",
     )
@@ -79,12 +113,32 @@ class TaskCreateInput(JsonInput):
     )
 
 
+def _parsed(data: serializers.Serializer) -> dict:
+    """The values of an invalid body's fields that are fine on their own."""
+    values = {}
+    for name, field in data.fields.items():
+        if name in data.errors or field.read_only:
+            continue
+        try:
+            values[name] = field.run_validation(field.get_value(data.initial_data))
+        except (serializers.ValidationError, SkipField):
+            continue
+    return values
+
+
 def _create(request) -> GenerationTask:
     data = TaskCreateInput(data=request.data)
-    data.is_valid(raise_exception=True)
-    values = {k: v for k, v in data.validated_data.items() if v not in (None, "")}
     token = request.auth if isinstance(request.auth, ApiToken) else None
-    return generation_create(user=request.user, api_token=token, **values)
+    if not data.is_valid():
+        if not isinstance(data.initial_data, Mapping):
+            raise serializers.ValidationError(data.errors)  # not an object at all: nothing else to judge
+        # Some values did not even parse: the service still judges the others, so the
+        # answer lists every problem at once (a field keeps its parse error).
+        values = {k: v for k, v in _parsed(data).items() if v not in (None, "")}
+        problems = generation_check(user=request.user, api_token=token, prompt=values.pop("prompt", ""), **values)
+        raise serializers.ValidationError({**problems, **data.errors})
+    values = {k: v for k, v in data.validated_data.items() if v not in (None, "")}
+    return generation_create(user=request.user, api_token=token, prompt=values.pop("prompt", ""), **values)
 
 
 def _status_url(request, task: GenerationTask) -> str:

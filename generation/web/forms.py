@@ -115,22 +115,25 @@ class GenerateForm(forms.Form):
         return data
 
     def service_kwargs(self) -> dict:
+        """The request for the service, from the fields that parsed (all of them once the
+        form is valid; the others are left out, so the service judges what it can)."""
         data = self.cleaned_data
-        return {
+        values = {
             "prompt": data.get("prompt", ""),
             "negative_prompt": data.get("negative_prompt", ""),
             "model_name": data.get("model") or None,
-            "width": data["width"],
-            "height": data["height"],
-            "steps": data["steps"],
-            "cfg": data["cfg"],
-            "sampler": data["sampler"],
-            "scheduler": data["scheduler"],
+            "width": data.get("width"),
+            "height": data.get("height"),
+            "steps": data.get("steps"),
+            "cfg": data.get("cfg"),
+            "sampler": data.get("sampler"),
+            "scheduler": data.get("scheduler"),
             "seed": data.get("seed"),
-            "batch_size": data["batch_size"],
+            "batch_size": data.get("batch_size"),
             "template": data.get("template") or None,
             "denoise": data.get("denoise"),
         }
+        return {key: value for key, value in values.items() if value is not None or key in ("seed", "denoise")}
 
     def selected_template(self):
         slug = self["template"].value()
@@ -141,16 +144,20 @@ class GenerateForm(forms.Form):
         template = self.selected_template()
         return template is not None and template.takes_image
 
-    def apply_service_errors(self, exc: ValidationError) -> None:
-        """Put each of the service's messages beside the field at fault."""
+    def apply_service_errors(self, exc: ValidationError | dict) -> None:
+        """Put each of the service's messages beside the field at fault (a field that
+        already has the form's own error keeps that one: one message per problem)."""
         custom = self.cleaned_data.get("size") == CUSTOM_SIZE
-        for key, messages in exc.message_dict.items():
+        errors = exc if isinstance(exc, dict) else exc.message_dict
+        for key, messages in errors.items():
             field = SERVICE_FIELD_MAP.get(key, key)
             # A preset size the server refuses (a smaller EASEL_MAX_SIZE) is the size picker's fault.
             if field in ("width", "height") and not custom:
                 field = "size"
             if field is not None and field not in self.fields:
                 field = None
+            if field is not None and field in self.errors:
+                continue
             self.add_error(field, messages)
 
 

@@ -18,7 +18,7 @@ from ..gallery.selectors import result_image_get_own, source_image_get, source_i
 from ..gallery.uploads import source_image_create, source_image_from_result
 from ..models import GeneratedImage, GenerationTask, TaskStatus
 from ..selectors import generation_list
-from ..services import generation_create
+from ..services import generation_check, generation_create
 from .forms import PREFILL_FIELDS, SIZE_PRESETS, GenerateForm, initial_for
 from .status import service_health
 
@@ -129,6 +129,12 @@ def generate(request):
                     form.add_error(None, exc.message)
                 else:
                     return redirect("generation:task", task_id=task.pk)
+        else:
+            # Some fields did not even parse: the service still judges the rest, so the
+            # page shows every problem at once instead of one round at a time.
+            # (The picture is only read from a valid form: its absence is no problem yet.)
+            errors = generation_check(user=request.user, lenient=True, **form.service_kwargs())
+            form.apply_service_errors({k: v for k, v in errors.items() if k not in ("source_image", "image")})
     else:
         initial = initial_for(checkpoints[0]) if checkpoints else {}
         default = template_default()

@@ -1123,3 +1123,23 @@ def test_task_page_shows_the_generation_time(alice_client, alice):
     assert shown(quick) == "4.5 s"
     assert shown(slow) == "2 min 05 s"
     assert shown(running) is None
+
+
+def test_every_problem_of_the_form_shows_at_once_in_the_services_words(alice_client, checkpoint, api_client_for,
+                                                                        alice):
+    """A seed that is not even a number no longer hides the size, steps and CFG problems."""
+    page = alice_client.post(reverse("generation:generate"), form_data(
+        seed="not-a-number", size="custom", width="100", height="64", steps="0", cfg="99",
+    )).content.decode()
+    assert not GenerationTask.objects.exists()
+    for field in ("seed", "width", "steps", "cfg"):
+        assert f'id="id_{field}_errors"' in page, field
+    assert "Steps must be between 1 and" in page and "CFG must be between 0 and 30." in page
+    assert "Width must be a multiple of 8" in page
+    # The API says the same things in the same words.
+    response = api_client_for(alice).post("/api/v1/generation/create-async", {
+        "prompt": "a fox", "seed": "not-a-number", "width": 100, "steps": 0, "cfg": 99}, format="json")
+    fields = response.json()["error"]["fields"]
+    assert response.status_code == 400 and set(fields) >= {"seed", "width", "steps", "cfg"}
+    assert fields["steps"][0].startswith("Steps must be between 1 and")
+    assert fields["cfg"] == ["CFG must be between 0 and 30."]
