@@ -192,6 +192,16 @@ class NodeRunContext:
                                             "node": self.node_id},
                             jpeg, frames.preview_metadata(self.node_id, run.prompt_id))
 
+    async def node_progress(self, value: int, total: int) -> None:
+        """A ComfyUI ``ProgressBar`` update without a preview (ImageUpscaleWithModel's tiles): the same hook as a
+        sampler step (interrupt check, ``progress_state``, ``progress``) but no binary frame and no step faults,
+        which are defined on sampler steps."""
+        run = self.run
+        self.executor.check_interrupt()
+        await run.progress.update(self.node_id, value, total)
+        await self.executor.hub.send("progress", {"value": value, "max": total, "prompt_id": run.prompt_id,
+                                                  "node": self.node_id}, run.client_id)
+
 
 class Executor:
     def __init__(self, options: EngineOptions, hub: SocketHub, queue: PromptQueue, stats: Stats) -> None:

@@ -51,6 +51,12 @@ def list_input_images(options: EngineOptions) -> list[str]:
     return sorted(names)
 
 
+def list_input_files(options: EngineOptions) -> list[str]:
+    """The LoadImageMask combo list: every file at the top of the input folder, sorted. Unlike LoadImage, ComfyUI
+    does not filter this one by content type."""
+    return sorted(entry.name for entry in options.input_dir.iterdir() if entry.is_file())
+
+
 def is_within(base: Path, candidate: str | os.PathLike[str]) -> bool:
     """ComfyUI's ``os.path.commonpath((abspath(candidate), base)) == base`` containment test."""
     try:

@@ -8,12 +8,44 @@ the command line and at run time through ``POST /demo/faults``.
 from __future__ import annotations
 
 import argparse
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 DEFAULT_CHECKPOINTS = ("demo-sd15.safetensors", "demo-sdxl.safetensors")
+#: Four, so every slot of the built-in "text to image with LoRAs" graph can default to a different one.
+DEFAULT_LORAS = ("demo-lora-ink.safetensors", "demo-lora-neon.safetensors", "demo-lora-pencil.safetensors",
+                 "demo-lora-watercolor.safetensors")
+DEFAULT_UPSCALE_MODELS = ("demo-upscale-2x.pth",)
+DEFAULT_VAES = ("demo-vae.safetensors",)
+
+#: Upscale model names carry their factor by convention ("4x-UltraSharp.pth", "RealESRGAN_x4plus.pth"); a real
+#: server reads it from the weights, the demo engine, which has none, from the name.
+_FACTOR_BEFORE_X = re.compile(r"(?:^|[^0-9a-z])([1-8])x", re.IGNORECASE)
+_FACTOR_AFTER_X = re.compile(r"(?:^|[^0-9a-z])x([1-8])(?![0-9])", re.IGNORECASE)
+
+
+def upscale_factor(name: str) -> int | None:
+    """The scale an upscale model's name announces (``demo-upscale-2x.pth`` → 2), or None when it names none."""
+    found = _FACTOR_BEFORE_X.search(name) or _FACTOR_AFTER_X.search(name)
+    return int(found.group(1)) if found else None
+
+
+def name_list(text: str) -> tuple[str, ...]:
+    """A comma-separated command-line list; empty entries are dropped, so ``--loras ""`` means none."""
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def upscale_model_list(text: str) -> tuple[str, ...]:
+    """``--upscale-models``: every name must announce its factor, or the engine could not tell the output size."""
+    names = name_list(text)
+    for name in names:
+        if upscale_factor(name) is None:
+            raise argparse.ArgumentTypeError(
+                f"cannot tell the scale of upscale model {name!r}: put it in the name, e.g. 'demo-upscale-2x.pth'")
+    return names
 
 
 @dataclass
@@ -78,6 +110,9 @@ class EngineOptions:
     input_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="easel-demo-input-")))
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="easel-demo-temp-")))
     checkpoints: tuple[str, ...] = DEFAULT_CHECKPOINTS
+    loras: tuple[str, ...] = DEFAULT_LORAS
+    upscale_models: tuple[str, ...] = DEFAULT_UPSCALE_MODELS
+    vaes: tuple[str, ...] = DEFAULT_VAES
     faults: Faults = field(default_factory=Faults)
 
     def __post_init__(self) -> None:
@@ -87,7 +122,14 @@ class EngineOptions:
         self.temp_dir = Path(self.temp_dir).resolve()
         for folder in (self.output_dir, self.input_dir, self.temp_dir):
             folder.mkdir(parents=True, exist_ok=True)
+        # Sorted, like ComfyUI's folder_paths.get_filename_list.
         self.checkpoints = tuple(sorted(c for c in self.checkpoints if c))
+        self.loras = tuple(sorted(name for name in self.loras if name))
+        self.vaes = tuple(sorted(name for name in self.vaes if name))
+        self.upscale_models = tuple(sorted(name for name in self.upscale_models if name))
+        for name in self.upscale_models:
+            if upscale_factor(name) is None:
+                raise ValueError(f"cannot tell the scale of upscale model {name!r} from its name")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,6 +142,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output-dir", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--input-dir", type=Path, default=None, help="default: a new temporary folder")
     parser.add_argument("--checkpoints", default=",".join(DEFAULT_CHECKPOINTS), help="comma-separated names")
+    parser.add_argument("--loras", type=name_list, default=DEFAULT_LORAS,
+                        help="comma-separated LoRA names (LoraLoader.lora_name, /models/loras); '' for none")
+    parser.add_argument("--upscale-models", type=upscale_model_list, default=DEFAULT_UPSCALE_MODELS,
+                        help="comma-separated upscale model names, each with its factor in the name (2x, x4); "
+                             "'' for none")
+    parser.add_argument("--vaes", type=name_list, default=DEFAULT_VAES,
+                        help="comma-separated VAE names (VAELoader.vae_name, /models/vae); '' for none")
     defaults = Faults()
     parser.add_argument("--step-delay", type=float, default=defaults.step_delay, help="seconds per sampler step")
     parser.add_argument("--node-delay", type=float, default=defaults.node_delay, help="seconds per other node")
@@ -126,6 +175,9 @@ def options_from_args(args: argparse.Namespace) -> EngineOptions:
         "host": args.host,
         "port": args.port,
         "checkpoints": tuple(name.strip() for name in args.checkpoints.split(",")),
+        "loras": args.loras,
+        "upscale_models": args.upscale_models,
+        "vaes": args.vaes,
         "faults": faults,
     }
     if args.output_dir is not None:

@@ -224,7 +224,11 @@ async def get_models_folder(request: web.Request) -> web.Response:
     folder = request.match_info["folder"]
     if folder not in system.MODEL_FOLDERS:
         return web.Response(status=404)
-    return web.json_response(list(_engine(request).options.checkpoints) if folder == "checkpoints" else [])
+    options = _engine(request).options
+    # Only the folders the engine's nodes read have entries; the rest are empty, as on a fresh ComfyUI.
+    listed = {"checkpoints": options.checkpoints, "loras": options.loras, "upscale_models": options.upscale_models,
+              "vae": options.vaes}
+    return web.json_response(list(listed.get(folder, ())))
 
 
 async def get_embeddings(request: web.Request) -> web.Response:

@@ -17,7 +17,8 @@ REQUIRED_FRONTEND_VERSION = "1.27.10"
 TEMPLATES_VERSION = "0.1.95"
 MAX_UPLOAD_SIZE = 104857600
 
-#: ``GET /models``: the folder names of a stock ComfyUI 0.3.64 (only ``checkpoints`` has entries here).
+#: ``GET /models``: the folder names of a stock ComfyUI 0.3.64 (``checkpoints``, ``loras``, ``upscale_models`` and
+#: ``vae`` have entries here).
 MODEL_FOLDERS = (
     "checkpoints", "configs", "loras", "vae", "text_encoders", "diffusion_models", "clip_vision", "style_models",
     "embeddings", "diffusers", "vae_approx", "controlnet", "gligen", "upscale_models", "custom_nodes",

@@ -189,9 +189,12 @@ def _validate_inputs(options: EngineOptions, prompt: dict[str, Any], node_id: st
             errors.append(_error("value_bigger_than_max", f"Value {value} bigger than max of {extra['max']}",
                                  name, {"input_name": name, "input_config": info, "received_value": value}))
             continue
-        if isinstance(input_type, list) and value not in input_type:
-            listed, config_out = (f"(list of length {len(input_type)})", None) \
-                if len(input_type) > MAX_LISTED_OPTIONS else (str(input_type), info)
+        # Combos come in two forms: the list is the type ([[...], {...}]), or the type is "COMBO" and the list is
+        # under "options" (the newer node classes, e.g. UpscaleModelLoader). ComfyUI checks both alike.
+        options_list = extra.get("options", []) if input_type == "COMBO" else input_type
+        if isinstance(options_list, list) and value not in options_list:
+            listed, config_out = (f"(list of length {len(options_list)})", None) \
+                if len(options_list) > MAX_LISTED_OPTIONS else (str(options_list), info)
             errors.append(_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in {listed}",
                                  {"input_name": name, "input_config": config_out, "received_value": value}))
             continue
