@@ -324,11 +324,13 @@ def test_compiled_catalogue_matches_the_po(po):
     for e in parse_po(po):
         if not e["msgid"] or "fuzzy" in e["flags"]:
             continue
+        # A message with a context (pgettext) is compiled under "context\x04msgid".
+        msgid = f"{e['msgctxt']}\x04{e['msgid']}" if "msgctxt" in e else e["msgid"]
         if "msgid_plural" in e:
             for key, text in translations(e).items():
-                expected[(e["msgid"], int(key[len("msgstr["):-1]))] = text
+                expected[(msgid, int(key[len("msgstr["):-1]))] = text
         else:
-            expected[e["msgid"]] = e["msgstr"]
+            expected[msgid] = e["msgstr"]
     compiled = {k: v for k, v in catalog.items() if k != ""}
     stale = sorted(str(k) for k in expected.keys() | compiled.keys() if expected.get(k) != compiled.get(k))
     assert not stale, f"{mo} is out of date with {po.name}; run `python manage.py compilemessages`:\n" + "\n".join(stale)
