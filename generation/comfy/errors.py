@@ -145,22 +145,48 @@ def _number_in(message: Any, marker: str) -> str | None:
     return m.group(1) if m else None
 
 
-def describe_execution_error(data: dict) -> str:
-    """Readable one-liner for execution_error (or execution_interrupted) data."""
+def gettext_noop(message: str) -> str:
+    """Marks a message id for makemessages, like Django's own (this package is plain
+    Python and imports no Django): Easel translates the message where it shows it."""
+    return message
+
+
+class Message(str):
+    """A message in English that also carries its message id and parameters, so that
+    Easel can show it again in the reader's language (generation.task_text). It is the
+    English text for everything else: logs, comparisons, `str()`."""
+
+    msgid: str
+    params: dict
+
+    def __new__(cls, msgid: str, **params) -> "Message":
+        message = super().__new__(cls, msgid % params if params else msgid)
+        message.msgid, message.params = msgid, params
+        return message
+
+
+def describe_execution_error(data: dict) -> Message:
+    """Readable one-liner for execution_error (or execution_interrupted) data.
+
+    ComfyUI's own words, the exception's type and message, are kept as ComfyUI wrote
+    them (one parameter); the words around them are Easel's and get translated.
+    """
     data = data or {}
     if "exception_message" not in data and "exception_type" not in data:
         # execution_interrupted carries only prompt_id/node_id/node_type/executed.
-        return "interrupted"
+        return Message(gettext_noop("interrupted"))
     node_type, node_id = data.get("node_type"), data.get("node_id")
-    if node_type and node_id is not None:
-        where = f"{node_type} (node {node_id})"
-    elif node_type or node_id is not None:
-        where = str(node_type or f"node {node_id}")
-    else:
-        where = "ComfyUI"
     etype = data.get("exception_type") or "Error"
     emsg = str(data.get("exception_message") or "").strip()
-    return f"{where} failed: {etype}: {emsg}" if emsg else f"{where} failed: {etype}"
+    exception = f"{etype}: {emsg}" if emsg else str(etype)
+    if node_type and node_id is not None:
+        return Message(gettext_noop("%(node_type)s (node %(node_id)s) failed: %(exception)s"),
+                       node_type=node_type, node_id=node_id, exception=exception)
+    if node_type:
+        return Message(gettext_noop("%(node_type)s failed: %(exception)s"), node_type=node_type, exception=exception)
+    if node_id is not None:
+        return Message(gettext_noop("node %(node_id)s failed: %(exception)s"), node_id=node_id, exception=exception)
+    return Message(gettext_noop("ComfyUI failed: %(exception)s"), exception=exception)
 
 
 def is_transient(exc: BaseException) -> bool:

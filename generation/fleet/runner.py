@@ -34,6 +34,7 @@ from ..comfy import (
     ComfyPromptRejected,
     ComfySocketClosed,
     ComfyUnreachable,
+    Message,
     PromptTracker,
     describe_execution_error,
     describe_rejection,
@@ -401,7 +402,7 @@ class TaskRunner:
         if outcome.status == "interrupted":
             raise TaskFailed("interrupted", text(gettext_noop("The backend interrupted this generation.")))
         if outcome.status != "success":
-            raise TaskFailed("execution_error", describe_execution_error(outcome.error or {}))
+            raise TaskFailed("execution_error", _comfy_text(describe_execution_error(outcome.error or {})))
         if not outcome.images:
             raise TaskFailed("no_output", text(gettext_noop("The workflow finished without producing an image.")))
         backend = ComfyBackend.objects.get(pk=self.task.backend_id)
@@ -442,6 +443,12 @@ class TaskRunner:
             return
         prompt_abandon(backend_id=backend.pk, prompt_id=str(task.prompt_id))
         self.log.info("gone while running; prompt abandoned on %s", backend.name)
+
+
+def _comfy_text(message: Message) -> Text:
+    """A message of the ComfyUI client (plain Python, its own message ids) as a task
+    message, shown again in each reader's language."""
+    return text(message.msgid, **message.params)
 
 
 def _rename_fields(fields: dict) -> dict:
