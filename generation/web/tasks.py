@@ -84,7 +84,7 @@ def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict
         ("model", _("Model"), task.checkpoint.shown_name if task.checkpoint else task.model_name, False),
     ]
     if task.template_id:
-        rows.append(("template", _("Workflow"), task.template.name, False))
+        rows.append(("template", _("Workflow"), task.template.shown_name, False))
     rows += [
         ("size", _("Size"), f"{task.width} × {task.height}", False),
         ("steps", _("Steps"), task.steps, False),
