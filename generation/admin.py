@@ -279,14 +279,18 @@ class GenerationTaskAdmin(admin.ModelAdmin):
 
     # --- actions (the services do the work) ---------------------------------------
 
+    @staticmethod
+    def _about(task, message: str) -> str:
+        return gettext("#%(id)s: %(message)s") % {"id": task.pk, "message": message}
+
     def _each(self, request, queryset, service, done_message: str) -> None:
         for task in queryset.select_related("user").order_by("pk"):
             try:
                 service(task=task)
             except TaskStateError as exc:
-                self.message_user(request, f"#{task.pk}: {exc.message}", messages.WARNING)
+                self.message_user(request, self._about(task, exc.message), messages.WARNING)
             except GenerationError as exc:  # e.g. the owner's quota on retry
-                self.message_user(request, f"#{task.pk}: {exc.message}", messages.ERROR)
+                self.message_user(request, self._about(task, exc.message), messages.ERROR)
             else:
                 self.message_user(request, done_message % {"id": task.pk}, messages.SUCCESS)
 

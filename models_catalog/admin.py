@@ -139,7 +139,8 @@ class ComfyBackendAdmin(admin.ModelAdmin):
         for backend in queryset.order_by("name"):
             ok = backend_check(backend=backend)
             text = gettext("online") if ok else backend.last_error
-            self.message_user(request, f"{backend.name}: {text}", messages.SUCCESS if ok else messages.ERROR)
+            self.message_user(request, gettext("%(name)s: %(state)s") % {"name": backend.name, "state": text},
+                              messages.SUCCESS if ok else messages.ERROR)
 
     @admin.action(description=_("Sync checkpoints from these backends"), permissions=["change"])
     def sync_checkpoints(self, request, queryset):
