@@ -528,3 +528,112 @@ def test_python_marks_every_user_facing_literal():
             found += [f"{path.relative_to(ROOT)}:{line}: {text}" for line, text in
                       unmarked_literals(path.read_text(encoding="utf-8"))]
     assert not found, "mark these for translation (gettext / gettext_lazy):\n" + "\n".join(found)
+
+
+def test_messages_borrowed_from_django_and_django_q_are_still_missing_there_and_translated_here():
+    """config/missing_translations.py lists what Django's or django-q2's zh_Hans
+    catalogue lacks; once a library translates one, it leaves the list."""
+    import django
+    import django_q
+
+    tree = ast.parse((ROOT / "config" / "missing_translations.py").read_text(encoding="utf-8"))
+    listed = {
+        group.targets[0].id: [call.args[0].value for call in group.value.elts]
+        for group in tree.body if isinstance(group, ast.Assign)
+    }
+    theirs = {
+        "DJANGO": [p for p in Path(django.__file__).parent.rglob("zh_Hans/LC_MESSAGES/django.po")],
+        "DJANGO_Q": [Path(django_q.__file__).parent / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"],
+    }
+    ours = {e["msgid"]: e for e in parse_po(ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po")}
+    assert listed.keys() == theirs.keys()
+    for group, msgids in listed.items():
+        translated = {e["msgid"] for po in theirs[group] for e in parse_po(po)
+                      if "fuzzy" not in e["flags"] and translations(e) and all(translations(e).values())}
+        assert msgids and not set(msgids) & translated, f"{group}: now translated by the library itself"
+        assert all(all(translations(ours[m]).values()) for m in msgids)
+
+
+# --- stored in English, shown in the reader's language -----------------------------
+
+
+def test_built_in_catalog_texts_read_in_chinese_and_staff_words_as_written(db):
+    from models_catalog.builtin import DEMO_DESCRIPTION, ensure_builtin_templates
+    from models_catalog.models import Checkpoint, WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    txt2img = WorkflowTemplate.objects.get(slug="txt2img-basic")
+    demo = Checkpoint(name="demo-sd15", ckpt_name="demo-sd15.safetensors", description=DEMO_DESCRIPTION)
+    staff = WorkflowTemplate(slug="mine", name="Text to image", description="Starts from your picture; "
+                             "denoise sets how far the result may move away from it.")
+    with translation.override("zh-hans"):
+        assert (txt2img.shown_name, str(txt2img)) == ("文生图", "文生图")
+        assert txt2img.shown_description == "模型、提示词和反向提示词，从空白潜空间开始采样。"
+        assert demo.shown_description == "内置演示引擎：生成带标注的占位图片，无需 GPU，并非 AI 生成。"
+        # A template staff made holds the same words: theirs, shown as written.
+        assert staff.shown_name == "Text to image" and staff.shown_description.startswith("Starts from")
+        # A built-in one staff renamed: their name.
+        txt2img.name = "Quick draft"
+        assert txt2img.shown_name == "Quick draft"
+    assert txt2img.description == "Checkpoint, prompt and negative prompt, sampled from an empty latent."
+
+
+def test_a_comfyui_execution_error_is_stored_in_english_and_read_in_chinese(db):
+    from generation.comfy import describe_execution_error
+    from generation.task_text import message_fields, render, text
+
+    error = describe_execution_error({"node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError",
+                                      "exception_message": "CUDA out of memory"})
+    assert error == "KSampler (node 3) failed: RuntimeError: CUDA out of memory"
+    stored = message_fields("error", text(error.msgid, **error.params))
+    assert stored["error_message"] == error
+    with translation.override("zh-hans"):
+        assert render(stored["error_params"], stored["error_message"]) == \
+            "KSampler（节点 3）出错：RuntimeError: CUDA out of memory"
+        assert render(text(describe_execution_error({}).msgid).stored(), "interrupted") == "已中断"
+
+
+def test_health_checks_keep_their_names_for_scripts_and_read_in_chinese(db):
+    from generation.ops.doctor import Check
+
+    check = Check("backend:gpu-1", "warning", "…")
+    with translation.override("zh-hans"):
+        assert (check.name, check.level) == ("backend:gpu-1", "warning")
+        assert (check.label, check.level_label) == ("后端 gpu-1", "警告")
+        assert (Check("migrations", "ok", "").label, Check("clock", "error", "").level_label) == ("数据库迁移", "错误")
+
+
+def test_the_studio_operator_group_keeps_its_name_and_reads_in_chinese(db):
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.get(name="studio operator")  # migrations and code find it so
+    mine = Group.objects.create(name="night shift")
+    permission = Permission.objects.get(codename="change_generationtask")
+    with translation.override("zh-hans"):
+        assert (str(group), str(mine)) == ("工作室运营", "night shift")
+        assert str(permission) == "生成 | 生成任务 | 可以修改生成任务"
+    assert str(permission) == "Generation | generation task | Can change generation task"
+
+
+def test_sign_in_tokens_are_listed_by_their_kind_in_the_readers_language(client, user):
+    from accounts.models import ApiToken
+    from accounts.services import token_create
+
+    token_create(user=user, kind=ApiToken.Kind.SIGN_IN)
+    client.force_login(user)
+    html = get(client, "/accounts/me/", "zh-Hans")
+    assert '<td class="tokens__name">登录</td>' in html
+    assert_lacks(html, "sign-in")
+
+
+def test_webhook_errors_are_stored_in_english_and_read_in_chinese(db, user):
+    from generation.models import WebhookDelivery
+    from generation.webhooks.delivery import webhook_deliver
+
+    delivery = WebhookDelivery.objects.create(user=user, event="task.completed", url="http://10.0.0.1/hook",
+                                              message_id="msg_1", payload={})
+    webhook_deliver(delivery.pk)  # no token: never sent, and no network either
+    delivery.refresh_from_db()
+    assert delivery.last_error.startswith("The API token this task was created with has been deleted")
+    with translation.override("zh-hans"):
+        assert delivery.error_text.startswith("创建此任务所用的 API 令牌已被删除")

@@ -284,8 +284,11 @@ def studio(settings, monkeypatch, tmp_path):
 # --- reading the pages ---------------------------------------------------------------
 
 
-def read(client: Client, url: str, *, method: str = "get", data=None, status: int = 200, **extra) -> str:
-    response = getattr(client, method)(url, data or {}, follow=method == "post", **ZH, **extra)
+def read(client: Client, url: str, *, method: str = "get", data=None, status: int = 200, follow=None,
+         **extra) -> str:
+    """The page in Chinese (a form's answer followed to the page it leads to)."""
+    follow = method == "post" if follow is None else follow
+    response = getattr(client, method)(url, data or {}, follow=follow, **ZH, **extra)
     assert response.status_code == status, (url, response.status_code)
     assert response["Content-Type"].startswith("text/html"), (url, response["Content-Type"])
     html = response.content.decode()
@@ -311,7 +314,9 @@ class Walk:
         self.found: dict[str, list[str]] = {}
         self.pages: list[str] = []
 
-    def check(self, label: str, html: str, *, ignore=()) -> None:
+    def check(self, label: str, html: str, *, ignore=(), shows: str = "") -> None:
+        """`shows`: a phrase the page must hold, so the walk is sure it met the state it meant."""
+        assert shows in html, f"{label}: {shows!r} is not on the page"
         self.pages.append(label)
         runs = english_runs(visible_text(html), ignore=[*WRITTEN, *ignore], patterns=DJANGO_UNTRANSLATABLE,
                             allowed_words=COMFYUI_NAMES)
@@ -332,8 +337,9 @@ def user_client(user) -> Client:
     return client
 
 
-def test_the_studio_pages_in_chinese_show_no_english(studio):
+def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypatch):
     from generation.models import GenerationTask
+    from models_catalog.models import Checkpoint, ComfyBackend
 
     walk = Walk()
     mei = user_client(studio["mei"])
@@ -345,9 +351,12 @@ def test_the_studio_pages_in_chinese_show_no_english(studio):
                 "/history/?q=nothing+like+this&date_from=2020-01-01&date_to=2020-01-02",
                 "/accounts/me/", "/accounts/password/", "/accounts/password/done/"):
         walk.check(url, read(mei, url))
+    # What each task's page must show, so the walk knows the task is in the state it meant.
+    shows = {"failed": "LoadImage（节点 1）出错：", "timeout": "已超时（1200 秒）。", "retried": "上一次尝试失败：",
+             "running": "第 5 步，共 8 步", "completed": "公开链接"}
     for name, task in tasks.items():
         if name != "other":
-            walk.check(f"task {name}", read(mei, f"/tasks/{task.pk}/"))
+            walk.check(f"task {name}", read(mei, f"/tasks/{task.pk}/"), shows=shows.get(name, ""))
             # The live panel's words, which the page's script writes in (the rest are codes and numbers).
             state = mei.get(f"/tasks/{task.pk}/state.json", **ZH).json()
             walk.check(f"task {name} state.json", "".join(
@@ -360,8 +369,9 @@ def test_the_studio_pages_in_chinese_show_no_english(studio):
     walk.check("generate (form errors)", read(mei, "/", method="post", data={
         "prompt": "", "size": "custom", "steps": "0", "cfg": "7", "sampler": "euler", "scheduler": "normal",
         "batch_size": "1", "template": "img2img-basic"}))
-    walk.check("cancel", read(mei, f"/tasks/{tasks['queued'].pk}/cancel/", method="post"))
-    walk.check("cancel again", read(mei, f"/tasks/{tasks['queued'].pk}/cancel/", method="post"))
+    walk.check("cancel", read(mei, f"/tasks/{tasks['queued'].pk}/cancel/", method="post"),
+               shows=f"任务 #{tasks['queued'].pk} 已取消。")
+    walk.check("cancel again", read(mei, f"/tasks/{tasks['queued'].pk}/cancel/", method="post"), shows="此任务已经结束")
     walk.check("retry", read(mei, f"/tasks/{tasks['cancelled'].pk}/retry/", method="post"))
     walk.check("unshare", read(mei, f"/tasks/{tasks['completed'].pk}/unshare/", method="post"))
     walk.check("share", read(mei, f"/tasks/{tasks['completed'].pk}/share/", method="post"))
@@ -370,9 +380,37 @@ def test_the_studio_pages_in_chinese_show_no_english(studio):
     walk.check("token form errors", read(mei, "/accounts/me/", method="post", data={"name": "", "expiry_days": "999"}))
     walk.check("password change (errors)", read(mei, "/accounts/password/", method="post", data={
         "old_password": "wrong", "new_password1": "12345", "new_password2": "54321"}))
-    walk.check("history delete (nothing selected)", read(mei, "/history/delete/", method="post", data={}))
+    walk.check("history delete (nothing selected)", read(mei, "/history/delete/", method="post", data={}),
+               shows="请先至少选择一个任务。")
+    walk.check("history zip (nothing selected)", read(mei, "/history/download.zip", follow=True),
+               shows="请先至少选择一个任务。")
     walk.check("task deleted", read(mei, f"/tasks/{tasks['img2img'].pk}/delete/", method="post",
                                     data={"confirm": "yes"}))
+    walk.check("vary seed", read(mei, f"/tasks/{tasks['completed'].pk}/vary/", method="post"))
+    walk.check("use as source", read(mei, f"/images/{studio['images'][0].pk}/use-as-source/", method="post"))
+    settings.REST_KNOX = {**settings.REST_KNOX, "TOKEN_LIMIT_PER_USER": 1}
+    walk.check("token limit", read(mei, "/accounts/me/", method="post", data={"name": "one more", "expiry_days": "5"}),
+               shows="已达上限")
+    type(studio["mei"]).objects.filter(pk=studio["mei"].pk).update(daily_image_quota=0)
+    walk.check("quota used up", read(mei, "/", method="post", data={
+        "prompt": "one more", "model": "sdxl-base", "size": "512x512", "steps": "8", "cfg": "7", "sampler": "euler",
+        "scheduler": "normal", "batch_size": "1", "seed_random": "on", "template": "txt2img-basic"}),
+        shows="今天的图片配额（0 张）已用完。")
+
+    # Nothing can start: no worker, no image server. Users see why; staff also how to fix it.
+    monkeypatch.setattr("generation.web.status.worker_status", lambda: {"alive": False, "clusters": []})
+    ComfyBackend.objects.update(is_online=False)
+    boss = user_client(studio["boss"])
+    for who, client in (("user", mei), ("staff", boss)):
+        walk.check(f"generate, nothing running ({who})", read(client, "/"), shows="任务将排队等待。")
+        walk.check(f"queued task, nothing running ({who})", read(client, f"/tasks/{tasks['retried'].pk}/")
+                   if who == "user" else read(client, "/history/"))
+    Checkpoint.objects.update(enabled=False)
+    for who, client in (("user", mei), ("staff", boss)):
+        walk.check(f"generate, no model ({who})", read(client, "/"), shows="暂无可用模型。")
+    walk.check("generate, no model (submitted)", read(mei, "/", method="post", data={
+        "prompt": "x", "size": "512x512", "steps": "8", "cfg": "7", "sampler": "euler", "scheduler": "normal",
+        "batch_size": "1"}))
 
     # A new user with nothing yet, and someone who is not signed in.
     walk.check("history (empty)", read(user_client(studio["jun"]), "/history/?status=completed"))
@@ -397,6 +435,10 @@ def test_the_studio_pages_in_chinese_show_no_english(studio):
     walk.check("400", read(anonymous, "/", status=400, HTTP_HOST="evil.example"))
     crashing = Client(raise_request_exception=False)
     walk.check("500", read(crashing, "/test-boom", status=500))
+    settings.EASEL_ALLOW_SIGNUP = False
+    walk.check("sign-up closed", read(anonymous, "/accounts/signup/", status=404))
+    walk.check("login (sign-up closed)", read(anonymous, "/accounts/login/"))
+    walk.check("signed out", read(mei, "/accounts/logout/", method="post"))
 
     assert not walk.found, walk.report()
 
@@ -517,5 +559,12 @@ def test_the_admin_in_chinese_shows_no_english(studio, settings):
                 reverse("admin:generation_generationtask_change", args=[GenerationTask.objects.first().pk])):
         walk.check(f"operator {url}", read(operator, url))
     walk.check("admin login", read(Client(), "/admin/login/?next=/admin/"))
+    walk.check("admin login (wrong password)", read(Client(), "/admin/login/", method="post", data={
+        "username": "boss", "password": "nope", "next": "/admin/"}))
+    walk.check("admin login (not staff)", read(Client(), "/admin/login/", method="post", data={
+        "username": "mei", "password": PASSWORD, "next": "/admin/"}))
+    walk.check("admin password changed", read(boss, "/admin/password_change/done/"))
+    walk.check("admin search, nothing found", read(boss, "/admin/generation/generationtask/?q=no+such+prompt"))
+    walk.check("admin signed out", read(boss, "/admin/logout/", method="post"))
 
     assert not walk.found, walk.report()
