@@ -531,8 +531,9 @@ def test_python_marks_every_user_facing_literal():
 
 
 def test_messages_borrowed_from_django_and_django_q_are_still_missing_there_and_translated_here():
-    """config/missing_translations.py lists what Django's or django-q2's zh_Hans
-    catalogue lacks; once a library translates one, it leaves the list."""
+    """config/missing_translations.py (and .js, for the admin's scripts) list what
+    Django's or django-q2's zh_Hans catalogue lacks; once a library translates one, it
+    leaves the list."""
     import django
     import django_q
 
@@ -547,6 +548,12 @@ def test_messages_borrowed_from_django_and_django_q_are_still_missing_there_and_
     }
     ours = {e["msgid"]: e for e in parse_po(ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po")}
     assert listed.keys() == theirs.keys()
+    # The admin scripts' messages (djangojs), listed beside it in config/missing_translations.js.
+    script = (ROOT / "config" / "missing_translations.js").read_text(encoding="utf-8")
+    listed["DJANGO_JS"] = [ast.literal_eval(m) for m in re.findall(r"gettext_noop\(('(?:[^'\\]|\\.)*')\);", script)]
+    theirs["DJANGO_JS"] = [Path(django.__file__).parent / "contrib" / "admin" / "locale" / "zh_Hans" / "LC_MESSAGES"
+                           / "djangojs.po"]
+    ours.update({e["msgid"]: e for e in parse_po(ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "djangojs.po")})
     for group, msgids in listed.items():
         translated = {e["msgid"] for po in theirs[group] for e in parse_po(po)
                       if "fuzzy" not in e["flags"] and translations(e) and all(translations(e).values())}
