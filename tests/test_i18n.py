@@ -585,6 +585,18 @@ def test_built_in_catalog_texts_read_in_chinese_and_staff_words_as_written(db):
     assert txt2img.description == "Checkpoint, prompt and negative prompt, sampled from an empty latent."
 
 
+def test_the_template_list_api_names_built_in_templates_in_the_requests_language(signed_in):
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    names = {t["slug"]: t["name"] for t in signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="zh-Hans")
+             .json()["results"]}
+    assert names == {"txt2img-basic": "文生图", "img2img-basic": "图生图"}
+    english = signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="en").json()["results"]
+    assert {t["name"] for t in english} == {"Text to image", "Image to image"}
+
+
 def test_a_comfyui_execution_error_is_stored_in_english_and_read_in_chinese(db):
     from generation.comfy import describe_execution_error
     from generation.task_text import message_fields, render, text
