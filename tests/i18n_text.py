@@ -91,20 +91,22 @@ def visible_text(html: str) -> list[str]:
 
 # --- what may stay in Latin letters ---------------------------------------------------
 
-# Each entry is a word that is the same in a Chinese sentence, and why.
+# Each entry is a word that stays as it is in a Chinese sentence, and why. Only words the
+# walk meets are here.
 ALLOWED_WORDS = {
-    # Product names (the studio's own, and what it runs on or talks about).
-    "Easel", "Django", "Chromium",
-    # Formats, protocols and units, written so in Chinese technical text.
-    "API", "AI", "CFG", "PNG", "JPEG", "JSON", "CSV", "URL", "HTTP", "HTTPS", "GPU", "ID", "UTC", "NTP", "LDAP",
-    "KB", "MB", "GB", "TB", "zip",
-    # Setting names and commands the doctor's advice tells staff to type or set.
-    "DEBUG", "chrony", "systemd-timesyncd", "qcluster",
-    # A term Chinese technical writing keeps in English (as Easel's catalogue does).
+    # Product names: the studio's own, and Django's (the admin's "Django Q" app).
+    "Easel", "Django",
+    # Abbreviations and formats Chinese technical writing keeps in Latin letters.
+    "API", "AI", "CFG", "CSV", "GPU", "ID", "JPEG", "PNG", "URL", "zip",
+    # File size units of Django's filesizeformat, which its Chinese keeps ("1.2 KB").
+    "KB", "MB", "GB",
+    # A setting the doctor's advice names ("DEBUG 已开启").
+    "DEBUG",
+    # A term Chinese technical writing keeps in English, as Easel's catalogue does.
     "Webhook",
-    # Key and platform names in Django's own Chinese help for multiple choice lists
-    # ("按住 Control 键，或者 Mac 上的 Command 键").
-    "Control", "Command", "Mac",
+    # Key, platform and protocol names in Django's own Chinese help texts ("按住 Control
+    # 键，或者 Mac 上的 Command 键"; "例如单一登入或LDAP").
+    "Control", "Command", "Mac", "LDAP",
 }
 # Shell commands in advice ("python manage.py migrate"): typed as written.
 COMMAND = re.compile(r"(?:python\d? )?manage\.py(?: [\w:-]+)*(?: --?[\w-]+(?:=\S+)?)*|\./run\.sh")

@@ -106,13 +106,14 @@ def studio(settings, monkeypatch, tmp_path):
     operator.groups.add(Group.objects.get(name="studio operator"))
 
     # Backends: the demo engine, a GPU online, one unreachable (its error as urllib3
-    # words it), one draining, one disabled. Every address is a closed local port, so an
+    # words it), one draining, one disabled. Their names are staff's words; none is a
+    # word Easel uses itself ("demo"), which the walk would then no longer see. Every address is a closed local port, so an
     # admin action that asks a backend fails at once instead of waiting for a timeout.
     def address():
         return f"http://127.0.0.1:{free_port()}"
 
     demo = ComfyBackend.objects.create(
-        name=written("demo"), base_url=address(), is_demo=True, is_online=True,
+        name="demo-1", base_url=address(), is_demo=True, is_online=True,
         comfyui_version="0.3.64", devices=[{"name": written("Easel demo engine"), "type": "cpu"}],
         last_seen_at=timezone.now(), last_checked_at=timezone.now(),
     )
