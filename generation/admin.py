@@ -269,7 +269,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     def error_fields_pretty(self, task):
         if not task.error_fields:
             return "-"
-        return format_html("<pre>{}</pre>", json.dumps(task.error_fields, indent=2, ensure_ascii=False))
+        return format_html("<pre>{}</pre>", json.dumps(task.error_fields_text, indent=2, ensure_ascii=False))
 
     @admin.display(description=_("rendered prompt"))
     def rendered_prompt_pretty(self, task):

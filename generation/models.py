@@ -9,7 +9,7 @@ from django.utils import timezone
 from django.utils.translation import gettext, gettext_lazy as _
 
 from .media_types import extension_for
-from .task_text import render
+from .task_text import render, render_fields
 
 
 class TaskStatus(models.TextChoices):
@@ -157,6 +157,11 @@ class GenerationTask(models.Model):
     def error_text(self) -> str:
         """error_message in the active language."""
         return render(self.error_params, self.error_message)
+
+    @property
+    def error_fields_text(self) -> dict[str, list[str]]:
+        """error_fields in the active language."""
+        return render_fields((self.error_params or {}).get("fields"), self.error_fields)
 
     @property
     def previous_error_text(self) -> str:

@@ -612,6 +612,29 @@ def test_a_comfyui_execution_error_is_stored_in_english_and_read_in_chinese(db):
         assert render(text(describe_execution_error({}).msgid).stored(), "interrupted") == "已中断"
 
 
+def test_a_comfyui_rejection_is_stored_in_english_and_read_in_chinese_field_by_field(signed_in):
+    from generation.comfy import ComfyPromptRejected
+    from generation.fleet.runner import rejected
+    from generation.transitions import _failed
+
+    body = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            "node_errors": {"3": {"class_type": "KSampler", "errors": [
+                {"type": "value_smaller_than_min", "message": "Value -1 smaller than min of 1",
+                 "extra_info": {"input_name": "steps", "input_config": ["INT", {"min": 1}]}},
+                {"type": "invalid_input_type", "message": "Failed to convert", "details": "cfg, abc",
+                 "extra_info": {"input_name": "cfg", "input_config": ["FLOAT", {}]}}]}}}
+    failure = rejected(ComfyPromptRejected(400, body), {"steps": ["3", "steps"], "cfg": ["3", "cfg"]})
+    task = GenerationTask.objects.get()
+    GenerationTask.objects.filter(pk=task.pk).update(**_failed(failure.code, failure.message, failure.fields, None))
+    task.refresh_from_db()
+    assert task.error_message == "steps must be at least 1; cfg must be a number"  # stored in English
+    assert task.error_fields == {"steps": ["steps must be at least 1"], "cfg": ["cfg must be a number"]}
+    with translation.override("zh-hans"):
+        assert task.error_text == "步数不能小于 1；CFG必须是数字"
+        assert task.error_fields_text == {"steps": ["步数不能小于 1"], "cfg": ["CFG必须是数字"]}
+    assert_has(get(signed_in, f"/tasks/{task.pk}/", "zh-Hans"), "步数不能小于 1", "CFG必须是数字")
+
+
 def test_health_checks_keep_their_names_for_scripts_and_read_in_chinese(db):
     from generation.ops.doctor import Check
 

@@ -194,6 +194,27 @@ def studio(settings, monkeypatch, tmp_path):
     except TaskFailed as exc:
         broken.fail(exc.code, exc.message, exc.fields)
 
+    # ComfyUI refusing graphs, as the runner meets it (captures from ComfyUI 0.3.64): bad
+    # parameters put beside their fields, and a link no parameter explains.
+    from generation.comfy import ComfyPromptRejected
+    from generation.fleet.runner import rejected as rejection
+
+    captured = {case["case"]: case["response"] for case in json.loads(
+        (CAPTURES / "post_prompt_invalid.json").read_text())["cases"]}
+    rejected_tasks = {}
+    for name, case in (("rejected", "several bad inputs at once (ckpt name + steps -1 + cfg 'abc')"),
+                       ("broken graph", "link to wrong output type")):
+        body = captured[case]["body"]
+        for node in body["node_errors"].values():
+            for err in node["errors"]:  # ComfyUI's own words and input names, quoted as it wrote them
+                written(err["message"], err["details"], f"{err['message']} ({err['details']})",
+                        err["extra_info"]["input_name"])
+        runner = on_backend(task(f"a {name} workflow"), gpu)
+        failure = rejection(ComfyPromptRejected(captured[case]["status"], body), runner.task.template.bindings)
+        runner.fail(failure.code, failure.message, failure.fields)
+        rejected_tasks[name] = runner.task
+    written("nope.safetensors")
+
     timed_out = on_backend(task("a long render"), gpu)
     timed_out.fail("timeout", text("Timed out after %(n)d s.", n=1200))
     retried = on_backend(task("a retried painting"), gpu)
@@ -276,7 +297,7 @@ def studio(settings, monkeypatch, tmp_path):
         "boss": boss, "mei": mei, "jun": jun, "operator": operator, "tasks": {
             "queued": queued, "waiting": waiting, "running": running.task, "completed": done.task,
             "failed": broken.task, "timeout": timed_out.task, "retried": retried.task, "cancelled": cancelled,
-            "img2img": img2img, "other": other,
+            "img2img": img2img, "other": other, **rejected_tasks,
         },
         "images": images, "share_token": share_token, "upload": upload, "backends": [demo, gpu, offline],
     }
@@ -354,7 +375,8 @@ def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypat
         walk.check(url, read(mei, url))
     # What each task's page must show, so the walk knows the task is in the state it meant.
     shows = {"failed": "LoadImage（节点 1）出错：", "timeout": "已超时（1200 秒）。", "retried": "上一次尝试失败：",
-             "running": "第 5 步，共 8 步", "completed": "公开链接"}
+             "running": "第 5 步，共 8 步", "completed": "公开链接", "rejected": "步数不能小于 1",
+             "broken graph": "VAEDecode（节点 8）的输入“vae”："}
     for name, task in tasks.items():
         if name != "other":
             walk.check(f"task {name}", read(mei, f"/tasks/{task.pk}/"), shows=shows.get(name, ""))

@@ -42,7 +42,7 @@ def _error_rows(task) -> tuple[dict[str, list[str]], list[tuple[str, list[str]]]
     labels["__all__"] = _("Workflow")
     beside: dict[str, list[str]] = {}
     rest = []
-    for key, value in (task.error_fields or {}).items():
+    for key, value in task.error_fields_text.items():
         value = [str(v) for v in (value if isinstance(value, list) else [value])]
         param = ERROR_PARAM.get(key)
         if param:
