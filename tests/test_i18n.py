@@ -469,7 +469,8 @@ def _words(node) -> bool:
     """A bare literal (or f-string) with words in it."""
     if isinstance(node, ast.JoinedStr):
         return True
-    return isinstance(node, ast.Constant) and isinstance(node.value, str) and bool(re.search(r"[A-Za-z]{2}", node.value))
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and bool(re.search(r"[A-Za-z]{2}", node.value)))
 
 
 def _call_name(node: ast.Call) -> tuple[str, str]:

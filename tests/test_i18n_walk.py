@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -77,7 +76,7 @@ def studio(settings, monkeypatch, tmp_path):
     from generation.gallery.results import result_store
     from generation.gallery.sharing import task_share
     from generation.gallery.uploads import source_image_create
-    from generation.models import GenerationTask, TaskStatus, WebhookDelivery
+    from generation.models import GenerationTask, WebhookDelivery
     from generation.ops.rollup import roll_up
     from generation.services import generation_create, generation_retry
     from generation.task_text import message_fields, text
@@ -107,8 +106,9 @@ def studio(settings, monkeypatch, tmp_path):
 
     # Backends: the demo engine, a GPU online, one unreachable (its error as urllib3
     # words it), one draining, one disabled. Their names are staff's words; none is a
-    # word Easel uses itself ("demo"), which the walk would then no longer see. Every address is a closed local port, so an
-    # admin action that asks a backend fails at once instead of waiting for a timeout.
+    # word Easel uses itself ("demo"), which the walk would then no longer see. Every
+    # address is a closed local port, so an admin action that asks a backend fails at
+    # once instead of waiting for a timeout.
     def address():
         return f"http://127.0.0.1:{free_port()}"
 
@@ -138,7 +138,8 @@ def studio(settings, monkeypatch, tmp_path):
     summary = checkpoints_sync(backends=[demo])
     assert not summary.errors
     # The file names, and the display names the sync makes of them.
-    written(*Checkpoint.objects.values_list("display_name", flat=True), *Checkpoint.objects.values_list("ckpt_name", flat=True))
+    for names in Checkpoint.objects.values_list("display_name", "ckpt_name"):
+        written(*names)
     sdxl = Checkpoint.objects.create(
         name=written("sdxl-base"), ckpt_name="sdxl_base_1.0.safetensors", display_name=written("SDXL base"),
         description=written("Staff notes: photoreal, slow above 1024 px."), enabled=True,
@@ -382,8 +383,8 @@ def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypat
             walk.check(f"task {name}", read(mei, f"/tasks/{task.pk}/"), shows=shows.get(name, ""))
             # The live panel's words, which the page's script writes in (the rest are codes and numbers).
             state = mei.get(f"/tasks/{task.pk}/state.json", **ZH).json()
-            walk.check(f"task {name} state.json", "".join(
-                f"<p>{escape(state[key] or '')}</p>" for key in ("status_label", "queue_text", "stage", "line", "message")))
+            words = ("status_label", "queue_text", "stage", "line", "message")
+            walk.check(f"task {name} state.json", "".join(f"<p>{escape(state[key] or '')}</p>" for key in words))
     walk.check("task delete (confirm)", read(mei, f"/tasks/{tasks['cancelled'].pk}/delete/"))
     walk.check("history delete (confirm)", read(mei, "/history/delete/", method="post",
                                                 data={"ids": [tasks["cancelled"].pk, tasks["failed"].pk]}))
@@ -526,13 +527,14 @@ def test_the_admin_in_chinese_shows_no_english(studio, settings):
     boss = user_client(studio["boss"])
     django_q_words = _django_q_words()
     for url in admin_urls(studio):
-        # django-q2's pages show its own words; its catalogue is its business, Easel's
-        # words there (job and schedule names, the studio's menu) are checked.
+        # django-q2's pages show its own words (its catalogue is its business) beside
+        # Easel's (the admin's menu, headings and messages), which are checked.
         walk.check(url, read(boss, url), ignore=django_q_words if url.startswith("/admin/django_q/") else ())
 
     changelists = {
         "/admin/generation/generationtask/": ["?status__exact=failed", "?q=fox", "?model=sdxl-base",
-                                              "?created_at__gte=2020-01-01", "?backend__id__exact=1"],
+                                              "?created_at__gte=2020-01-01+00%3A00%3A00%2B00%3A00",
+                                              "?backend__id__exact=1"],
         "/admin/accounts/user/": ["?groups__id__exact=1", "?is_staff__exact=1"],
         "/admin/models_catalog/comfybackend/": ["?is_online__exact=0"],
         "/admin/auth/group/": ["?q=studio"],
