@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from django.contrib import admin, messages
-from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.admin import GroupAdmin as DjangoGroupAdmin, UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import gettext, gettext_lazy as _, ngettext
@@ -10,12 +11,15 @@ from django.utils.translation import gettext, gettext_lazy as _, ngettext
 from generation.models import GeneratedImage
 from generation.quota import images_used_today
 
+from .forms import StaffPasswordForm
+from .groups import BUILTIN_GROUPS, group_label
 from .models import ApiToken, User
 from .services import user_deactivate
 
 
 @admin.register(User)
 class UserAdmin(DjangoUserAdmin):
+    change_password_form = StaffPasswordForm
     list_display = (
         "username", "email", "display_name", "is_active", "is_staff", "date_joined",
         "usage_today", "daily_image_quota", "max_concurrent_tasks", "priority", "tasks_link",
@@ -83,15 +87,38 @@ class UserAdmin(DjangoUserAdmin):
         )
 
 
+admin.site.unregister(Group)
+
+
+@admin.register(Group)
+class GroupAdmin(DjangoGroupAdmin):
+    """Django's group screens; a group Easel made says how its name reads to others."""
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None and obj.name in BUILTIN_GROUPS:
+            form.base_fields["name"].help_text = gettext(
+                "Easel's own group: Easel finds it by this name, so keep it as it is. Everyone sees it in "
+                "their language (here: “%(shown)s”)."
+            ) % {"shown": group_label(obj.name)}
+        return form
+
+
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
     """Tokens are only listed and revoked here: the clear text exists only at creation."""
 
-    list_display = ("name", "token_key", "user", "created", "expiry")
+    list_display = ("shown_name", "kind", "token_key", "user", "created", "expiry")
+    list_filter = ("kind",)
     list_select_related = ("user",)
     search_fields = ("name", "token_key", "user__username")
-    readonly_fields = ("token_key", "user", "created", "expiry", "webhook_url")
-    fields = ("name", "token_key", "user", "created", "expiry", "webhook_url")
+    readonly_fields = ("kind", "token_key", "user", "created", "expiry", "webhook_url")
+    fields = ("name", "kind", "token_key", "user", "created", "expiry", "webhook_url")
+
+    # A token made by signing in has no name: it is listed by what made it, translated.
+    @admin.display(description=_("name"), ordering="name")
+    def shown_name(self, token):
+        return token.label
 
     def has_add_permission(self, request):
         return False

@@ -1,7 +1,9 @@
-"""Sign-up form: the page's face of `user_create`."""
+"""Sign-up form: the page's face of `user_create`; the admin's password form."""
 from django import forms
+from django.contrib.auth.forms import AdminPasswordChangeForm, SetUnusablePasswordMixin
 from django.contrib.auth.password_validation import password_validators_help_text_html
 from django.core.exceptions import ValidationError
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from .services import user_create
@@ -48,4 +50,16 @@ class TokenCreateForm(forms.Form):
     expiry_days = forms.IntegerField(
         label=_("Expires after (days)"), min_value=1, max_value=365, initial=30,
         help_text=_("Between 1 and 365 days."),
+    )
+
+
+class StaffPasswordForm(AdminPasswordChangeForm):
+    """Django's form for staff setting a user's password, with its help in the reader's
+    language: Django builds this help text by adding its warning to a lazy translation
+    when the class is made, which turns the whole text into English for good."""
+
+    usable_password_help_text = format_lazy(
+        '{}<ul id="id_unusable_warning" class="messagelist"><li class="warning">{}</li></ul>',
+        SetUnusablePasswordMixin.usable_password_help_text,
+        _("If disabled, the current password for this user will be lost."),
     )

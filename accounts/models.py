@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractUser, UserManager
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 from knox.models import AbstractAuthToken
+from knox.settings import CONSTANTS
 
 
 def default_daily_image_quota() -> int:
@@ -92,12 +93,25 @@ class ApiToken(AbstractAuthToken):
         # Made on purpose for a script or an app: never retired to make room.
         PERSONAL = "personal", _("personal")
 
+    # knox's own fields, declared again only to give them names in the reader's language
+    # (knox has none, so the admin showed "Token key" and "Expiry"); the columns are knox's.
+    digest = models.CharField(_("digest"), max_length=CONSTANTS.DIGEST_LENGTH, primary_key=True)
+    token_key = models.CharField(
+        _("starts with"), max_length=CONSTANTS.MAXIMUM_TOKEN_PREFIX_LENGTH + CONSTANTS.TOKEN_KEY_LENGTH, db_index=True
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="auth_token_set", verbose_name=_("user")
+    )
+    created = models.DateTimeField(_("created"), auto_now_add=True)
+    expiry = models.DateTimeField(_("expires"), null=True, blank=True)
+
     name = models.CharField(_("name"), max_length=100, blank=True)
     kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices, default=Kind.PERSONAL)
     # Webhooks for tasks created with this token are signed with this secret
     # (Standard Webhooks style); the URL is the default callback for such tasks.
     webhook_url = models.URLField(_("default webhook URL"), max_length=500, blank=True)
-    webhook_secret = models.CharField(max_length=100, default=_new_webhook_secret, editable=False)
+    webhook_secret = models.CharField(_("webhook secret"), max_length=100, default=_new_webhook_secret,
+                                      editable=False)
 
     class Meta:
         verbose_name = _("API token")

@@ -152,7 +152,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         css = {"all": ["admin_dashboard/dashboard.css"]}
 
     fieldsets = (
-        (None, {"fields": ("id", "user", "status", "status_message", "progress", "prompt", "negative_prompt")}),
+        (None, {"fields": ("id", "user", "status", "status_shown", "progress", "prompt", "negative_prompt")}),
         (
             _("Parameters"),
             {
@@ -162,7 +162,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
                 )
             },
         ),
-        (_("Error"), {"fields": ("error_code", "error_message", "error_fields_pretty", "previous_error_message")}),
+        (_("Error"), {"fields": ("error_code_shown", "error_shown", "error_fields_pretty", "previous_error_shown")}),
         (
             _("Execution"),
             {
@@ -246,11 +246,30 @@ class GenerationTaskAdmin(admin.ModelAdmin):
     def progress(self, task):
         return f"{task.progress_value} / {task.progress_max}" if task.progress_max else "-"
 
+    # The code API clients get (docs/api-contract.md): an identifier, shown as one.
+    @admin.display(description=_("error code"))
+    def error_code_shown(self, task):
+        return format_html("<code>{}</code>", task.error_code) if task.error_code else "-"
+
+    # The worker's messages are stored in English with their message id (task_text):
+    # staff read them in their own language, like the task's owner does.
+    @admin.display(description=_("status message"))
+    def status_shown(self, task):
+        return task.status_text or "-"
+
+    @admin.display(description=_("error message"))
+    def error_shown(self, task):
+        return task.error_text or "-"
+
+    @admin.display(description=_("earlier error"))
+    def previous_error_shown(self, task):
+        return task.previous_error_text or "-"
+
     @admin.display(description=_("error fields"))
     def error_fields_pretty(self, task):
         if not task.error_fields:
             return "-"
-        return format_html("<pre>{}</pre>", json.dumps(task.error_fields, indent=2, ensure_ascii=False))
+        return format_html("<pre>{}</pre>", json.dumps(task.error_fields_text, indent=2, ensure_ascii=False))
 
     @admin.display(description=_("rendered prompt"))
     def rendered_prompt_pretty(self, task):
@@ -260,14 +279,18 @@ class GenerationTaskAdmin(admin.ModelAdmin):
 
     # --- actions (the services do the work) ---------------------------------------
 
+    @staticmethod
+    def _about(task, message: str) -> str:
+        return gettext("#%(id)s: %(message)s") % {"id": task.pk, "message": message}
+
     def _each(self, request, queryset, service, done_message: str) -> None:
         for task in queryset.select_related("user").order_by("pk"):
             try:
                 service(task=task)
             except TaskStateError as exc:
-                self.message_user(request, f"#{task.pk}: {exc.message}", messages.WARNING)
+                self.message_user(request, self._about(task, exc.message), messages.WARNING)
             except GenerationError as exc:  # e.g. the owner's quota on retry
-                self.message_user(request, f"#{task.pk}: {exc.message}", messages.ERROR)
+                self.message_user(request, self._about(task, exc.message), messages.ERROR)
             else:
                 self.message_user(request, done_message % {"id": task.pk}, messages.SUCCESS)
 
@@ -299,13 +322,27 @@ class WebhookDeliveryAdmin(admin.ModelAdmin):
     search_fields = ("url", "message_id", "=task__id", "user__username")
     list_select_related = ("user",)
     show_full_result_count = False
-    readonly_fields = [f.name for f in WebhookDelivery._meta.fields]
+    # The last error is shown in the reader's language (error_shown) instead of as stored.
+    # The last error in the reader's language, the payload as indented JSON (it is what
+    # the receiver got, byte for byte the API's shape).
+    fields = readonly_fields = [
+        {"last_error": "error_shown", "payload": "payload_pretty"}.get(f.name, f.name)
+        for f in WebhookDelivery._meta.fields if f.name != "last_error_params"
+    ]
 
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    @admin.display(description=_("payload"))
+    def payload_pretty(self, delivery):
+        return format_html("<pre>{}</pre>", json.dumps(delivery.payload, indent=2, ensure_ascii=False))
+
+    @admin.display(description=_("last error"))
+    def error_shown(self, delivery):
+        return delivery.error_text or "-"
 
     @admin.display(description=_("task"), ordering="task_id")
     def task_number(self, delivery):

@@ -6,10 +6,10 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _
 
 from .media_types import extension_for
-from .task_text import render
+from .task_text import render, render_fields
 
 
 class TaskStatus(models.TextChoices):
@@ -37,16 +37,19 @@ new_client_id = _new_client_id
 class GenerationTask(models.Model):
     """One request to generate images, from the moment it is accepted until it ends."""
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tasks",
+                             verbose_name=_("user"))
     prompt = models.TextField(_("prompt"))
     negative_prompt = models.TextField(_("negative prompt"), blank=True)
     checkpoint = models.ForeignKey(
-        "models_catalog.Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+        "models_catalog.Checkpoint", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        verbose_name=_("checkpoint"),
     )
     # Kept on the row so history still reads right after a checkpoint leaves the catalog.
     model_name = models.CharField(_("model"), max_length=200)
     template = models.ForeignKey(
-        "models_catalog.WorkflowTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+        "models_catalog.WorkflowTemplate", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        verbose_name=_("workflow template"),
     )
     width = models.PositiveIntegerField(_("width"))
     height = models.PositiveIntegerField(_("height"))
@@ -58,12 +61,14 @@ class GenerationTask(models.Model):
     batch_size = models.PositiveSmallIntegerField(_("batch size"), default=1)
     denoise = models.FloatField(_("denoise"), null=True, blank=True)
     source_image = models.ForeignKey(
-        "generation.SourceImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+        "generation.SourceImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        verbose_name=_("source image"),
     )
     callback_url = models.URLField(_("webhook URL"), max_length=500, blank=True)
     # The token the task was created with: its secret signs the task's webhooks.
     api_token = models.ForeignKey(
-        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+        "accounts.ApiToken", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        verbose_name=_("API token"),
     )
 
     status = models.CharField(_("status"), max_length=20, choices=TaskStatus.choices, default=TaskStatus.PENDING)
@@ -71,52 +76,56 @@ class GenerationTask(models.Model):
     status_message = models.CharField(_("status message"), max_length=500, blank=True)
     # The message id and parameters behind status_message / error_message, to show them
     # in the reader's language (generation.task_text); empty for a plain message.
-    status_params = models.JSONField(default=dict, blank=True)
-    progress_value = models.PositiveIntegerField(default=0)
-    progress_max = models.PositiveIntegerField(default=0)
-    progress_node = models.CharField(max_length=100, blank=True)
+    status_params = models.JSONField(_("status message parameters"), default=dict, blank=True)
+    progress_value = models.PositiveIntegerField(_("steps done"), default=0)
+    progress_max = models.PositiveIntegerField(_("steps in all"), default=0)
+    progress_node = models.CharField(_("running node"), max_length=100, blank=True)
 
     backend = models.ForeignKey(
-        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks"
+        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
+        verbose_name=_("backend"),
     )
     # Chosen and stored before submitting, so a redelivered job can ask ComfyUI about it
     # instead of submitting the same work twice.
-    prompt_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    client_id = models.CharField(max_length=64, default=_new_client_id, editable=False)
-    rendered_prompt = models.JSONField(null=True, blank=True, editable=False)
-    attempts = models.PositiveIntegerField(default=0)
+    prompt_id = models.UUIDField(_("ComfyUI prompt id"), default=uuid.uuid4, unique=True, editable=False)
+    client_id = models.CharField(_("ComfyUI client id"), max_length=64, default=_new_client_id, editable=False)
+    rendered_prompt = models.JSONField(_("rendered ComfyUI prompt"), null=True, blank=True, editable=False)
+    # Jobs that took the task on (a redelivered or recovered job counts again).
+    attempts = models.PositiveIntegerField(_("runs started"), default=0)
     # Times the owner asked to run it again after it failed or was cancelled.
-    retries = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(_("retries"), default=0)
     # When the dispatcher gave it a backend (None: waiting in Easel's queue).
-    assigned_at = models.DateTimeField(null=True, blank=True)
+    assigned_at = models.DateTimeField(_("assigned at"), null=True, blank=True)
     # Since when it has been waiting for an unreachable backend (bounded, then it fails).
-    waiting_since = models.DateTimeField(null=True, blank=True)
+    waiting_since = models.DateTimeField(_("waiting since"), null=True, blank=True)
     # A public read-only link to the task's images and prompt (None: not shared).
-    share_token = models.CharField(max_length=64, unique=True, null=True, blank=True, editable=False)
-    shared_at = models.DateTimeField(null=True, blank=True)
+    share_token = models.CharField(_("share token"), max_length=64, unique=True, null=True, blank=True,
+                                   editable=False)
+    shared_at = models.DateTimeField(_("shared at"), null=True, blank=True)
     # Retention removed its files (the row stays, marked, so history still reads right).
-    files_removed_at = models.DateTimeField(null=True, blank=True)
-    error_code = models.CharField(max_length=50, blank=True)
-    error_message = models.TextField(blank=True)
-    error_params = models.JSONField(default=dict, blank=True)
-    error_fields = models.JSONField(default=dict, blank=True)
+    files_removed_at = models.DateTimeField(_("files removed at"), null=True, blank=True)
+    error_code = models.CharField(_("error code"), max_length=50, blank=True)
+    error_message = models.TextField(_("error message"), blank=True)
+    error_params = models.JSONField(_("error message parameters"), default=dict, blank=True)
+    error_fields = models.JSONField(_("errors by parameter"), default=dict, blank=True)
     # The last failure before the owner retried (the retry clears error_message), so the
     # task page can say what went wrong the time before; kept in the same two forms.
     previous_error_message = models.TextField(_("earlier error"), blank=True)
-    previous_error_params = models.JSONField(default=dict, blank=True)
+    previous_error_params = models.JSONField(_("earlier error parameters"), default=dict, blank=True)
 
     # The job that currently owns the task, and until when (renewed while it works).
-    lease_owner = models.CharField(max_length=64, blank=True, editable=False)
-    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_owner = models.CharField(_("lease held by"), max_length=64, blank=True, editable=False)
+    lease_until = models.DateTimeField(_("lease until"), null=True, blank=True, editable=False)
 
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True, db_index=True)
     # When it last entered the queue (created, or retried): the daily quota counts a
     # task's images on the day it was queued, so an old task retried today counts today.
-    queued_at = models.DateTimeField(default=timezone.now)
-    submitted_at = models.DateTimeField(null=True, blank=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    completed_at = models.DateTimeField(null=True, blank=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    queued_at = models.DateTimeField(_("queued at"), default=timezone.now)
+    submitted_at = models.DateTimeField(_("submitted at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    # When it ended, whichever way (completed, failed or cancelled).
+    completed_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -150,6 +159,11 @@ class GenerationTask(models.Model):
         return render(self.error_params, self.error_message)
 
     @property
+    def error_fields_text(self) -> dict[str, list[str]]:
+        """error_fields in the active language."""
+        return render_fields((self.error_params or {}).get("fields"), self.error_fields)
+
+    @property
     def previous_error_text(self) -> str:
         """previous_error_message in the active language."""
         return render(self.previous_error_params, self.previous_error_message)
@@ -176,23 +190,26 @@ def _thumb_path(instance: "GeneratedImage", filename: str) -> str:
 class GeneratedImage(models.Model):
     """One picture a task produced, stored through Django's storage API."""
 
-    task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="images")
-    index = models.PositiveSmallIntegerField(default=0)
-    file = models.FileField(upload_to=_image_path, max_length=300)
-    thumbnail = models.FileField(upload_to=_thumb_path, max_length=300, blank=True)
-    content_type = models.CharField(max_length=50, default="image/png")
-    width = models.PositiveIntegerField()
-    height = models.PositiveIntegerField()
-    seed = models.BigIntegerField()
-    size_bytes = models.PositiveBigIntegerField()
-    created_at = models.DateTimeField(auto_now_add=True)
+    task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="images",
+                             verbose_name=_("task"))
+    index = models.PositiveSmallIntegerField(_("position"), default=0)
+    file = models.FileField(_("file"), upload_to=_image_path, max_length=300)
+    thumbnail = models.FileField(_("thumbnail"), upload_to=_thumb_path, max_length=300, blank=True)
+    content_type = models.CharField(_("file type"), max_length=50, default="image/png")
+    width = models.PositiveIntegerField(_("width"))
+    height = models.PositiveIntegerField(_("height"))
+    seed = models.BigIntegerField(_("seed"))
+    size_bytes = models.PositiveBigIntegerField(_("size (bytes)"))
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["task_id", "index"]
         constraints = [models.UniqueConstraint(fields=["task", "index"], name="image_task_index_unique")]
+        verbose_name = _("generated image")
+        verbose_name_plural = _("generated images")
 
     def __str__(self) -> str:
-        return f"task {self.task_id} image {self.index}"
+        return gettext("Task #%(task)s, image %(index)s") % {"task": self.task_id, "index": self.index}
 
 
 class TaskPreview(models.Model):
@@ -202,10 +219,15 @@ class TaskPreview(models.Model):
     and is small, and every page reads it through the same owner check as the task.
     """
 
-    task = models.OneToOneField(GenerationTask, on_delete=models.CASCADE, primary_key=True, related_name="preview")
-    image = models.BinaryField()
-    content_type = models.CharField(max_length=50, default="image/jpeg")
-    updated_at = models.DateTimeField(auto_now=True)
+    task = models.OneToOneField(GenerationTask, on_delete=models.CASCADE, primary_key=True, related_name="preview",
+                                verbose_name=_("task"))
+    image = models.BinaryField(_("preview frame"))
+    content_type = models.CharField(_("file type"), max_length=50, default="image/jpeg")
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("live preview")
+        verbose_name_plural = _("live previews")
 
 
 def _source_path(instance: "SourceImage", filename: str) -> str:
@@ -218,22 +240,25 @@ class SourceImage(models.Model):
     Validated and re-encoded on the way in, so what reaches ComfyUI is a clean image.
     """
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="source_images")
-    file = models.FileField(upload_to=_source_path, max_length=300)
-    original_name = models.CharField(max_length=255, blank=True)
-    content_type = models.CharField(max_length=50)
-    width = models.PositiveIntegerField()
-    height = models.PositiveIntegerField()
-    size_bytes = models.PositiveBigIntegerField()
-    sha256 = models.CharField(max_length=64)
-    created_at = models.DateTimeField(auto_now_add=True)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="source_images",
+                             verbose_name=_("user"))
+    file = models.FileField(_("file"), upload_to=_source_path, max_length=300)
+    original_name = models.CharField(_("original file name"), max_length=255, blank=True)
+    content_type = models.CharField(_("file type"), max_length=50)
+    width = models.PositiveIntegerField(_("width"))
+    height = models.PositiveIntegerField(_("height"))
+    size_bytes = models.PositiveBigIntegerField(_("size (bytes)"))
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
         constraints = [models.UniqueConstraint(fields=["user", "sha256"], name="source_user_sha_unique")]
+        verbose_name = _("source image")
+        verbose_name_plural = _("source images")
 
     def __str__(self) -> str:
-        return self.original_name or f"upload {self.pk}"
+        return self.original_name or gettext("Upload #%(id)s") % {"id": self.pk}
 
     @property
     def extension(self) -> str:
@@ -266,6 +291,9 @@ class WebhookDelivery(models.Model):
     attempts = models.PositiveIntegerField(_("attempts"), default=0)
     last_status_code = models.PositiveIntegerField(_("last status code"), null=True, blank=True)
     last_error = models.TextField(_("last error"), blank=True)
+    # The message id and parameters behind last_error (generation.task_text), so staff
+    # read it in their language; empty for a plain message.
+    last_error_params = models.JSONField(_("last error parameters"), default=dict, blank=True)
     next_attempt_at = models.DateTimeField(_("next attempt at"), null=True, blank=True)
     created_at = models.DateTimeField(_("created at"), auto_now_add=True)
     delivered_at = models.DateTimeField(_("delivered at"), null=True, blank=True)
@@ -278,7 +306,12 @@ class WebhookDelivery(models.Model):
         verbose_name_plural = _("webhook deliveries")
 
     def __str__(self) -> str:
-        return f"{self.event} → {self.url} ({self.state})"
+        return f"{self.event} → {self.url} ({self.get_state_display()})"
+
+    @property
+    def error_text(self) -> str:
+        """last_error in the active language."""
+        return render(self.last_error_params, self.last_error)
 
 
 # --- dashboard rollups --------------------------------------------------------------------------------------------
@@ -290,35 +323,45 @@ class WebhookDelivery(models.Model):
 class TaskHourStat(models.Model):
     """Tasks that ended in one hour (UTC), per outcome, model and backend."""
 
-    hour = models.DateTimeField()
-    status = models.CharField(max_length=20, choices=TaskStatus.choices)
-    model_name = models.CharField(max_length=200)
+    hour = models.DateTimeField(_("hour"))
+    status = models.CharField(_("status"), max_length=20, choices=TaskStatus.choices)
+    model_name = models.CharField(_("model"), max_length=200)
     backend = models.ForeignKey(
-        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        verbose_name=_("backend"),
     )
-    tasks = models.PositiveIntegerField()
-    images = models.PositiveIntegerField()  # batch sizes of the completed tasks
-    busy_seconds = models.FloatField()  # started → completed, summed
+    tasks = models.PositiveIntegerField(_("tasks"))
+    images = models.PositiveIntegerField(_("images"))  # batch sizes of the completed tasks
+    busy_seconds = models.FloatField(_("busy seconds"))  # started → completed, summed
 
     class Meta:
         indexes = [models.Index(fields=["hour"], name="taskhourstat_hour")]
+        verbose_name = _("hourly task count")
+        verbose_name_plural = _("hourly task counts")
 
 
 class UserDayStat(models.Model):
     """One user's tasks that ended on one day (in the studio's time zone)."""
 
-    day = models.DateField()
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
-    tasks = models.PositiveIntegerField()
-    images = models.PositiveIntegerField()
-    failed = models.PositiveIntegerField()
+    day = models.DateField(_("day"))
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                             verbose_name=_("user"))
+    tasks = models.PositiveIntegerField(_("tasks"))
+    images = models.PositiveIntegerField(_("images"))
+    failed = models.PositiveIntegerField(_("failed"))
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "user"], name="userdaystat_day_user")]
+        verbose_name = _("daily user count")
+        verbose_name_plural = _("daily user counts")
 
 
 class RollupMark(models.Model):
     """How far a rollup has gone: everything that ended before `until` is in its table."""
 
-    name = models.CharField(max_length=20, primary_key=True)
-    until = models.DateTimeField()
+    name = models.CharField(_("name"), max_length=20, primary_key=True)
+    until = models.DateTimeField(_("counted until"))
+
+    class Meta:
+        verbose_name = _("rollup progress")
+        verbose_name_plural = _("rollup progress")

@@ -89,5 +89,6 @@ def quota_check(*, user, images: int) -> None:
         ) % {"left": left, "need": images}
     else:
         message = _("Today's image quota (%(limit)d) is used up.") % {"limit": usage["limit"]}
-    raise QuotaExceeded(f"{message} {resets}", resets_at=usage["resets_at"], limit=usage["limit"],
-                        used=usage["used"])
+    # Translators: two sentences one after the other (Chinese puts no space between them).
+    both = _("%(problem)s %(resets)s") % {"problem": message, "resets": resets}
+    raise QuotaExceeded(both, resets_at=usage["resets_at"], limit=usage["limit"], used=usage["used"])

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from .models import ACTIVE_STATUSES, GenerationTask, TaskPreview, TaskStatus, new_client_id
 from .queue import enqueue
-from .task_text import Text, message_fields
+from .task_text import Text, field_messages, message_fields
 
 RETRYABLE_STATUSES = (TaskStatus.FAILED, TaskStatus.CANCELLED)
 
@@ -144,11 +144,16 @@ def complete(
 
 
 def _failed(code: str, message: Text | str, fields: dict | None, now: datetime | None) -> dict:
+    error = message_fields("error", message)
+    english, stored = field_messages(fields or {})
+    if any(m for messages in stored.values() for m in messages):
+        # Each parameter's messages beside the error's own, to show them translated too.
+        error["error_params"] = {**error["error_params"], "fields": stored}
     return {
         "status": TaskStatus.FAILED,
         "error_code": code,
-        **message_fields("error", message),
-        "error_fields": fields or {},
+        **error,
+        "error_fields": english,
         **message_fields("status", ""),
         "completed_at": now or timezone.now(),
         **_NO_LEASE,

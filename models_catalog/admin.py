@@ -87,14 +87,9 @@ class ComfyBackendAdmin(admin.ModelAdmin):
 
     @admin.display(description=_("state"))
     def state_badge(self, backend):
-        labels = {
-            "online": gettext("online"), "offline": gettext("offline"),
-            "disabled": gettext("disabled"), "draining": gettext("draining"),
-        }
-        state = backend.state
         return format_html(
             '<span class="easel-state easel-state-{}" title="{}">{}</span>',
-            state, backend.last_error, labels[state],
+            backend.state, backend.last_error, backend.state_label,
         )
 
     @admin.display(description=_("devices"))
@@ -144,7 +139,8 @@ class ComfyBackendAdmin(admin.ModelAdmin):
         for backend in queryset.order_by("name"):
             ok = backend_check(backend=backend)
             text = gettext("online") if ok else backend.last_error
-            self.message_user(request, f"{backend.name}: {text}", messages.SUCCESS if ok else messages.ERROR)
+            self.message_user(request, gettext("%(name)s: %(state)s") % {"name": backend.name, "state": text},
+                              messages.SUCCESS if ok else messages.ERROR)
 
     @admin.action(description=_("Sync checkpoints from these backends"), permissions=["change"])
     def sync_checkpoints(self, request, queryset):
@@ -249,7 +245,8 @@ class CheckpointAdmin(admin.ModelAdmin):
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
     form = WorkflowTemplateAdminForm
-    list_display = ("name", "slug", "kind", "enabled", "is_default", "builtin")
+    list_display = ("shown_name", "slug", "kind", "enabled", "is_default", "builtin")
+    list_display_links = ("shown_name",)
     list_filter = ("kind", "enabled")
     search_fields = ("name", "slug")
     readonly_fields = ("builtin", "detected_bindings", "created_at", "updated_at")
@@ -259,6 +256,24 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
     )
     actions = ["validate_against_backend"]
     change_list_template = "admin/models_catalog/workflowtemplate/change_list.html"
+
+    @admin.display(description=_("name"), ordering="name")
+    def shown_name(self, obj):
+        return obj.shown_name
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        form = super().get_form(request, obj, change=change, **kwargs)
+        if obj is not None and obj.builtin:
+            # The fields hold the English Easel shipped; say how readers see them.
+            form.base_fields["name"].help_text = gettext(
+                "Easel's own name, shown to each reader in their language (here: “%(shown)s”). "
+                "A name you write instead is shown as you wrote it."
+            ) % {"shown": obj.shown_name}
+            form.base_fields["description"].help_text = gettext(
+                "Easel's own description is shown to each reader in their language; one you write is shown as "
+                "you wrote it."
+            )
+        return form
 
     @admin.display(description=_("detected bindings"))
     def detected_bindings(self, obj):
@@ -302,7 +317,7 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
                     request,
                     gettext("Imported %(name)s (%(kind)s) with bindings for: %(params)s.")
                     % {
-                        "name": template.name,
+                        "name": template.shown_name,
                         "kind": template.get_kind_display(),
                         "params": ", ".join(template.bindings) or "-",
                     },
@@ -355,7 +370,7 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
             if not errors:
                 self.message_user(
                     request,
-                    gettext("%(name)s: valid (%(where)s).") % {"name": template.name, "where": where},
+                    gettext("%(name)s: valid (%(where)s).") % {"name": template.shown_name, "where": where},
                     messages.SUCCESS,
                 )
                 continue
@@ -363,6 +378,6 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
                 self.message_user(
                     request,
                     gettext("%(name)s (%(where)s): %(problem)s")
-                    % {"name": template.name, "where": where, "problem": line},
+                    % {"name": template.shown_name, "where": where, "problem": line},
                     messages.ERROR,
                 )

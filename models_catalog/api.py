@@ -28,9 +28,11 @@ class TemplateParameterSerializer(serializers.Serializer):
 
 class TemplateSerializer(serializers.Serializer):
     slug = serializers.SlugField(help_text="What to send as `template` when creating a task.")
-    name = serializers.CharField()
+    # Easel's own templates are named in the request's language (like a task's messages);
+    # templates staff wrote, as they wrote them.
+    name = serializers.CharField(source="shown_name")
     kind = serializers.ChoiceField(choices=WorkflowTemplate.KIND_CHOICES)
-    description = serializers.CharField()
+    description = serializers.CharField(source="shown_description")
     is_default = serializers.BooleanField(help_text="Used for its kind when a task names no template.")
     parameters = serializers.SerializerMethodField()
 

@@ -27,7 +27,7 @@ class PrettyJSONField(forms.JSONField):
 class WorkflowTemplateImportForm(forms.Form):
     name = forms.CharField(label=_("Name"), max_length=200)
     slug = forms.SlugField(
-        label=_("Slug"), max_length=100, help_text=_("What API clients send as template, e.g. portrait-hires.")
+        label=_("Slug"), max_length=100, help_text=_("What API clients send as <code>template</code>, e.g. <code>portrait-hires</code>.")
     )
     workflow = forms.FileField(
         label=_("Workflow file (API format)"),
@@ -64,7 +64,7 @@ class WorkflowTemplateAdminForm(forms.ModelForm):
     bindings = PrettyJSONField(
         label=_("Bindings"),
         widget=forms.Textarea(attrs={"rows": 14}),
-        help_text=_('Easel parameter → [node_id, input_name], e.g. {"prompt": ["6", "text"]}.'),
+        help_text=_('Easel parameter → [node_id, input_name], e.g. <code>{"prompt": ["6", "text"]}</code>.'),
     )
 
     class Meta:

@@ -4,6 +4,8 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from .builtin import shipped_text
+
 
 class ComfyBackend(models.Model):
     """One ComfyUI server (or Easel's built-in demo engine) that runs prompts."""
@@ -33,8 +35,8 @@ class ComfyBackend(models.Model):
     loaded_checkpoint = models.CharField(_("loaded checkpoint"), max_length=300, blank=True)
     # Prompts Easel moved elsewhere while this backend was away: taken off its queue
     # (or interrupted) as soon as it answers again, so they never run for nothing.
-    abandoned_prompts = models.JSONField(default=list, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    abandoned_prompts = models.JSONField(_("prompts to take off it"), default=list, blank=True, editable=False)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["name"]
@@ -43,6 +45,15 @@ class ComfyBackend(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    # What `state` says, in the reader's language (the names themselves are for code and CSS).
+    STATE_LABELS = {
+        "online": _("online"), "offline": _("offline"), "disabled": _("disabled"), "draining": _("draining"),
+    }
+
+    @property
+    def state_label(self) -> str:
+        return str(self.STATE_LABELS[self.state])
 
     @property
     def state(self) -> str:
@@ -82,7 +93,7 @@ class Checkpoint(models.Model):
     default_cfg = models.FloatField(_("default CFG"), default=7.0)
     default_sampler = models.CharField(_("default sampler"), max_length=50, default="euler")
     default_scheduler = models.CharField(_("default scheduler"), max_length=50, default="normal")
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
 
     class Meta:
         ordering = ["display_name", "name"]
@@ -100,6 +111,11 @@ class Checkpoint(models.Model):
     def shown_name(self) -> str:
         return self.display_name or self.name
 
+    @property
+    def shown_description(self) -> str:
+        """The description in the reader's language when Easel wrote it (a demo model's)."""
+        return shipped_text(self.description)
+
 
 class WorkflowTemplate(models.Model):
     """A ComfyUI API-format graph plus where Easel's parameters go in it."""
@@ -113,7 +129,8 @@ class WorkflowTemplate(models.Model):
     kind = models.CharField(_("kind"), max_length=20, choices=KIND_CHOICES, default=KIND_TXT2IMG)
     graph = models.JSONField(_("ComfyUI API-format graph"))
     bindings = models.JSONField(
-        _("bindings"), help_text=_('Easel parameter → [node_id, input_name], e.g. {"prompt": ["6", "text"]}.')
+        _("bindings"),
+        help_text=_('Easel parameter → [node_id, input_name], e.g. <code>{"prompt": ["6", "text"]}</code>.'),
     )
     description = models.TextField(_("description"), blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
@@ -122,8 +139,8 @@ class WorkflowTemplate(models.Model):
         _("execution timeout (s)"), null=True, blank=True, help_text=_("Empty: the studio's default.")
     )
     builtin = models.BooleanField(_("built in"), default=False, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
-    updated_at = models.DateTimeField(auto_now=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated at"), auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -131,7 +148,17 @@ class WorkflowTemplate(models.Model):
         verbose_name_plural = _("workflow templates")
 
     def __str__(self) -> str:
-        return self.name
+        return self.shown_name
+
+    # A built-in template's name and description are stored in English and shown in the
+    # reader's language while they are what Easel shipped; staff's own words as written.
+    @property
+    def shown_name(self) -> str:
+        return shipped_text(self.name) if self.builtin else self.name
+
+    @property
+    def shown_description(self) -> str:
+        return shipped_text(self.description) if self.builtin else self.description
 
     # Which of Easel's parameters the template takes is what its bindings say: the one
     # rule pages, the API and the service follow (e.g. whether a source image is sent).

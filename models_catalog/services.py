@@ -10,17 +10,16 @@ from django.conf import settings
 from django.db import models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
-from django.utils.translation import gettext_lazy as _
 
 from generation.comfy import ComfyClient, ComfyError
 
+from .builtin import DEMO_DESCRIPTION
 from .models import Checkpoint, ComfyBackend
 
 logger = logging.getLogger(__name__)
 
 # How the demo engine names its only device in /system_stats (generation/demo_engine/system.py).
 DEMO_DEVICE = "Easel demo engine"
-DEMO_DESCRIPTION = _("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
 
 
 def comfy_client(backend: ComfyBackend) -> ComfyClient:
@@ -233,6 +232,8 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
                         name=_checkpoint_name(ckpt_name),
                         display_name=Path(ckpt_name).stem,
                         # Say plainly what a demo "model" is, so nobody mistakes it for AI.
+                        # Stored in English, whoever runs the sync; shown translated
+                        # (Checkpoint.shown_description).
                         description=DEMO_DESCRIPTION if backend.is_demo else "",
                         enabled=first_start,
                         is_default=first_start and not summary.added,

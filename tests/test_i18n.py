@@ -339,3 +339,343 @@ def test_django_uses_the_catalogue():
     with translation.override("zh-hans"):
         assert translation.gettext("Generate") == "生成"
         assert translation.ngettext("%(counter)s task", "%(counter)s tasks", 3) % {"counter": 3} == "共 3 个任务"
+
+
+# --- Chinese punctuation -----------------------------------------------------------
+
+CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+# What keeps its ASCII punctuation inside a Chinese sentence: code and the names and
+# values a reader types or reads as written. Each part is replaced by a Latin stand-in.
+NOT_PROSE = re.compile(
+    r"<code>.*?</code>|`[^`]*`"  # code
+    r"|<[^>]+>"  # HTML tags
+    r"|%\(\w+\)[-+ #0]*\d*(?:\.\d+)?[sdifr]|%[sdif]"  # placeholders
+    r"|\b(?:https?|wss?)://\S*"  # URLs and schemes ("http://")
+    r"|(?:python )?manage\.py(?: [\w-]+)+|\./run\.sh"  # commands
+    r'|\{.*\}|\[[\w, ]*\]|"[A-Za-z_][A-Za-z0-9_]*"'  # JSON, a binding's [node_id, input_name], a JSON key
+    r"|\d+(?:[.:]\d+)+"  # numbers, versions, times of day
+)
+ASCII_PUNCTUATION = re.compile(r'[,;:?!()"]')
+# A full stop is ASCII in a file name or a number; in prose it ends a sentence.
+ASCII_FULL_STOP = re.compile(r"\.(?=\s|$)")
+
+
+def ascii_punctuation(msgstr: str) -> list[str]:
+    """The ASCII punctuation a Chinese sentence uses where it should use full-width
+    (，。：；？！（）“”), outside code, placeholders, URLs and numbers."""
+    if not CJK.search(msgstr):
+        return []  # not a Chinese sentence (a name, a format, a code)
+    prose = NOT_PROSE.sub("X", msgstr)
+    return ASCII_PUNCTUATION.findall(prose) + ASCII_FULL_STOP.findall(prose)
+
+
+def test_the_punctuation_check_finds_ascii_punctuation():
+    assert ascii_punctuation("任务已取消.") == ["."]
+    assert ascii_punctuation("错误: %(error)s") == [":"]
+    assert ascii_punctuation("邮箱(可选)") == ["(", ")"]
+    assert ascii_punctuation("后端 %(name)s 离线, 正在重试") == [","]
+    assert ascii_punctuation('点击"保存"') == ['"', '"']
+    assert ascii_punctuation("请运行：python manage.py migrate") == []
+    assert ascii_punctuation("例如 <code>{\"prompt\": [\"6\", \"text\"]}</code>。") == []
+    assert ascii_punctuation("%(seconds).1f 秒，版本 0.3.64，http://example.com/") == []
+    assert ascii_punctuation("Y年n月j日 H:i") == [":"]  # a date format is skipped by its context instead
+
+
+def test_chinese_sentences_use_full_width_punctuation(po):
+    if not po.parts[-3].startswith("zh"):
+        pytest.skip("Chinese catalogues only")
+    found = []
+    for e in parse_po(po):
+        # A date format is not a sentence: its ASCII is the format's own syntax.
+        if not e["msgid"] or e.get("msgctxt") == "date and time format":
+            continue
+        for key, text in translations(e).items():
+            if ascii_punctuation(text):
+                found.append(f"{where(po, e)} {key}: {ascii_punctuation(text)} in {text!r}")
+    assert not found, "use ，。：；？！（）“” in Chinese sentences:\n" + "\n".join(found)
+
+
+# --- strings that never reach the catalogue ----------------------------------------
+# The catalogue checks above see only what is marked. These find English that is not:
+# text written straight into a template, and Python literals in the places that reach
+# readers. The zh-Hans walk (test_i18n_walk.py) finds the rest at run time.
+
+ROOT = Path(settings.BASE_DIR)
+TEMPLATE_DIRS = [ROOT / "templates"]
+
+
+def _template_skeleton(source: str) -> str:
+    """The template's own HTML with every tag and variable blanked out and the text of
+    {% blocktranslate %} and {% comment %} blocks dropped: what is left is text written
+    straight into the page."""
+    from django.template.base import Lexer, TokenType
+
+    out, skipping = [], None
+    for token in Lexer(source).tokenize():
+        if token.token_type == TokenType.BLOCK:
+            name = token.contents.split()[0] if token.contents else ""
+            if skipping is None and name in ("blocktranslate", "blocktrans", "comment"):
+                skipping = "end" + name
+            elif name == skipping:
+                skipping = None
+            out.append(" ")
+        elif token.token_type == TokenType.TEXT and skipping is None:
+            out.append(token.contents)
+        elif token.token_type == TokenType.VAR:
+            out.append(" ")
+    return "".join(out)
+
+
+def test_the_template_check_finds_unmarked_text():
+    from tests.i18n_text import english_runs, visible_text
+
+    source = ('{% load i18n %}<h1>{% translate "Generate" %}</h1><p>Plain words</p>'
+              '<a title="Open it" href="{{ url }}">{{ name }}</a>'
+              '{% blocktranslate %}Marked {{ x }} words{% endblocktranslate %}{# a note #}')
+    assert english_runs(visible_text(_template_skeleton(source))) == ["Plain words", "Open it"]
+
+
+def test_templates_mark_every_visible_text():
+    from tests.i18n_text import english_runs, visible_text
+
+    found = []
+    for folder in TEMPLATE_DIRS:
+        for path in sorted(folder.rglob("*.html")):
+            runs = english_runs(visible_text(_template_skeleton(path.read_text(encoding="utf-8"))))
+            found += [f"{path.relative_to(ROOT)}: {run!r}" for run in runs]
+    assert not found, "text outside {% translate %} / {% blocktranslate %}:\n" + "\n".join(found)
+
+
+# Python: where a literal reaches a reader. The API schema (DRF serializer fields,
+# drf-spectacular's decorators) is documentation for app developers, in English like
+# docs/api-contract.md; the command line and the plain-Python libraries (comfy, the demo
+# engine) are not pages.
+PYTHON_PACKAGES = ("accounts", "models_catalog", "generation", "config")
+PYTHON_SKIPPED = ("migrations", "management", "demo_engine", "comfy", "api")
+SHOWN_KEYWORDS = {"help_text", "verbose_name", "verbose_name_plural", "label", "description", "empty_label",
+                  "title", "placeholder"}
+SHOWN_ATTRS = {"placeholder", "title", "aria-label", "alt"}
+SCHEMA_CALLS = {"extend_schema", "extend_schema_field", "extend_schema_view", "inline_serializer",
+                "OpenApiParameter", "OpenApiResponse", "OpenApiExample", "add_argument", "ArgumentParser"}
+MESSAGE_CALLS = {"debug", "info", "success", "warning", "error", "add_message", "message_user"}
+ERROR_CALLS = {"ValidationError", "TaskStateError", "QuotaExceeded", "GenerationError", "TokenLimitReached",
+               "WebhookUrlRefused"}
+# A field's first argument is its verbose name, except a relation's (its model).
+RELATION_FIELDS = {"ForeignKey", "OneToOneField", "ManyToManyField", "ForeignObject"}
+
+
+def _words(node) -> bool:
+    """A bare literal (or f-string) with words in it."""
+    if isinstance(node, ast.JoinedStr):
+        return True
+    return (isinstance(node, ast.Constant) and isinstance(node.value, str)
+            and bool(re.search(r"[A-Za-z]{2}", node.value)))
+
+
+def _call_name(node: ast.Call) -> tuple[str, str]:
+    """(the called name, the object it is called on) of `obj.name(...)` or `name(...)`."""
+    func = node.func
+    if isinstance(func, ast.Attribute):
+        owner = func.value.id if isinstance(func.value, ast.Name) else getattr(func.value, "attr", "")
+        return func.attr, owner
+    return (func.id if isinstance(func, ast.Name) else ""), ""
+
+
+def unmarked_literals(source: str) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values):
+                if isinstance(key, ast.Constant) and key.value in SHOWN_ATTRS and _words(value):
+                    found.append((value.lineno, f"{key.value}: {ast.unparse(value)}"))
+        if not isinstance(node, ast.Call):
+            continue
+        name, owner = _call_name(node)
+        if name in SCHEMA_CALLS or owner == "serializers":
+            continue
+        if (name in MESSAGE_CALLS and owner in ("messages", "self")) or name in ERROR_CALLS:
+            found += [(arg.lineno, f"{name}({ast.unparse(arg)})") for arg in node.args if _words(arg)]
+        if name.endswith("Field") and name not in RELATION_FIELDS and node.args and _words(node.args[0]):
+            found.append((node.lineno, f"{name}({ast.unparse(node.args[0])}, …)"))
+        found += [(kw.value.lineno, f"{kw.arg}={ast.unparse(kw.value)}") for kw in node.keywords
+                  if kw.arg in SHOWN_KEYWORDS and _words(kw.value)]
+    return sorted(found)
+
+
+def test_the_python_check_finds_unmarked_literals():
+    source = '''
+messages.success(request, "Saved.")
+messages.error(request, _("Marked."))
+self.message_user(request, f"{name}: done")
+name = models.CharField("name", max_length=10)
+slug = forms.SlugField(label=_("Slug"), help_text="Plain help")
+widget = forms.TextInput(attrs={"placeholder": "Type here"})
+raise ValidationError("Too big")
+url = serializers.CharField(help_text="API docs stay English")
+'''
+    assert [text for _line, text in unmarked_literals(source)] == [
+        "success('Saved.')", "message_user(f'{name}: done')", "CharField('name', …)", "help_text='Plain help'",
+        "placeholder: 'Type here'", "ValidationError('Too big')",
+    ]
+
+
+def test_python_marks_every_user_facing_literal():
+    found = []
+    for package in PYTHON_PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if set(path.relative_to(ROOT).parts) & set(PYTHON_SKIPPED):
+                continue
+            found += [f"{path.relative_to(ROOT)}:{line}: {text}" for line, text in
+                      unmarked_literals(path.read_text(encoding="utf-8"))]
+    assert not found, "mark these for translation (gettext / gettext_lazy):\n" + "\n".join(found)
+
+
+def test_messages_borrowed_from_django_and_django_q_are_still_missing_there_and_translated_here():
+    """config/missing_translations.py (and .js, for the admin's scripts) list what
+    Django's or django-q2's zh_Hans catalogue lacks; once a library translates one, it
+    leaves the list."""
+    import django
+    import django_q
+
+    tree = ast.parse((ROOT / "config" / "missing_translations.py").read_text(encoding="utf-8"))
+    listed = {
+        group.targets[0].id: [call.args[0].value for call in group.value.elts]
+        for group in tree.body if isinstance(group, ast.Assign)
+    }
+    theirs = {
+        "DJANGO": [p for p in Path(django.__file__).parent.rglob("zh_Hans/LC_MESSAGES/django.po")],
+        "DJANGO_Q": [Path(django_q.__file__).parent / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po"],
+    }
+    ours = {e["msgid"]: e for e in parse_po(ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "django.po")}
+    assert listed.keys() == theirs.keys()
+    # The admin scripts' messages (djangojs), listed beside it in config/missing_translations.js.
+    script = (ROOT / "config" / "missing_translations.js").read_text(encoding="utf-8")
+    listed["DJANGO_JS"] = [ast.literal_eval(m) for m in re.findall(r"gettext_noop\(('(?:[^'\\]|\\.)*')\);", script)]
+    theirs["DJANGO_JS"] = [Path(django.__file__).parent / "contrib" / "admin" / "locale" / "zh_Hans" / "LC_MESSAGES"
+                           / "djangojs.po"]
+    ours.update({e["msgid"]: e for e in parse_po(ROOT / "locale" / "zh_Hans" / "LC_MESSAGES" / "djangojs.po")})
+    for group, msgids in listed.items():
+        translated = {e["msgid"] for po in theirs[group] for e in parse_po(po)
+                      if "fuzzy" not in e["flags"] and translations(e) and all(translations(e).values())}
+        assert msgids and not set(msgids) & translated, f"{group}: now translated by the library itself"
+        assert all(all(translations(ours[m]).values()) for m in msgids)
+
+
+# --- stored in English, shown in the reader's language -----------------------------
+
+
+def test_built_in_catalog_texts_read_in_chinese_and_staff_words_as_written(db):
+    from models_catalog.builtin import DEMO_DESCRIPTION, ensure_builtin_templates
+    from models_catalog.models import Checkpoint, WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    txt2img = WorkflowTemplate.objects.get(slug="txt2img-basic")
+    demo = Checkpoint(name="demo-sd15", ckpt_name="demo-sd15.safetensors", description=DEMO_DESCRIPTION)
+    staff = WorkflowTemplate(slug="mine", name="Text to image", description="Starts from your picture; "
+                             "denoise sets how far the result may move away from it.")
+    with translation.override("zh-hans"):
+        assert (txt2img.shown_name, str(txt2img)) == ("文生图", "文生图")
+        assert txt2img.shown_description == "模型、提示词和反向提示词，从空白潜空间开始采样。"
+        assert demo.shown_description == "内置演示引擎：生成带标注的占位图片，无需 GPU，并非 AI 生成。"
+        # A template staff made holds the same words: theirs, shown as written.
+        assert staff.shown_name == "Text to image" and staff.shown_description.startswith("Starts from")
+        # A built-in one staff renamed: their name.
+        txt2img.name = "Quick draft"
+        assert txt2img.shown_name == "Quick draft"
+    assert txt2img.description == "Checkpoint, prompt and negative prompt, sampled from an empty latent."
+
+
+def test_the_template_list_api_names_built_in_templates_in_the_requests_language(signed_in):
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import WorkflowTemplate
+
+    ensure_builtin_templates(WorkflowTemplate)
+    names = {t["slug"]: t["name"] for t in signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="zh-Hans")
+             .json()["results"]}
+    assert names == {"txt2img-basic": "文生图", "img2img-basic": "图生图"}
+    english = signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="en").json()["results"]
+    assert {t["name"] for t in english} == {"Text to image", "Image to image"}
+
+
+def test_a_comfyui_execution_error_is_stored_in_english_and_read_in_chinese(db):
+    from generation.comfy import describe_execution_error
+    from generation.task_text import message_fields, render, text
+
+    error = describe_execution_error({"node_id": "3", "node_type": "KSampler", "exception_type": "RuntimeError",
+                                      "exception_message": "CUDA out of memory"})
+    assert error == "KSampler (node 3) failed: RuntimeError: CUDA out of memory"
+    stored = message_fields("error", text(error.msgid, **error.params))
+    assert stored["error_message"] == error
+    with translation.override("zh-hans"):
+        assert render(stored["error_params"], stored["error_message"]) == \
+            "KSampler（节点 3）出错：RuntimeError: CUDA out of memory"
+        assert render(text(describe_execution_error({}).msgid).stored(), "interrupted") == "已中断"
+
+
+def test_a_comfyui_rejection_is_stored_in_english_and_read_in_chinese_field_by_field(signed_in):
+    from generation.comfy import ComfyPromptRejected
+    from generation.fleet.runner import rejected
+    from generation.transitions import _failed
+
+    body = {"error": {"type": "prompt_outputs_failed_validation", "message": "Prompt outputs failed validation"},
+            "node_errors": {"3": {"class_type": "KSampler", "errors": [
+                {"type": "value_smaller_than_min", "message": "Value -1 smaller than min of 1",
+                 "extra_info": {"input_name": "steps", "input_config": ["INT", {"min": 1}]}},
+                {"type": "invalid_input_type", "message": "Failed to convert", "details": "cfg, abc",
+                 "extra_info": {"input_name": "cfg", "input_config": ["FLOAT", {}]}}]}}}
+    failure = rejected(ComfyPromptRejected(400, body), {"steps": ["3", "steps"], "cfg": ["3", "cfg"]})
+    task = GenerationTask.objects.get()
+    GenerationTask.objects.filter(pk=task.pk).update(**_failed(failure.code, failure.message, failure.fields, None))
+    task.refresh_from_db()
+    assert task.error_message == "steps must be at least 1; cfg must be a number"  # stored in English
+    assert task.error_fields == {"steps": ["steps must be at least 1"], "cfg": ["cfg must be a number"]}
+    with translation.override("zh-hans"):
+        assert task.error_text == "步数不能小于 1；CFG必须是数字"
+        assert task.error_fields_text == {"steps": ["步数不能小于 1"], "cfg": ["CFG必须是数字"]}
+    assert_has(get(signed_in, f"/tasks/{task.pk}/", "zh-Hans"), "步数不能小于 1", "CFG必须是数字")
+
+
+def test_health_checks_keep_their_names_for_scripts_and_read_in_chinese(db):
+    from generation.ops.doctor import Check
+
+    check = Check("backend:gpu-1", "warning", "…")
+    with translation.override("zh-hans"):
+        assert (check.name, check.level) == ("backend:gpu-1", "warning")
+        assert (check.label, check.level_label) == ("后端 gpu-1", "警告")
+        assert (Check("migrations", "ok", "").label, Check("clock", "error", "").level_label) == ("数据库迁移", "错误")
+
+
+def test_the_studio_operator_group_keeps_its_name_and_reads_in_chinese(db):
+    from django.contrib.auth.models import Group, Permission
+
+    group = Group.objects.get(name="studio operator")  # migrations and code find it so
+    mine = Group.objects.create(name="night shift")
+    permission = Permission.objects.get(codename="change_generationtask")
+    with translation.override("zh-hans"):
+        assert (str(group), str(mine)) == ("工作室运营", "night shift")
+        assert str(permission) == "生成 | 生成任务 | 可以修改生成任务"
+    assert str(permission) == "Generation | generation task | Can change generation task"
+
+
+def test_sign_in_tokens_are_listed_by_their_kind_in_the_readers_language(client, user):
+    from accounts.models import ApiToken
+    from accounts.services import token_create
+
+    token_create(user=user, kind=ApiToken.Kind.SIGN_IN)
+    client.force_login(user)
+    html = get(client, "/accounts/me/", "zh-Hans")
+    assert '<td class="tokens__name">登录</td>' in html
+    assert_lacks(html, "sign-in")
+
+
+def test_webhook_errors_are_stored_in_english_and_read_in_chinese(db, user):
+    from generation.models import WebhookDelivery
+    from generation.webhooks.delivery import webhook_deliver
+
+    delivery = WebhookDelivery.objects.create(user=user, event="task.completed", url="http://10.0.0.1/hook",
+                                              message_id="msg_1", payload={})
+    webhook_deliver(delivery.pk)  # no token: never sent, and no network either
+    delivery.refresh_from_db()
+    assert delivery.last_error.startswith("The API token this task was created with has been deleted")
+    with translation.override("zh-hans"):
+        assert delivery.error_text.startswith("创建此任务所用的 API 令牌已被删除")

@@ -12,7 +12,7 @@ from .client import (
     ComfyUnreachable,
     combo_options,
 )
-from .errors import describe_execution_error, describe_rejection, is_transient
+from .errors import Message, describe_execution_error, describe_rejection, is_transient
 from .events import Event, Preview, TextFrame, parse_binary, parse_text
 from .tracker import PromptTracker
 from .workflow import BindingError, is_link, output_nodes, render_workflow, validate_bindings
@@ -28,6 +28,7 @@ __all__ = [
     "ComfySocketClosed",
     "ComfyUnreachable",
     "Event",
+    "Message",
     "Preview",
     "PromptTracker",
     "TextFrame",

@@ -34,6 +34,7 @@ from ..comfy import (
     ComfyPromptRejected,
     ComfySocketClosed,
     ComfyUnreachable,
+    Message,
     PromptTracker,
     describe_execution_error,
     describe_rejection,
@@ -286,8 +287,7 @@ class TaskRunner:
                 except ComfyPromptRejected as exc:
                     # (A partly valid graph that ComfyUI queued anyway was already taken
                     # back off its queue by the client.)
-                    message, fields = describe_rejection(exc, task.template.bindings)
-                    raise TaskFailed("invalid_parameters", message, _rename_fields(fields)) from exc
+                    raise rejected(exc, task.template.bindings) from exc
                 self.log.info("submitted prompt to %s", backend.name)
                 ComfyBackend.objects.filter(pk=backend.pk).update(
                     loaded_checkpoint=task.checkpoint.ckpt_name if task.checkpoint else ""
@@ -401,7 +401,7 @@ class TaskRunner:
         if outcome.status == "interrupted":
             raise TaskFailed("interrupted", text(gettext_noop("The backend interrupted this generation.")))
         if outcome.status != "success":
-            raise TaskFailed("execution_error", describe_execution_error(outcome.error or {}))
+            raise TaskFailed("execution_error", _comfy_text(describe_execution_error(outcome.error or {})))
         if not outcome.images:
             raise TaskFailed("no_output", text(gettext_noop("The workflow finished without producing an image.")))
         backend = ComfyBackend.objects.get(pk=self.task.backend_id)
@@ -442,6 +442,23 @@ class TaskRunner:
             return
         prompt_abandon(backend_id=backend.pk, prompt_id=str(task.prompt_id))
         self.log.info("gone while running; prompt abandoned on %s", backend.name)
+
+
+def rejected(exc: ComfyPromptRejected, bindings: dict) -> TaskFailed:
+    """ComfyUI refused the graph: the task fails with ComfyUI's reasons, each put beside
+    the parameter at fault, in words every reader gets in their own language."""
+    message, fields = describe_rejection(exc, bindings)
+    fields = {key: [_comfy_text(m) for m in messages] for key, messages in fields.items()}
+    return TaskFailed("invalid_parameters", _comfy_text(message), _rename_fields(fields))
+
+
+def _comfy_text(message: Message | str) -> Text | str:
+    """A message of the ComfyUI client (plain Python, its own message ids) as a task
+    message, shown again in each reader's language; ComfyUI's own words (a plain str)
+    stay as they are."""
+    if not isinstance(message, Message):
+        return message
+    return text(message.msgid, **{k: _comfy_text(v) for k, v in message.params.items()})
 
 
 def _rename_fields(fields: dict) -> dict:

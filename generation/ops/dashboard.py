@@ -146,6 +146,13 @@ def _csv(numbers: dict, checks) -> HttpResponse:
     return response
 
 
+def _cluster_status(status) -> str:
+    """A cluster's state in the reader's language. django-q2 names its states with its
+    own message ids ("Idle", "Working"…, django_q.conf.Conf); a heartbeat may carry one
+    as the worker's plain English text, which its catalogue translates here."""
+    return _(str(status)) if status else ""
+
+
 def dashboard_view(request):
     days = _days(request)
     numbers = stats.dashboard_numbers(days=days)
@@ -157,7 +164,8 @@ def dashboard_view(request):
     # Heartbeats carry their start as ISO text (UTC): a datetime again, so the page
     # shows it in the studio's time zone like every other date.
     clusters = [
-        {**c, "started_at": parse_datetime(c["started_at"]) if c.get("started_at") else None}
+        {**c, "started_at": parse_datetime(c["started_at"]) if c.get("started_at") else None,
+         "status_label": _cluster_status(c.get("status"))}
         for c in numbers["workers"]["clusters"]
     ]
     context = {

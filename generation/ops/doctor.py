@@ -16,7 +16,7 @@ from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Sum
 from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext as _, gettext_lazy
 from django_q.status import Stat
 
 from models_catalog.models import Checkpoint, ComfyBackend
@@ -25,6 +25,18 @@ from models_catalog.services import backend_check
 from ..fleet.workers import worker_status
 
 OK, WARNING, ERROR = "ok", "warning", "error"
+# The names and levels stay as they are in `manage.py doctor` and the dashboard's CSV
+# (scripts read them); pages show these labels, in the reader's language.
+LEVEL_LABELS = {OK: gettext_lazy("ok"), WARNING: gettext_lazy("warning"), ERROR: gettext_lazy("error")}
+CHECK_LABELS = {
+    "migrations": gettext_lazy("Database migrations"),
+    "workers": gettext_lazy("Workers"),
+    "backends": gettext_lazy("Backends"),
+    "media": gettext_lazy("Media storage"),
+    "security": gettext_lazy("Security settings"),
+    "clock": gettext_lazy("Clocks"),
+}
+BACKEND_CHECK = "backend:"
 # Worker and web clocks further apart than this make leases and schedules misbehave.
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Django's own insecure default prefix, and the length below which a key is too short.
@@ -42,6 +54,17 @@ class Check:
     @property
     def ok(self) -> bool:
         return self.level == OK
+
+    @property
+    def label(self) -> str:
+        """The check's name in the reader's language ("backend:gpu-1" names the backend)."""
+        if self.name.startswith(BACKEND_CHECK):
+            return _("Backend %(name)s") % {"name": self.name[len(BACKEND_CHECK):]}
+        return str(CHECK_LABELS.get(self.name, self.name))
+
+    @property
+    def level_label(self) -> str:
+        return str(LEVEL_LABELS.get(self.level, self.level))
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -124,7 +147,7 @@ def check_backends(*, probe: bool = True, timeout: float = 3.0) -> list[Check]:
         checks.append(Check("backends", OK, _("%(n)d of %(total)d enabled backend(s) online.")
                             % {"n": len(online), "total": len(backends)}))
     for backend in backends:
-        name = f"backend:{backend.name}"
+        name = f"{BACKEND_CHECK}{backend.name}"
         if not backend.is_online:
             checks.append(Check(name, ERROR, _("%(name)s is unreachable: %(error)s")
                                 % {"name": backend.name, "error": backend.last_error or _("not checked yet")},

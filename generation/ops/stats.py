@@ -276,6 +276,7 @@ def backend_utilisation(act: Activity, *, period: Period) -> list[dict]:
         out.append({
             "name": backend.name,
             "state": backend.state,
+            "state_label": backend.state_label,
             "is_demo": backend.is_demo,
             "busy_seconds": seconds,
             "utilisation": min(1.0, seconds / period.seconds) if period.seconds else 0.0,

@@ -90,7 +90,7 @@ class GenerateForm(forms.Form):
                 "name": c.shown_name})
             for c in self.checkpoints
         ]
-        self.fields["template"].choices = [(t.slug, t.name) for t in self.templates]
+        self.fields["template"].choices = [(t.slug, t.shown_name) for t in self.templates]
         bounds = ranges()
         batch = bounds["batch_size"]
         self.fields["batch_size"].choices = [(n, str(n)) for n in range(batch.low, batch.high + 1)]

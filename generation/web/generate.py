@@ -30,7 +30,7 @@ def _checkpoint_info(checkpoints) -> dict:
     # Passed to the page's script with json_script: descriptions and defaults per model.
     return {
         c.name: {
-            "description": c.description,
+            "description": c.shown_description,
             "width": c.default_width,
             "height": c.default_height,
             "steps": c.default_steps,
@@ -47,7 +47,7 @@ def _enabled_templates() -> list[WorkflowTemplate]:
 
 
 def _template_info(templates) -> dict:
-    return {t.slug: {"kind": t.kind, "image": t.takes_image, "description": t.description,
+    return {t.slug: {"kind": t.kind, "image": t.takes_image, "description": t.shown_description,
                      "denoise": t.takes_denoise, "size": t.takes("width")}
             for t in templates}
 

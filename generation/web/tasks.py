@@ -42,7 +42,7 @@ def _error_rows(task) -> tuple[dict[str, list[str]], list[tuple[str, list[str]]]
     labels["__all__"] = _("Workflow")
     beside: dict[str, list[str]] = {}
     rest = []
-    for key, value in (task.error_fields or {}).items():
+    for key, value in task.error_fields_text.items():
         value = [str(v) for v in (value if isinstance(value, list) else [value])]
         param = ERROR_PARAM.get(key)
         if param:
@@ -84,7 +84,7 @@ def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict
         ("model", _("Model"), task.checkpoint.shown_name if task.checkpoint else task.model_name, False),
     ]
     if task.template_id:
-        rows.append(("template", _("Workflow"), task.template.name, False))
+        rows.append(("template", _("Workflow"), task.template.shown_name, False))
     rows += [
         ("size", _("Size"), f"{task.width} × {task.height}", False),
         ("steps", _("Steps"), task.steps, False),

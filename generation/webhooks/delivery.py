@@ -15,10 +15,11 @@ import urllib3
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db.models import F, Q
-from django.utils import timezone
-from django.utils.translation import gettext as _
+from django.utils import timezone, translation
+from django.utils.translation import gettext_noop
 
 from ..models import WebhookDelivery
+from ..task_text import Text, text
 from .services import delivery_enqueue
 from .signing import payload_bytes, webhook_sign
 from .targets import Target, WebhookUrlRefused, target_resolve
@@ -55,7 +56,27 @@ class _Unsendable(Exception):
 @dataclass
 class _Answer:
     status: int | None = None
-    error: str = ""
+    # Stored in English with its message id, shown to staff in their language (task_text).
+    error: Text | str = ""
+
+
+# What the receiver said, by whether its answer was a redirect and came with a body
+# (the body is the receiver's own words, kept as it wrote them).
+_REFUSED = {
+    (False, False): gettext_noop("The receiver answered HTTP %(status)d."),
+    (False, True): gettext_noop("The receiver answered HTTP %(status)d. %(body)s"),
+    (True, False): gettext_noop("The receiver answered HTTP %(status)d. Redirects are not followed."),
+    (True, True): gettext_noop("The receiver answered HTTP %(status)d. Redirects are not followed. %(body)s"),
+}
+
+
+def _validation_text(exc: ValidationError) -> Text:
+    """A callback URL's refusal (webhooks.targets) as a translatable message: its message
+    id is the lazy message read with no language active."""
+    error = exc.error_list[0]
+    with translation.override(None):
+        msgid = str(error.message)
+    return text(msgid, **(error.params or {}))
 
 
 def _post_pinned(target: Target, *, body: bytes, headers: dict[str, str]) -> _Answer:
@@ -67,7 +88,7 @@ def _post_pinned(target: Target, *, body: bytes, headers: dict[str, str]) -> _An
     the request elsewhere. No proxies (environment ones are ignored), no redirects.
     """
     timeout = float(settings.EASEL_WEBHOOK_TIMEOUT)
-    last_error = ""
+    last_error: Text | None = None
     for address in target.addresses:
         kwargs = {
             "timeout": urllib3.Timeout(connect=min(5.0, timeout), read=timeout),
@@ -103,24 +124,21 @@ def _post_pinned(target: Target, *, body: bytes, headers: dict[str, str]) -> _An
                 excerpt = b""
             finally:
                 response.release_conn()
-            error = ""
+            error: Text | str = ""
             if not 200 <= response.status < 300:
-                error = _("The receiver answered HTTP %(status)d.") % {"status": response.status}
-                if 300 <= response.status < 400:
-                    error += " " + _("Redirects are not followed.")
-                text = excerpt.decode("utf-8", "replace").strip()
-                if text:
-                    error += " " + text
+                body = excerpt.decode("utf-8", "replace").strip()
+                msgid = _REFUSED[(300 <= response.status < 400, bool(body))]
+                error = text(msgid, status=response.status, body=body) if body else text(msgid, status=response.status)
             return _Answer(status=response.status, error=error)
         except (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError) as exc:
             # This address is unreachable; the host may have another one.
-            last_error = _("Could not connect: %(error)s") % {"error": exc}
+            last_error = text(gettext_noop("Could not connect: %(error)s"), error=exc)
             continue
         except urllib3.exceptions.HTTPError as exc:
-            return _Answer(error=_("The request failed: %(error)s") % {"error": exc})
+            return _Answer(error=text(gettext_noop("The request failed: %(error)s"), error=exc))
         finally:
             pool.close()
-    return _Answer(error=last_error or _("Could not connect."))
+    return _Answer(error=last_error or text(gettext_noop("Could not connect.")))
 
 
 def _attempt(delivery_id: int) -> float | None:
@@ -150,17 +168,17 @@ def _attempt(delivery_id: int) -> float | None:
     try:
         token = delivery.api_token
         if token is None or not token.webhook_secret:
-            raise _Unsendable(
-                _("The API token this task was created with has been deleted, so there is no secret "
-                  "to sign the webhook with. Unsigned webhooks are never sent.")
-            )
+            raise _Unsendable(text(
+                gettext_noop("The API token this task was created with has been deleted, so there is no secret "
+                             "to sign the webhook with. Unsigned webhooks are never sent.")
+            ))
         try:
             # Checked again now: the URL was fine at creation, but DNS may have changed.
             target = target_resolve(delivery.url)
         except WebhookUrlRefused as exc:
-            raise _Unsendable(" ".join(exc.messages)) from None
+            raise _Unsendable(_validation_text(exc)) from None
         except ValidationError as exc:  # not resolvable right now: worth retrying
-            answer = _Answer(error=" ".join(exc.messages))
+            answer = _Answer(error=_validation_text(exc))
         else:
             body = payload_bytes(delivery.payload)
             timestamp = int(time.time())
@@ -176,12 +194,18 @@ def _attempt(delivery_id: int) -> float | None:
             answer = _post_pinned(target, body=body, headers=headers)
     except _Unsendable as exc:
         fatal = True
-        answer = _Answer(error=str(exc))
+        answer = _Answer(error=exc.args[0])
 
     done = timezone.now()
-    fields = {"last_status_code": answer.status, "last_error": answer.error[:2000]}
+    error = answer.error
+    fields = {
+        "last_status_code": answer.status,
+        "last_error": str(error)[:2000],
+        "last_error_params": error.stored() if isinstance(error, Text) else {},
+    }
     if answer.status is not None and 200 <= answer.status < 300:
-        fields.update(state=WebhookDelivery.State.DELIVERED, delivered_at=done, next_attempt_at=None, last_error="")
+        fields.update(state=WebhookDelivery.State.DELIVERED, delivered_at=done, next_attempt_at=None, last_error="",
+                      last_error_params={})
         delay = None
     elif fatal or attempts >= max_attempts():
         fields.update(state=WebhookDelivery.State.FAILED, next_attempt_at=None)

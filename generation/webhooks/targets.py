@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy as _
 
 MAX_URL_LENGTH = 500  # the model fields' max_length
 
@@ -55,14 +55,16 @@ def target_resolve(url: str) -> Target:
     """Parse and resolve a callback URL, refusing anything the server must not call.
 
     Raises WebhookUrlRefused for a URL that is not allowed and plain ValidationError
-    when the host cannot be resolved (which may be temporary).
+    when the host cannot be resolved (which may be temporary). Each error carries its
+    message id and parameters apart (lazy message, `params`), so it is shown in the
+    reader's language, and a delivery can store it translatable (webhooks.delivery).
     """
     url = (url or "").strip()
     if not url:
         raise WebhookUrlRefused(_("Enter a callback URL."), code="invalid")
     if len(url) > MAX_URL_LENGTH:
         raise WebhookUrlRefused(
-            _("The callback URL is too long (at most %(n)d characters).") % {"n": MAX_URL_LENGTH}, code="invalid"
+            _("The callback URL is too long (at most %(n)d characters)."), code="invalid", params={"n": MAX_URL_LENGTH}
         )
     if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookUrlRefused(_("The callback URL must not contain spaces or control characters."), code="invalid")
@@ -99,7 +101,7 @@ def target_resolve(url: str) -> Target:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError, OSError):
         raise ValidationError(
-            _("The callback URL's host %(host)s could not be found.") % {"host": hostname}, code="unresolvable"
+            _("The callback URL's host %(host)s could not be found."), code="unresolvable", params={"host": hostname}
         ) from None
     addresses: list[str] = []
     for _family, _type, _proto, _canon, sockaddr in infos:
@@ -108,7 +110,7 @@ def target_resolve(url: str) -> Target:
             addresses.append(address)
     if not addresses:
         raise ValidationError(
-            _("The callback URL's host %(host)s could not be found.") % {"host": hostname}, code="unresolvable"
+            _("The callback URL's host %(host)s could not be found."), code="unresolvable", params={"host": hostname}
         )
     if not settings.EASEL_WEBHOOK_ALLOW_PRIVATE:
         # Every address must be public: a host with one public and one internal
@@ -117,8 +119,8 @@ def target_resolve(url: str) -> Target:
             if _address_refused(ipaddress.ip_address(address)):
                 raise WebhookUrlRefused(
                     _("The callback URL points to a private or reserved network address (%(address)s); "
-                      "Easel only calls public addresses.") % {"address": address},
-                    code="forbidden_address",
+                      "Easel only calls public addresses."),
+                    code="forbidden_address", params={"address": address},
                 )
 
     netloc = parts.netloc  # no user info here (refused above)

@@ -1,8 +1,21 @@
-"""Workflow templates that ship with Easel."""
+"""Workflow templates that ship with Easel, and the other words Easel writes into the catalog.
+
+These texts are stored in the database in English (a row has one name, whoever reads
+it) and shown in the reader's language: `shipped_text` passes them through gettext,
+only while a row still holds exactly what Easel wrote. Staff who rename or describe a
+row in their own words see their words, as written. The msgids are marked with
+`gettext_noop` here, where they are defined, so makemessages keeps them.
+"""
 import json
 from pathlib import Path
 
+from django.utils.translation import gettext, gettext_noop
+
 HERE = Path(__file__).resolve().parent
+
+# What the checkpoint sync writes on the demo engine's models (models_catalog.services),
+# so nobody mistakes a demo "model" for AI.
+DEMO_DESCRIPTION = gettext_noop("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
 
 # Where each Easel parameter goes in the txt2img graph (node ids from ComfyUI's
 # default workflow, as captured in tests/fixtures/comfyui/workflow_txt2img_api.json).
@@ -37,6 +50,19 @@ IMG2IMG_BINDINGS = {
 }
 
 
+# Each built-in template's name and description (slug → (name, description)).
+TEXTS = {
+    "txt2img-basic": (
+        gettext_noop("Text to image"),
+        gettext_noop("Checkpoint, prompt and negative prompt, sampled from an empty latent."),
+    ),
+    "img2img-basic": (
+        gettext_noop("Image to image"),
+        gettext_noop("Starts from your picture; denoise sets how far the result may move away from it."),
+    ),
+}
+
+
 def txt2img_graph() -> dict:
     return json.loads((HERE / "txt2img_api.json").read_text())
 
@@ -50,21 +76,29 @@ def builtin_templates() -> list[dict]:
     return [
         {
             "slug": "txt2img-basic",
-            "name": "Text to image",
+            "name": TEXTS["txt2img-basic"][0],
             "kind": "txt2img",
             "graph": txt2img_graph(),
             "bindings": TXT2IMG_BINDINGS,
-            "description": "Checkpoint, prompt and negative prompt, sampled from an empty latent.",
+            "description": TEXTS["txt2img-basic"][1],
         },
         {
             "slug": "img2img-basic",
-            "name": "Image to image",
+            "name": TEXTS["img2img-basic"][0],
             "kind": "img2img",
             "graph": img2img_graph(),
             "bindings": IMG2IMG_BINDINGS,
-            "description": "Starts from your picture; denoise sets how far the result may move away from it.",
+            "description": TEXTS["img2img-basic"][1],
         },
     ]
+
+
+SHIPPED_TEXTS = frozenset({DEMO_DESCRIPTION, *(text for pair in TEXTS.values() for text in pair)})
+
+
+def shipped_text(stored: str) -> str:
+    """A catalog text in the reader's language when Easel wrote it; staff's words as written."""
+    return gettext(stored) if stored in SHIPPED_TEXTS else stored
 
 
 def ensure_builtin_templates(WorkflowTemplate) -> None:

@@ -42,8 +42,9 @@
   }
 
   function build() {
-    var labels = document.documentElement.lang && document.documentElement.lang.indexOf("zh") === 0
-      ? { zoomIn: "放大", zoomOut: "缩小", fit: "适应窗口", close: "关闭", dialog: "查看图片" }
+    // The page's words, in the reader's language ({% viewer_labels %}).
+    var node = document.getElementById("viewer-labels");
+    var labels = node ? JSON.parse(node.textContent)
       : { zoomIn: "Zoom in", zoomOut: "Zoom out", fit: "Fit to window", close: "Close", dialog: "Picture viewer" };
     overlay = document.createElement("div");
     overlay.className = "viewer";
