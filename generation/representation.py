@@ -60,6 +60,10 @@ class TaskSerializer(serializers.ModelSerializer):
     template = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     source_image = serializers.IntegerField(source="source_image_id", read_only=True, allow_null=True)
     callback_url = serializers.CharField(read_only=True, help_text="The task's webhook URL; empty if none.")
+    error_fields = serializers.DictField(
+        source="error_fields_text", child=serializers.ListField(child=serializers.CharField()), read_only=True,
+        help_text="Why the task failed, per parameter (`__all__`: the workflow), in the request's language.",
+    )
 
     class Meta:
         model = GenerationTask

@@ -17,7 +17,7 @@ class ModelSerializer(serializers.Serializer):
 
     name = serializers.CharField()
     display_name = serializers.CharField(source="shown_name")
-    description = serializers.CharField()
+    description = serializers.CharField(source="shown_description", help_text="In the request's language.")
     default_width = serializers.IntegerField()
     default_height = serializers.IntegerField()
     default_steps = serializers.IntegerField()

@@ -25,6 +25,8 @@ from ..webhooks.services import webhook_default_set
 
 class WebhookDeliverySerializer(serializers.ModelSerializer):
     task_id = serializers.IntegerField(read_only=True, allow_null=True)
+    last_error = serializers.CharField(source="error_text", read_only=True,
+                                       help_text="Why the last attempt failed, in the request's language.")
 
     class Meta:
         model = WebhookDelivery
