@@ -65,6 +65,28 @@ def make_user(db):
 
 
 @pytest.fixture
+def operator_group(db):
+    """The "studio operator" group as migration 0003 makes it.
+
+    A transactional test's flush empties every table, and only contenttypes and
+    permissions come back through post_migrate; the group is made again here so a test
+    does not depend on running before the first flush.
+    """
+    import importlib
+
+    from django.contrib.auth.models import Group, Permission
+
+    made = importlib.import_module("accounts.migrations.0003_studio_operator_group")
+    group, created = Group.objects.get_or_create(name=made.GROUP)
+    if created:
+        for app_label, models in made.PERMISSIONS.items():
+            for model, actions in models.items():
+                group.permissions.add(*Permission.objects.filter(
+                    content_type__app_label=app_label, codename__in=[f"{action}_{model}" for action in actions]))
+    return group
+
+
+@pytest.fixture
 def api_client_for():
     from rest_framework.test import APIClient
 

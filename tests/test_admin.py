@@ -4,7 +4,6 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.contrib.messages import get_messages
 from django.core.files.base import ContentFile
 from django.urls import reverse
@@ -63,9 +62,9 @@ def staff_client(client, staff):
 
 
 @pytest.fixture
-def operator(make_user):
+def operator(make_user, operator_group):
     user = make_user("operator", is_staff=True)
-    user.groups.add(Group.objects.get(name="studio operator"))
+    user.groups.add(operator_group)
     return user
 
 
@@ -90,10 +89,10 @@ def test_studio_operator_opens_tasks_backends_and_queue_but_not_users(client, op
     assert client.get("/admin/auth/group/").status_code == 403
     # Operators may cancel (change) but not delete tasks.
     task = make_task(operator)
-    response = act(client, TASKS_URL, "cancel_tasks", [task])
+    act(client, TASKS_URL, "cancel_tasks", [task])
     task.refresh_from_db()
     assert task.status == TaskStatus.CANCELLED
-    response = act(client, TASKS_URL, "delete_selected", [task], post="yes")
+    act(client, TASKS_URL, "delete_selected", [task], post="yes")
     assert GenerationTask.objects.filter(pk=task.pk).exists()
 
 

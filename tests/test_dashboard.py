@@ -6,7 +6,6 @@ import io
 from datetime import timedelta
 
 import pytest
-from django.contrib.auth.models import Group
 from django.urls import include, path
 from django.utils import timezone
 
@@ -76,9 +75,9 @@ def test_anonymous_and_non_staff_go_to_the_admin_login(client, make_user):
     assert response.status_code == 302 and "/admin/login/" in response["Location"]
 
 
-def test_studio_operator_opens_the_dashboard(client, make_user):
+def test_studio_operator_opens_the_dashboard(client, make_user, operator_group):
     operator = make_user("op", is_staff=True)
-    operator.groups.add(Group.objects.get(name="studio operator"))
+    operator.groups.add(operator_group)
     client.force_login(operator)
     assert client.get(URL).status_code == 200
 

@@ -646,10 +646,10 @@ def test_health_checks_keep_their_names_for_scripts_and_read_in_chinese(db):
         assert (Check("migrations", "ok", "").label, Check("clock", "error", "").level_label) == ("数据库迁移", "错误")
 
 
-def test_the_studio_operator_group_keeps_its_name_and_reads_in_chinese(db):
+def test_the_studio_operator_group_keeps_its_name_and_reads_in_chinese(operator_group):
     from django.contrib.auth.models import Group, Permission
 
-    group = Group.objects.get(name="studio operator")  # migrations and code find it so
+    group = operator_group
     mine = Group.objects.create(name="night shift")
     permission = Permission.objects.get(codename="change_generationtask")
     with translation.override("zh-hans"):

@@ -23,12 +23,11 @@ from pathlib import Path
 import pytest
 from django.contrib import admin
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.urls import reverse
-from django.utils.html import escape
 from django.utils import timezone, translation
+from django.utils.html import escape
 from PIL import Image
 
 from generation.limits import SAMPLERS, SCHEDULERS
@@ -66,7 +65,7 @@ def _png(color: str, size=(64, 48)) -> bytes:
 
 
 @pytest.fixture
-def studio(settings, monkeypatch, tmp_path):
+def studio(settings, monkeypatch, tmp_path, operator_group):
     """A studio after a week of use. Returns the objects the walk opens."""
     from accounts.models import ApiToken
     from accounts.services import token_create
@@ -102,7 +101,7 @@ def studio(settings, monkeypatch, tmp_path):
                                    display_name=written("Mei Lin"))
     jun = User.objects.create_user(username=written("jun"), email=written("jun@example.com"), password=PASSWORD)
     operator = User.objects.create_user(username=written("operator7"), password=PASSWORD, is_staff=True)
-    operator.groups.add(Group.objects.get(name="studio operator"))
+    operator.groups.add(operator_group)
 
     # Backends: the demo engine, a GPU online, one unreachable (its error as urllib3
     # words it), one draining, one disabled. Their names are staff's words; none is a
@@ -369,7 +368,7 @@ def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypat
     tasks = studio["tasks"]
 
     for url in ("/", "/?template=img2img-basic", f"/?source=s{studio['upload'].pk}",
-                f"/?prompt=again&model=sdxl-base&seed=5&template=portrait-hires",
+                "/?prompt=again&model=sdxl-base&seed=5&template=portrait-hires",
                 "/history/", "/history/?page=2", "/history/?status=failed&q=broken",
                 "/history/?q=nothing+like+this&date_from=2020-01-01&date_to=2020-01-02",
                 "/accounts/me/", "/accounts/password/", "/accounts/password/done/"):
