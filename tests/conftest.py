@@ -202,6 +202,9 @@ def _database_url(settings_dict: dict) -> str:
 
 
 class Cluster:
+    # The session's cluster once started: a test whose data no job may touch stops it.
+    running: "Cluster | None" = None
+
     def __init__(self, env: dict):
         self.env = env
         self.proc: subprocess.Popen | None = None
@@ -217,6 +220,7 @@ class Cluster:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if worker_status()["alive"]:
+                Cluster.running = self
                 return
             if self.proc.poll() is not None:
                 break
@@ -237,6 +241,8 @@ class Cluster:
             except ProcessLookupError:
                 pass
         self.proc = None
+        if Cluster.running is self:
+            Cluster.running = None
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
@@ -274,6 +280,21 @@ def qcluster(django_db_setup, django_db_blocker):
         cluster.start()
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture
+def no_cluster():
+    """No qcluster runs during the test: a test that stages tasks by hand (a task "waiting
+    for its backend", a runner half way) must not see the session's cluster run or
+    recover them. The session's cluster, if one was started, is stopped and started again
+    afterwards."""
+    cluster = Cluster.running
+    if cluster is None:
+        yield
+        return
+    cluster.stop()
+    yield
+    cluster.start()
 
 
 @pytest.fixture(autouse=True)

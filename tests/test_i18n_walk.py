@@ -65,8 +65,10 @@ def _png(color: str, size=(64, 48)) -> bytes:
 
 
 @pytest.fixture
-def studio(settings, monkeypatch, tmp_path, operator_group):
-    """A studio after a week of use. Returns the objects the walk opens."""
+def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
+    """A studio after a week of use. Returns the objects the walk opens.
+
+    No cluster runs meanwhile: it would run, fail over or recover the tasks staged here."""
     from accounts.models import ApiToken
     from accounts.services import token_create
     from generation import transitions
