@@ -64,6 +64,12 @@ class GenerationTask(models.Model):
         "generation.SourceImage", null=True, blank=True, on_delete=models.SET_NULL, related_name="tasks",
         verbose_name=_("source image"),
     )
+    # The template's custom inputs (beyond Easel's own parameters above), as checked at
+    # creation: name → value; a picture or mask is the id of the user's upload.
+    inputs = models.JSONField(_("inputs"), default=dict, blank=True)
+    # The server files the task needs besides its checkpoint (kind → file names), so it
+    # is only sent to a backend that has them all.
+    required_files = models.JSONField(_("files it needs"), default=dict, blank=True, editable=False)
     callback_url = models.URLField(_("webhook URL"), max_length=500, blank=True)
     # The token the task was created with: its secret signs the task's webhooks.
     api_token = models.ForeignKey(

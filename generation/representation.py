@@ -60,6 +60,9 @@ class TaskSerializer(serializers.ModelSerializer):
     template = serializers.SlugRelatedField(slug_field="slug", read_only=True, allow_null=True)
     source_image = serializers.IntegerField(source="source_image_id", read_only=True, allow_null=True)
     callback_url = serializers.CharField(read_only=True, help_text="The task's webhook URL; empty if none.")
+    inputs = serializers.DictField(
+        read_only=True, help_text="The template's own inputs as the task runs them (null: an optional one left out).",
+    )
     error_fields = serializers.DictField(
         source="error_fields_text", child=serializers.ListField(child=serializers.CharField()), read_only=True,
         help_text="Why the task failed, per parameter (`__all__`: the workflow), in the request's language.",
@@ -73,7 +76,7 @@ class TaskSerializer(serializers.ModelSerializer):
             "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed", "batch_size",
             "status_message", "progress", "preview_url", "error_code", "error_fields", "started_at", "images",
             "template", "source_image", "denoise", "callback_url", "retries",
-            "has_preview",
+            "has_preview", "inputs",
         ]
         read_only_fields = fields
 

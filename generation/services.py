@@ -14,8 +14,10 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from models_catalog import inputs as kinds
 from models_catalog.models import WorkflowTemplate
-from models_catalog.selectors import checkpoint_default, checkpoint_get_usable, template_default
+from models_catalog.selectors import checkpoint_default, checkpoint_get_usable, template_default, usable_file_names
+from models_catalog.templates import template_fields
 
 from . import transitions
 from .errors import TaskStateError
@@ -70,12 +72,81 @@ def template_fit(
     return source_image, denoise
 
 
+# The studio's own defaults: the last step of the order of precedence (request →
+# template input default → checkpoint default → studio default), for a template that
+# runs without a checkpoint (upscaling) or a value nothing else sets.
+STUDIO_DEFAULTS = {
+    "width": 512, "height": 512, "steps": 20, "cfg": 7.0, "sampler": "euler", "scheduler": "normal",
+    "negative_prompt": "", "batch_size": 1,
+}
+_CHECKPOINT_DEFAULTS = {
+    "width": "default_width", "height": "default_height", "steps": "default_steps", "cfg": "default_cfg",
+    "sampler": "default_sampler", "scheduler": "default_scheduler",
+}
+
+
+def _defaulted(name: str, given, field, checkpoint):
+    """One of Easel's parameters after the order of precedence."""
+    if given is not None:
+        return given
+    if field is not None and field.default is not None:
+        return field.default
+    if checkpoint is not None and name in _CHECKPOINT_DEFAULTS:
+        return getattr(checkpoint, _CHECKPOINT_DEFAULTS[name])
+    return STUDIO_DEFAULTS.get(name)
+
+
+def _custom_inputs(
+    *, user, fields: list, given, errors: dict, strict: bool, lenient: bool
+) -> tuple[dict, dict[str, list[str]]]:
+    """The template's custom inputs of a request: (values to store, files they need).
+    A value left out gets the input's default; an optional input left empty is left
+    out of the graph. Problems go to `errors` under the input's name."""
+    if given is None:
+        given = {}
+    if not isinstance(given, dict):
+        errors["inputs"] = [_("Must be an object of input names and values.")]
+        return {}, {}
+    custom = {f.name: f for f in fields if not f.builtin}
+    unknown = sorted(set(given) - set(custom))
+    if unknown and not lenient:
+        errors["inputs"] = [_("This template has no input named %(names)s.") % {"names": ", ".join(unknown)}]
+    values: dict = {}
+    files: dict[str, list[str]] = {}
+    for name, field in custom.items():
+        spec = field.spec
+        value = given.get(name)
+        if value in (None, "") and spec.kind != kinds.STRING:
+            value = field.default
+        if value in (None, ""):
+            if field.optional or spec.kind == kinds.STRING:
+                values[name] = None if field.optional else (value or "")
+                continue
+            errors[name] = [_("This input is required.") if spec.kind not in kinds.UPLOAD_KINDS
+                            else _("Upload a picture for this input.")]
+            continue
+        choices = None
+        if spec.kind == kinds.FILE:
+            choices = usable_file_names(spec.file_kind)
+        cleaned, problems = kinds.value_clean(spec, value, choices=choices, strict=strict)
+        if not problems and spec.kind in kinds.UPLOAD_KINDS:
+            if not SourceImage.objects.filter(user=user, pk=cleaned).exists():
+                problems = [_("No such uploaded picture.")]
+        if problems:
+            errors[name] = problems
+            continue
+        values[name] = cleaned
+        if spec.kind == kinds.FILE and spec.file_kind != "checkpoint":
+            files.setdefault(spec.file_kind, []).append(cleaned)
+    return values, {kind: sorted(set(names)) for kind, names in files.items()}
+
+
 def _resolve(
     *,
     user,
-    prompt: str = "",
+    prompt: str | None = None,
     model_name: str | None = None,
-    negative_prompt: str = "",
+    negative_prompt: str | None = None,
     width: int | None = None,
     height: int | None = None,
     steps: int | None = None,
@@ -83,47 +154,55 @@ def _resolve(
     sampler: str | None = None,
     scheduler: str | None = None,
     seed: int | None = None,
-    batch_size: int = 1,
+    batch_size: int | None = None,
     template: str | None = None,
     source_image: int | None = None,
     denoise: float | None = None,
+    inputs: dict | None = None,
     callback_url: str = "",
     api_token=None,
     lenient: bool = False,
+    strict: bool = False,
 ) -> tuple[dict, dict[str, list[str]]]:
     """A request's task fields (defaults filled in) and every problem with it, per field.
 
     `template` is a template slug (default: the default template for text-to-image, or
-    for image-to-image when a `source_image` id is given). Which parameters a request
-    may carry follows from the template's bindings (`template_fit`; `lenient` drops
-    what the template does not take instead of refusing it).
+    for image-to-image when a `source_image` id is given). What a request may carry
+    follows from the template's inputs: Easel's own parameters as the arguments above
+    (`template_fit` for the picture and denoise; `lenient` drops what the template does
+    not take instead of refusing it), custom inputs in `inputs` (name → value; `strict`
+    wants JSON's own types, as the API sends them). Defaults follow one order:
+    the request, the template input's default, the checkpoint's, the studio's.
     """
     errors: dict[str, list[str]] = {}
-    prompt = (prompt or "").strip()
-    negative_prompt = (negative_prompt or "").strip()
-
-    checkpoint = None
-    if model_name:
-        checkpoint = checkpoint_get_usable(name=model_name)
-        if checkpoint is None:
-            errors["model_name"] = [_("Unknown or unavailable model: %(name)s.") % {"name": model_name}]
-    else:
-        checkpoint = checkpoint_default()
-        if checkpoint is None:
-            errors["model_name"] = [_("No model is available yet. Ask staff to add a ComfyUI backend.")]
-
     source = None
     if source_image is not None:
         source = SourceImage.objects.filter(user=user, pk=source_image).first()
         if source is None:
             errors["source_image"] = [_("No such source image.")]
     workflow = _template_for(slug=template, wants_image=source_image is not None, errors=errors)
+    fields = {f.name: f for f in template_fields(workflow)} if workflow is not None else {}
+    takes = (lambda name: name in fields) if workflow is not None else (lambda name: True)
     if workflow is not None:
         fitted, denoise = template_fit(
             workflow, source_image=source_image, denoise=denoise, errors=errors, lenient=lenient
         )
         if fitted is None:
             source = None
+
+    checkpoint = None
+    if takes("checkpoint"):
+        if model_name:
+            checkpoint = checkpoint_get_usable(name=model_name)
+            if checkpoint is None:
+                errors["model_name"] = [_("Unknown or unavailable model: %(name)s.") % {"name": model_name}]
+        else:
+            checkpoint = checkpoint_default()
+            if checkpoint is None:
+                errors["model_name"] = [_("No model is available yet. Ask staff to add a ComfyUI backend.")]
+    elif model_name and not lenient:
+        errors["model_name"] = [_("This template uses no model of yours.")]
+
     # A token may carry a default callback for the tasks created with it.
     callback_url = callback_url or (api_token.webhook_url if api_token is not None else "")
     if callback_url:
@@ -132,27 +211,37 @@ def _resolve(
         except ValidationError as exc:
             errors["callback_url"] = exc.messages
 
-    if checkpoint is not None:
-        width = checkpoint.default_width if width is None else width
-        height = checkpoint.default_height if height is None else height
-        steps = checkpoint.default_steps if steps is None else steps
-        cfg = checkpoint.default_cfg if cfg is None else cfg
-        sampler = sampler or checkpoint.default_sampler
-        scheduler = scheduler or checkpoint.default_scheduler
-    # Checked even when the model is unknown, so one answer lists every problem.
-    for name, messages in parameter_errors({
+    given = {
         "prompt": prompt, "negative_prompt": negative_prompt, "width": width, "height": height, "steps": steps,
         "cfg": cfg, "sampler": sampler, "scheduler": scheduler, "batch_size": batch_size, "seed": seed,
-        "denoise": denoise,
-    }).items():
-        errors.setdefault(name, messages)
-    values = {
-        "prompt": prompt, "negative_prompt": negative_prompt, "checkpoint": checkpoint,
-        "model_name": checkpoint.name if checkpoint else "", "template": workflow, "width": width,
-        "height": height, "steps": steps, "cfg": cfg, "sampler": sampler, "scheduler": scheduler,
-        "seed": secrets.randbelow(MAX_SEED) if seed is None else seed, "batch_size": batch_size,
-        "denoise": denoise, "source_image": source, "callback_url": callback_url, "api_token": api_token,
     }
+    values = {name: _defaulted(name, value, fields.get(name), checkpoint) for name, value in given.items()}
+    values["prompt"] = (values["prompt"] or "").strip()
+    values["negative_prompt"] = (values["negative_prompt"] or "").strip()
+    checked = {**values, "denoise": denoise}
+    if not takes("prompt"):
+        checked.pop("prompt")  # an upscale takes no prompt: none is asked for
+    # Checked even when the model is unknown, so one answer lists every problem.
+    for name, messages in parameter_errors(checked).items():
+        errors.setdefault(name, messages)
+    # A template may narrow Easel's own bounds (fewer steps, smaller pictures).
+    for name in ("width", "height", "steps", "cfg", "batch_size", "denoise"):
+        field, value = fields.get(name), checked.get(name)
+        if field is not None and value is not None and name not in errors:
+            problems = kinds.value_clean(field.spec, value)[1]
+            if problems:
+                errors[name] = problems
+    custom, files = ({}, {})
+    if workflow is not None:
+        custom, files = _custom_inputs(
+            user=user, fields=list(fields.values()), given=inputs, errors=errors, strict=strict, lenient=lenient
+        )
+    values.update({
+        "checkpoint": checkpoint, "model_name": checkpoint.name if checkpoint else "", "template": workflow,
+        "seed": secrets.randbelow(MAX_SEED) if values["seed"] is None else values["seed"],
+        "denoise": denoise, "source_image": source, "callback_url": callback_url, "api_token": api_token,
+        "inputs": custom, "required_files": files,
+    })
     return values, errors
 
 
@@ -170,7 +259,8 @@ def generation_create(*, user, **request) -> GenerationTask:
 
     The request: prompt, model_name, negative_prompt, width, height, steps, cfg,
     sampler, scheduler, seed, batch_size, template (a slug), source_image (an upload
-    id), denoise, callback_url, api_token and lenient (see `_resolve`). Raises
+    id), denoise, inputs (the template's custom inputs), callback_url, api_token,
+    lenient and strict (see `_resolve`). Raises
     ValidationError with per-field messages, or QuotaExceeded; nothing is stored then.
     """
     values, errors = _resolve(user=user, **request)

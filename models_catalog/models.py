@@ -128,10 +128,6 @@ class WorkflowTemplate(models.Model):
     name = models.CharField(_("name"), max_length=200)
     kind = models.CharField(_("kind"), max_length=20, choices=KIND_CHOICES, default=KIND_TXT2IMG)
     graph = models.JSONField(_("ComfyUI API-format graph"))
-    bindings = models.JSONField(
-        _("bindings"),
-        help_text=_('Easel parameter → [node_id, input_name], e.g. <code>{"prompt": ["6", "text"]}</code>.'),
-    )
     description = models.TextField(_("description"), blank=True)
     enabled = models.BooleanField(_("enabled"), default=True)
     is_default = models.BooleanField(_("default for its kind"), default=False)
@@ -160,10 +156,20 @@ class WorkflowTemplate(models.Model):
     def shown_description(self) -> str:
         return shipped_text(self.description) if self.builtin else self.description
 
-    # Which of Easel's parameters the template takes is what its bindings say: the one
-    # rule pages, the API and the service follow (e.g. whether a source image is sent).
+    # What the template takes is what its inputs say: the one rule pages, the API and
+    # the service follow (e.g. whether a source image is sent). Read through
+    # `self.inputs.all()`, so a prefetch serves every call.
+    @property
+    def input_list(self) -> list[TemplateInput]:
+        return list(self.inputs.all()) if self.pk else []
+
+    @property
+    def bindings(self) -> dict[str, list]:
+        """Input name → [node_id, input_name]: where each value goes in the graph."""
+        return {i.name: [i.node_id, i.input_name] for i in self.input_list}
+
     def takes(self, parameter: str) -> bool:
-        return isinstance(self.bindings, dict) and parameter in self.bindings
+        return any(i.name == parameter for i in self.input_list)
 
     @property
     def takes_image(self) -> bool:
@@ -172,3 +178,52 @@ class WorkflowTemplate(models.Model):
     @property
     def takes_denoise(self) -> bool:
         return self.takes("denoise")
+
+
+class TemplateInput(models.Model):
+    """One value users set: a literal input ([node_id, input_name]) of the template's graph.
+
+    Easel's own parameters (prompt, checkpoint, width, seed, …: PARAMETER_NAMES in
+    models_catalog.templates) are inputs under their names and are sent as a request's
+    top-level fields; any other name is a custom input, sent under `inputs`. Type and
+    limits come from ComfyUI's /object_info (models_catalog.inputs); staff may narrow them.
+    """
+
+    GROUP_BASIC = "basic"
+    GROUP_ADVANCED = "advanced"
+    GROUP_CHOICES = [(GROUP_BASIC, _("basic")), (GROUP_ADVANCED, _("advanced"))]
+
+    template = models.ForeignKey(
+        WorkflowTemplate, on_delete=models.CASCADE, related_name="inputs", verbose_name=_("template")
+    )
+    name = models.SlugField(
+        _("name"), max_length=50, help_text=_("What API clients send (a request field or a key of inputs).")
+    )
+    node_id = models.CharField(_("node"), max_length=50)
+    input_name = models.CharField(_("node input"), max_length=100)
+    label = models.CharField(_("label"), max_length=200, blank=True)
+    help_text = models.CharField(_("help text"), max_length=500, blank=True)
+    group = models.CharField(_("group"), max_length=20, choices=GROUP_CHOICES, default=GROUP_BASIC)
+    default = models.JSONField(
+        _("default"), null=True, blank=True, help_text=_("Empty: the graph's own value.")
+    )
+    order = models.PositiveSmallIntegerField(_("order"), default=0)
+    minimum = models.FloatField(_("minimum"), null=True, blank=True, help_text=_("Narrows ComfyUI's minimum."))
+    maximum = models.FloatField(_("maximum"), null=True, blank=True, help_text=_("Narrows ComfyUI's maximum."))
+    step = models.FloatField(_("step"), null=True, blank=True)
+    # ComfyUI's own [type, options] of the input as /object_info gave it when the input
+    # was saved: the type and limits, even while no backend answers.
+    spec = models.JSONField(_("ComfyUI input spec"), default=list, blank=True)
+    optional = models.BooleanField(
+        _("optional"), default=False,
+        help_text=_("Left empty, the node is taken out of the graph (an unused LoRA slot, for example)."),
+    )
+
+    class Meta:
+        ordering = ["order", "pk"]
+        verbose_name = _("template input")
+        verbose_name_plural = _("template inputs")
+        constraints = [models.UniqueConstraint(fields=["template", "name"], name="template_input_unique_name")]
+
+    def __str__(self) -> str:
+        return self.name

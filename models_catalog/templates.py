@@ -7,27 +7,41 @@ A binding maps an Easel parameter name to the [node_id, input_name] it controls
 """
 from __future__ import annotations
 
-import copy
 import logging
+from dataclasses import dataclass, replace
 from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.core.validators import validate_slug
-from django.utils.translation import gettext as _
+from django.db import transaction
+from django.utils.translation import gettext as _, gettext_lazy
 
-from generation.comfy import ComfyError, is_link
+from generation.comfy import ComfyError, bypass, is_link, render_workflow
 from generation.limits import SAMPLERS, SCHEDULERS, choices as studio_choices, ranges as studio_ranges
 
-from .models import ComfyBackend, WorkflowTemplate
+from . import inputs as kinds
+from .builtin import NODE_SPECS, known_spec, shipped_text
+from .inputs import Spec, class_inputs, narrow, spec_from
+from .models import ComfyBackend, TemplateInput, WorkflowTemplate
 from .services import comfy_client
 
 logger = logging.getLogger(__name__)
 
-# Easel's parameter names, in the order forms show them.
+# Easel's parameter names, in the order forms show them: the built-in inputs, sent as a
+# request's top-level fields. Any other input name is a custom input (under `inputs`).
 PARAMETER_NAMES = (
     "checkpoint", "prompt", "negative_prompt", "image", "denoise", "width", "height", "batch_size",
     "seed", "steps", "cfg", "sampler", "scheduler",
 )
+PARAMETER_LABELS = {
+    "checkpoint": gettext_lazy("Model"), "prompt": gettext_lazy("Prompt"),
+    "negative_prompt": gettext_lazy("Negative prompt"), "image": gettext_lazy("Source image"),
+    "denoise": gettext_lazy("Denoise"), "width": gettext_lazy("Width"), "height": gettext_lazy("Height"),
+    "batch_size": gettext_lazy("Images"), "seed": gettext_lazy("Seed"), "steps": gettext_lazy("Steps"),
+    "cfg": gettext_lazy("CFG"), "sampler": gettext_lazy("Sampler"), "scheduler": gettext_lazy("Scheduler"),
+}
+# Easel's parameters whose request field has another name than the input.
+REQUEST_FIELDS = {"checkpoint": "model_name", "image": "source_image"}
 
 SAMPLER_CLASSES = ("KSampler", "KSamplerAdvanced")
 # Easel parameter → input name, per sampler class. KSamplerAdvanced has no denoise (it
@@ -202,6 +216,57 @@ def bindings_detect(graph: dict) -> dict[str, list]:
     return {name: bindings[name] for name in PARAMETER_NAMES if name in bindings}
 
 
+# Literal inputs of common nodes that detection proposes as custom inputs, with the
+# name it gives them (numbered when a graph has several such nodes, e.g. lora_1, lora_2).
+_PROPOSED = {
+    "LoraLoader": (("lora_name", "lora", True), ("strength_model", "lora_strength", False),
+                   ("strength_clip", "lora_clip_strength", False)),
+    "LoraLoaderModelOnly": (("lora_name", "lora", True), ("strength_model", "lora_strength", False)),
+    "LatentUpscaleBy": (("scale_by", "upscale_by", False),),
+    "ImageScaleBy": (("scale_by", "scale_by", False),),
+    "UpscaleModelLoader": (("model_name", "upscale_model", False),),
+    "VAELoader": (("vae_name", "vae", False),),
+    "LoadImageMask": (("image", "mask", False),),
+    "VAEEncodeForInpaint": (("grow_mask_by", "grow_mask_by", False),),
+}
+
+
+def _numbered(base: str, n: int, count: int) -> str:
+    """lora → lora_2; lora_strength → lora_2_strength (the number after the kind)."""
+    if count == 1:
+        return base
+    head, _, tail = base.partition("_")
+    return f"{head}_{n}" + (f"_{tail}" if tail else "")
+
+
+def inputs_detect(graph: dict) -> list[dict]:
+    """The inputs an imported graph proposes: Easel's parameters where `bindings_detect`
+    finds them, then the literal inputs of common nodes (LoRA loaders and their
+    strengths, upscale factors and models, VAEs, mask images). Each item: name, node_id,
+    input_name, group, optional. Staff confirm or edit them in the admin."""
+    if not isinstance(graph, dict) or is_ui_format(graph):
+        return []
+    found = [
+        {"name": name, "node_id": target[0], "input_name": target[1],
+         "group": "advanced" if name in ("seed", "steps", "cfg", "sampler", "scheduler") else "basic",
+         "optional": False}
+        for name, target in bindings_detect(graph).items()
+    ]
+    taken = {(row["node_id"], row["input_name"]) for row in found}
+    names = {row["name"] for row in found}
+    for class_type, proposals in _PROPOSED.items():
+        nodes = [(nid, node) for nid, node in _nodes(graph) if node.get("class_type") == class_type]
+        for n, (node_id, node) in enumerate(nodes, start=1):
+            for input_name, base, optional in proposals:
+                name = _numbered(base, n, len(nodes))
+                if (node_id, input_name) in taken or name in names or not _literal(node, input_name):
+                    continue
+                found.append({"name": name, "node_id": node_id, "input_name": input_name,
+                              "group": "basic", "optional": optional})
+                names.add(name)
+    return found
+
+
 # --- validation -------------------------------------------------------------------
 
 
@@ -303,13 +368,15 @@ def template_validate(
         _add(errors, "bindings", _("Bindings must be an object: {\"prompt\": [\"6\", \"text\"], …}."))
         return errors
     for name, binding in bindings.items():
-        if name not in PARAMETER_NAMES:
-            _add(
-                errors,
-                "bindings",
-                _("Unknown parameter '%(name)s'. Easel's parameters are: %(names)s.")
-                % {"name": name, "names": ", ".join(PARAMETER_NAMES)},
-            )
+        try:
+            validate_slug(name)
+        except ValidationError:
+            _add(errors, "bindings", _("'%(name)s' is not a valid input name (letters, digits, - and _).")
+                 % {"name": name})
+            continue
+        if name in REQUEST_FIELDS.values() or name in ("inputs", "template", "callback_url"):
+            _add(errors, "bindings", _("'%(name)s' is a request field of its own: name the input otherwise.")
+                 % {"name": name})
             continue
         if not (isinstance(binding, (list, tuple)) and len(binding) == 2):
             _add(errors, "bindings", _("%(name)s: a binding is [node_id, input_name].") % {"name": name})
@@ -337,6 +404,11 @@ def template_validate(
                 _("%(name)s is bound to input '%(input)s', which is a link to another node, not a value.")
                 % {"name": name, "input": input_name},
             )
+        elif info and node.get("class_type") in info:
+            raw = class_inputs(info[node["class_type"]]).get(input_name)
+            if raw is not None and spec_from(raw, class_type=node["class_type"], input_name=input_name) is None:
+                _add(errors, node_id, _("%(name)s is bound to input '%(input)s', which takes no value users can set.")
+                     % {"name": name, "input": input_name})
     if kind == WorkflowTemplate.KIND_IMG2IMG and "image" not in bindings:
         _add(
             errors,
@@ -436,8 +508,14 @@ def template_import(
             _add(errors, "slug", _("A template with the slug %(slug)s already exists.") % {"slug": slug})
     if kind is not None and kind not in dict(WorkflowTemplate.KIND_CHOICES):
         _add(errors, "kind", _("Unknown kind: %(kind)s.") % {"kind": kind})
+    proposed = inputs_detect(graph) if bindings is None else [
+        {"name": name, "node_id": str(target[0]), "input_name": str(target[1]), "optional": False,
+         "group": "advanced" if name in ("seed", "steps", "cfg", "sampler", "scheduler") else "basic"}
+        for name, target in (bindings.items() if isinstance(bindings, dict) else [])
+        if isinstance(target, (list, tuple)) and len(target) == 2
+    ]
     if bindings is None:
-        bindings = bindings_detect(graph) if isinstance(graph, dict) and not is_ui_format(graph) else {}
+        bindings = {row["name"]: [row["node_id"], row["input_name"]] for row in proposed}
     if kind is None:
         kind = WorkflowTemplate.KIND_IMG2IMG if "image" in bindings else WorkflowTemplate.KIND_TXT2IMG
     # Only ask a backend about a graph that could be valid at all.
@@ -446,110 +524,221 @@ def template_import(
     errors.update(template_validate(graph=graph, bindings=bindings, object_info=object_info, kind=kind))
     if errors:
         raise ValidationError(errors)
-    return WorkflowTemplate.objects.create(
-        name=name,
-        slug=slug,
-        kind=kind,
-        graph=graph,
-        bindings=bindings,
-        description=description,
-        enabled=True,
-        is_default=False,
-        builtin=False,
-    )
+    with transaction.atomic():
+        template = WorkflowTemplate.objects.create(
+            name=name, slug=slug, kind=kind, graph=graph, description=description, enabled=True,
+            is_default=False, builtin=False,
+        )
+        for order, row in enumerate(proposed):
+            class_type = str(graph[row["node_id"]].get("class_type", ""))
+            raw = class_inputs(object_info.get(class_type)).get(row["input_name"]) if object_info else None
+            TemplateInput.objects.create(
+                template=template, order=order, spec=list(raw or known_spec(class_type, row["input_name"])), **row
+            )
+    return template
 
 
-# --- parameters -------------------------------------------------------------------
+# --- inputs as forms and clients see them -------------------------------------------
 
 
-def _input_spec(object_info: dict | None, class_type: str, input_name: str) -> list | None:
-    if object_info and class_type in object_info:
-        _, known = _class_inputs(object_info[class_type])
-        spec = known.get(input_name)
-    else:
-        spec = DEFAULT_INPUT_SPECS.get(class_type, {}).get(input_name)
-    return copy.deepcopy(spec) if isinstance(spec, list) and spec else None
+@dataclass(frozen=True)
+class Field:
+    """One input of a template, resolved: what pages, the API and the service use."""
+
+    name: str
+    label: str
+    help_text: str
+    group: str
+    spec: Spec
+    default: Any
+    optional: bool
+    node_id: str
+    input_name: str
+
+    @property
+    def builtin(self) -> bool:
+        return self.name in PARAMETER_NAMES
+
+    @property
+    def request_field(self) -> str:
+        """Where a request carries it: a top-level field for Easel's parameters."""
+        return REQUEST_FIELDS.get(self.name, self.name)
 
 
-def _combo(spec: list) -> list[str] | None:
-    head = spec[0]
-    if isinstance(head, list):
-        return [str(x) for x in head]
-    if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-        return [str(x) for x in spec[1].get("options") or []]
-    return None
+def input_label(row: TemplateInput) -> str:
+    if row.label:
+        return shipped_text(row.label)
+    return str(PARAMETER_LABELS.get(row.name) or row.name.replace("_", " ").capitalize())
 
 
-def _type_of(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "float"
-    return "string"
+def _studio_spec(name: str, spec: Spec) -> Spec:
+    """Easel's own parameters keep the studio's bounds too (generation.limits)."""
+    bounds = studio_ranges().get(name)
+    if bounds is not None and spec.numeric:
+        low = bounds.low if spec.minimum is None else max(spec.minimum, bounds.low)
+        high = bounds.high if spec.maximum is None else min(spec.maximum, bounds.high)
+        return replace(spec, minimum=low, maximum=high, step=bounds.step or spec.step)
+    if name in ("sampler", "scheduler"):
+        known = studio_choices()[name]
+        return replace(spec, kind=kinds.CHOICE, choices=tuple(c for c in spec.choices if c in known) or tuple(known))
+    if name == "checkpoint":
+        return replace(spec, kind=kinds.FILE, file_kind="checkpoint")
+    if name == "image":
+        return replace(spec, kind=kinds.IMAGE)
+    return spec
 
 
-def template_parameters(
-    template: WorkflowTemplate, *, object_info: dict | None = None, backend: ComfyBackend | None = None
-) -> list[dict]:
-    """The Easel parameters a template exposes, for building forms.
+def _graph_value(graph: dict, node_id: str, input_name: str) -> Any:
+    node = graph.get(node_id) if isinstance(graph, dict) else None
+    value = _inputs(node).get(input_name) if isinstance(node, dict) else None
+    return None if is_link(value) else value
 
-    Each item: name, type (checkpoint / image / string / integer / float / choice),
-    default (the graph's literal value; for the image none), required, and min/max/step
-    or choices. Ranges come from `object_info` (or `backend`'s, read now) when given,
-    else from ComfyUI 0.3.64's node specs; numeric ranges are narrowed to what the studio
-    accepts and choices to the samplers/schedulers it knows. The checkpoint's choices are
-    the catalog's, not listed here.
-    """
-    if object_info is None and backend is not None:
-        try:
-            object_info = backend_object_info(backend=backend)
-        except ComfyError as exc:
-            logger.warning("template parameters: %s unreachable, using defaults: %s", backend.name, exc)
+
+def row_spec(row: TemplateInput, graph: dict) -> Spec:
+    """The row's Spec: ComfyUI's stored spec, Easel's bounds for its own parameters, then staff's narrowing."""
+    node = graph.get(row.node_id) if isinstance(graph, dict) else None
+    class_type = str(node.get("class_type", "")) if isinstance(node, dict) else ""
+    raw = row.spec or known_spec(class_type, row.input_name)
+    spec = spec_from(raw, class_type=class_type, input_name=row.input_name)
+    if spec is None:
+        # A custom node's input with no known spec: typed by the graph's own value.
+        value = _graph_value(graph, row.node_id, row.input_name)
+        kind = {bool: kinds.BOOLEAN, int: kinds.INT, float: kinds.FLOAT}.get(type(value), kinds.STRING)
+        spec = Spec(kind)
+    if row.name in PARAMETER_NAMES:
+        spec = _studio_spec(row.name, spec)
+    try:
+        return narrow(spec, minimum=row.minimum, maximum=row.maximum, step=row.step)
+    except ValueError:
+        return spec  # the admin refuses such limits; a stored one never widens ComfyUI's
+
+
+def template_fields(template: WorkflowTemplate) -> list[Field]:
+    """Every input of the template, in order, with its spec and default (the row's
+    default, else the graph's literal value; none for uploads and optional files)."""
     graph = template.graph if isinstance(template.graph, dict) else {}
-    bindings = template.bindings if isinstance(template.bindings, dict) else {}
-    # What generation_create accepts; a form offering more would only produce errors.
-    limits = studio_ranges()
+    fields = []
+    for row in template.input_list:
+        spec = row_spec(row, graph)
+        default = row.default
+        if default is None and not row.optional and spec.kind not in kinds.UPLOAD_KINDS:
+            default = _graph_value(graph, row.node_id, row.input_name)
+            if spec.kind == kinds.FILE:
+                default = None  # the author's file is not a choice the studio makes
+        fields.append(Field(
+            name=row.name, label=input_label(row), help_text=shipped_text(row.help_text), group=row.group,
+            spec=spec, default=default, optional=row.optional, node_id=row.node_id, input_name=row.input_name,
+        ))
+    return fields
+
+
+def template_schema(template: WorkflowTemplate, *, file_choices=None) -> dict:
+    """The template's inputs as a JSON Schema (draft 2020-12) of the create request:
+    Easel's parameters as top-level properties, custom inputs under `inputs`.
+    `file_choices(kind) -> [(file name, title)]` lists the catalog's usable files."""
+    top: dict[str, dict] = {}
+    custom: dict[str, dict] = {}
+    required_top, required_custom = [], []
+    for field in template_fields(template):
+        prop = _property(field, file_choices)
+        (top if field.builtin else custom)[field.request_field] = prop
+        if field.spec.kind in kinds.UPLOAD_KINDS and not field.optional or field.name == "prompt":
+            (required_top if field.builtin else required_custom).append(field.request_field)
+    schema = {
+        "$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
+        "properties": {"template": {"const": template.slug}, **top}, "required": required_top,
+    }
+    if custom:
+        schema["properties"]["inputs"] = {
+            "type": "object", "properties": custom, "required": required_custom, "additionalProperties": False,
+        }
+    return schema
+
+
+def _property(field: Field, file_choices) -> dict:
+    spec = field.spec
+    prop: dict[str, Any] = {"title": field.label, "x-easel-group": field.group, "x-easel-kind": spec.kind}
+    if field.help_text:
+        prop["description"] = field.help_text
+    if spec.kind in (kinds.INT, kinds.FLOAT):
+        prop["type"] = "integer" if spec.kind == kinds.INT else "number"
+        for key, value in (("minimum", spec.minimum), ("maximum", spec.maximum)):
+            if value is not None:
+                prop[key] = int(value) if spec.kind == kinds.INT else value
+        if spec.step:
+            prop["x-easel-step"] = spec.step
+    elif spec.kind == kinds.BOOLEAN:
+        prop["type"] = "boolean"
+    elif spec.kind == kinds.STRING:
+        prop["type"] = "string"
+        if spec.multiline:
+            prop["x-easel-multiline"] = True
+    elif spec.kind == kinds.CHOICE:
+        prop.update(type="string", enum=list(spec.choices))
+    elif spec.kind == kinds.FILE:
+        listed = list(file_choices(spec.file_kind)) if file_choices else []
+        values = [name for name, _title in listed]
+        prop.update(type=["string", "null"] if field.optional else "string", enum=values + ([None] if field.optional else []))
+        prop["x-easel-file-kind"] = spec.file_kind
+        prop["x-easel-titles"] = {name: title for name, title in listed}
+    elif spec.kind in kinds.UPLOAD_KINDS:
+        prop["type"] = "integer"
+        prop["description"] = (field.help_text + " " if field.help_text else "") + _(
+            "The id of a picture uploaded to /api/v1/uploads."
+        )
+    if field.default is not None:
+        prop["default"] = field.default
+    return prop
+
+
+def template_parameters(template: WorkflowTemplate, **_ignored) -> list[dict]:
+    """Easel's own parameters a template takes, in the list shape the templates API has
+    always returned (name, type, default, required, node, input, min/max/step, choices)."""
+    names = {kinds.INT: "integer", kinds.FLOAT: "float", kinds.STRING: "string", kinds.BOOLEAN: "boolean",
+             kinds.CHOICE: "choice", kinds.FILE: "checkpoint", kinds.IMAGE: "image"}
     params = []
-    for name in PARAMETER_NAMES:
-        binding = bindings.get(name)
-        if not (isinstance(binding, (list, tuple)) and len(binding) == 2):
+    for field in template_fields(template):
+        if not field.builtin:
             continue
-        node_id, input_name = str(binding[0]), str(binding[1])
-        node = graph.get(node_id) if isinstance(graph.get(node_id), dict) else {}
-        default = _inputs(node).get(input_name)
-        if is_link(default):
-            default = None
-        item: dict[str, Any] = {"name": name, "node": node_id, "input": input_name, "required": name == "image"}
-        spec = _input_spec(object_info, str(node.get("class_type", "")), input_name)
-        options = spec[1] if spec and len(spec) > 1 and isinstance(spec[1], dict) else {}
-        if name == "checkpoint":
-            item.update(type="checkpoint", default=default)
-        elif name == "image":
-            # The graph's file name is the author's example picture, not a default for users.
-            item.update(type="image", default=None)
-        elif name in ("sampler", "scheduler"):
-            choices = (_combo(spec) if spec else None) or []
-            known = studio_choices()[name]
-            choices = [c for c in choices if c in known] or list(known)
-            item.update(type="choice", default=default, choices=choices)
-        elif spec and spec[0] in ("INT", "FLOAT"):
-            kind = "integer" if spec[0] == "INT" else "float"
-            low, high = options.get("min"), options.get("max")
-            if name in limits:
-                studio_low, studio_high = limits[name].low, limits[name].high
-                low = studio_low if low is None else max(low, studio_low)
-                high = studio_high if high is None else min(high, studio_high)
-            item.update(type=kind, default=default, min=low, max=high)
-            if "step" in options:
-                item["step"] = options["step"]
-            elif kind == "integer":
-                item["step"] = 1
-        elif spec and spec[0] == "STRING":
-            item.update(type="string", default=default, multiline=bool(options.get("multiline")))
-        else:
-            # A custom node's input with no spec: describe it by the graph's value.
-            item.update(type=_type_of(default), default=default)
+        spec = field.spec
+        item: dict[str, Any] = {
+            "name": field.name, "node": field.node_id, "input": field.input_name,
+            "required": field.name == "image", "type": names.get(spec.kind, "string"), "default": field.default,
+        }
+        if spec.numeric:
+            item.update(min=spec.minimum, max=spec.maximum)
+            if spec.step:
+                item["step"] = spec.step
+        elif spec.kind == kinds.CHOICE:
+            item["choices"] = list(spec.choices)
+        elif spec.kind == kinds.STRING:
+            item["multiline"] = spec.multiline
         params.append(item)
     return params
+
+
+def passthrough(class_type: str) -> dict[int, str]:
+    """For leaving a node out: output index → the input of the same type that passes
+    through (LoraLoader: MODEL from model, CLIP from clip). From ComfyUI 0.3.64's specs
+    of the core nodes; {} for a class Easel does not know."""
+    info = NODE_SPECS.get(class_type) or {}
+    by_type: dict[str, str] = {}
+    for name, raw in class_inputs(info).items():
+        if isinstance(raw, list) and raw and isinstance(raw[0], str):
+            by_type.setdefault(raw[0], name)
+    return {i: by_type[t] for i, t in enumerate(info.get("output") or []) if t in by_type}
+
+
+def task_graph(template: WorkflowTemplate, values: dict) -> dict:
+    """The graph of one task: each value written where its input goes; an optional
+    input left empty (None) takes its node out (`generation.comfy.bypass`). Raises
+    BindingError when the template and graph do not fit."""
+    rows = {row.name: row for row in template.input_list}
+    graph = template.graph
+    for name, value in values.items():
+        row = rows.get(name)
+        if row is not None and row.optional and value is None and row.node_id in graph:
+            graph = bypass(graph, row.node_id, passthrough(str(graph[row.node_id].get("class_type", ""))))
+    present = {name: value for name, value in values.items()
+               if name in rows and value is not None and rows[name].node_id in graph}
+    return render_workflow(graph, template.bindings, present)

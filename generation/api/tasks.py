@@ -79,7 +79,8 @@ class SizeField(Integer):
 
 class TaskCreateInput(JsonInput):
     # Blank is the service's to refuse, with its friendlier words; the schema still says "at least 1".
-    prompt = Text(max_length=prompt_max_length(), min_length=1, allow_blank=True, trim_whitespace=True)
+    prompt = Text(max_length=prompt_max_length(), min_length=1, allow_blank=True, trim_whitespace=True,
+                  required=False, help_text="Required by every template that takes a prompt (all but upscaling).")
     model_name = serializers.CharField(
         max_length=300, required=False, allow_blank=True, help_text="A name from `GET /api/v1/models`; default: the default model (its `is_default`)."
     )
@@ -111,6 +112,12 @@ class TaskCreateInput(JsonInput):
         max_length=500, required=False, allow_blank=True,
         help_text="Webhook called when the task ends; default: the token's webhook URL.",
     )
+    inputs = serializers.JSONField(
+        required=False, allow_null=True,
+        help_text="The template's own inputs beyond the fields above (LoRAs, upscale factor, mask, …): an object "
+                  "of input name → value, as `GET /api/v1/templates/{slug}` describes them in `schema`. A picture "
+                  "or mask is the id of an upload. An input left out gets its default.",
+    )
 
 
 def _parsed(data: serializers.Serializer) -> dict:
@@ -135,10 +142,14 @@ def _create(request) -> GenerationTask:
         # Some values did not even parse: the service still judges the others, so the
         # answer lists every problem at once (a field keeps its parse error).
         values = {k: v for k, v in _parsed(data).items() if v not in (None, "")}
-        problems = generation_check(user=request.user, api_token=token, prompt=values.pop("prompt", ""), **values)
+        problems = generation_check(
+            user=request.user, api_token=token, prompt=values.pop("prompt", ""), strict=True, **values
+        )
         raise serializers.ValidationError({**problems, **data.errors})
     values = {k: v for k, v in data.validated_data.items() if v not in (None, "")}
-    return generation_create(user=request.user, api_token=token, prompt=values.pop("prompt", ""), **values)
+    return generation_create(
+        user=request.user, api_token=token, prompt=values.pop("prompt", ""), strict=True, **values
+    )
 
 
 def _status_url(request, task: GenerationTask) -> str:

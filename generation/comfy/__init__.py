@@ -15,10 +15,11 @@ from .client import (
 from .errors import Message, describe_execution_error, describe_rejection, is_transient
 from .events import Event, Preview, TextFrame, parse_binary, parse_text
 from .tracker import PromptTracker
-from .workflow import BindingError, is_link, output_nodes, render_workflow, validate_bindings
+from .workflow import BindingError, bypass, is_link, output_nodes, render_workflow, validate_bindings
 
 __all__ = [
     "BindingError",
+    "bypass",
     "ComfyClient",
     "ComfyError",
     "ComfyNotFound",

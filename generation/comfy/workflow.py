@@ -56,6 +56,27 @@ def render_workflow(graph: dict, bindings: dict[str, list], values: dict) -> dic
     return rendered
 
 
+def bypass(graph: dict, node_id: str, passthrough: dict[int, str]) -> dict:
+    """A copy of `graph` without node `node_id`: whatever read its output i reads what
+    fed its input `passthrough[i]` instead (ComfyUI's own "bypass", e.g. a LoRA loader
+    left out passes the model and CLIP through). Raises BindingError when an output
+    that something reads has nothing to pass through."""
+    rendered = copy.deepcopy(graph)
+    node = rendered.pop(str(node_id), None)
+    if not isinstance(node, dict):
+        raise BindingError(f"node {node_id} does not exist")
+    inputs = node.get("inputs") or {}
+    for other in rendered.values():
+        for name, value in (other.get("inputs") or {}).items():
+            if is_link(value) and value[0] == str(node_id):
+                source = inputs.get(passthrough.get(value[1], ""))
+                if not is_link(source):
+                    raise BindingError(f"node {node_id} ({node.get('class_type')}) cannot be left out: "
+                                       f"nothing passes its output {value[1]} through")
+                other["inputs"][name] = list(source)
+    return rendered
+
+
 def output_nodes(graph: dict, output_classes: Iterable[str] = ("SaveImage", "PreviewImage")) -> list[str]:
     classes = set(output_classes)
     return [str(nid) for nid, node in graph.items() if isinstance(node, dict) and node.get("class_type") in classes]

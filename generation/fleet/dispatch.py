@@ -7,7 +7,7 @@ Pending tasks wait in the database (so the queue survives restarts of every proc
   user served least recently first; staff-set user priority goes first (strict tiers);
 - within limits: a user's tasks in flight never exceed their concurrency cap;
 - where they can run: a task goes to an online, enabled, non-draining backend that has
-  its checkpoint, preferring the one whose loaded checkpoint matches (no model reload),
+  its checkpoint and every other file it needs (LoRAs, upscale models, …), preferring the one whose loaded checkpoint matches (no model reload),
   then the least loaded;
 - without piling up: each backend holds at most `max_in_flight` tasks (one running plus
   one waiting in ComfyUI's own queue keeps it busy between prompts).
@@ -29,6 +29,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from models_catalog.models import Checkpoint, ComfyBackend
+from models_catalog.selectors import backends_having
 from models_catalog.services import backends_health_check
 
 from .. import transitions
@@ -50,6 +51,8 @@ class _Candidate:
     id: int
     user_id: int
     checkpoint_id: int | None
+    # The backends that have every file it needs (its checkpoint included).
+    options: frozenset[int] = frozenset()
 
 
 def dispatch(*, probe: bool = True) -> list[int]:
@@ -112,13 +115,24 @@ def _plan() -> list[tuple[int, int]]:
     waiting = list(
         GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
         .order_by("created_at", "id")
-        .values_list("id", "user_id", "checkpoint_id")[:SCAN_LIMIT]
+        .values_list("id", "user_id", "checkpoint_id", "required_files")[:SCAN_LIMIT]
     )
     if not waiting:
         return []
+    # Tasks needing the same files share one answer (most need none, or the same LoRAs).
+    having: dict[tuple, frozenset[int]] = {}
+
+    def options(checkpoint_id, files) -> frozenset[int]:
+        key = (checkpoint_id, tuple(sorted((k, tuple(sorted(v))) for k, v in (files or {}).items())))
+        if key not in having:
+            found = set(backends) if checkpoint_id is None else set(where.get(checkpoint_id, ()))
+            holders = backends_having({k: set(v) for k, v in (files or {}).items()})
+            having[key] = frozenset(found if holders is None else found & holders)
+        return having[key]
+
     queues: dict[int, deque[_Candidate]] = defaultdict(deque)
-    for task_id, user_id, checkpoint_id in waiting:
-        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id))
+    for task_id, user_id, checkpoint_id, files in waiting:
+        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, options(checkpoint_id, files)))
     users = {
         u["id"]: u
         for u in get_user_model().objects.filter(pk__in=list(queues)).values("id", "priority", "max_concurrent_tasks")
@@ -153,11 +167,11 @@ def _plan() -> list[tuple[int, int]]:
                 cap = users.get(user_id, {}).get("max_concurrent_tasks", 1)
                 if in_flight.get(user_id, 0) >= cap or not queues[user_id]:
                     continue
-                candidate = _first_placeable(queues[user_id], where, free)
+                candidate = _first_placeable(queues[user_id], free)
                 if candidate is None:
                     continue
                 want = ckpt_names.get(candidate.checkpoint_id, "")
-                backend_id = _choose(where[candidate.checkpoint_id], free, backends, loaded, want)
+                backend_id = _choose(candidate.options, free, backends, loaded, want)
                 queues[user_id].remove(candidate)
                 free[backend_id] -= 1
                 loaded[backend_id] = want
@@ -167,10 +181,10 @@ def _plan() -> list[tuple[int, int]]:
     return plan
 
 
-def _first_placeable(queue, where, free) -> _Candidate | None:
+def _first_placeable(queue, free) -> _Candidate | None:
     """The user's oldest task that some backend with free room can run now."""
     for candidate in queue:
-        if any(free.get(b, 0) > 0 for b in where.get(candidate.checkpoint_id, ())):
+        if any(free.get(b, 0) > 0 for b in candidate.options):
             return candidate
     return None
 

@@ -23,8 +23,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils.translation import gettext_noop
 
+from models_catalog.inputs import UPLOAD_KINDS
 from models_catalog.models import ComfyBackend
 from models_catalog.services import backend_abandon_prompt, backend_mark, comfy_client, prompt_abandon
+from models_catalog.templates import task_graph, template_fields
 
 from .. import transitions
 from ..comfy import (
@@ -39,10 +41,9 @@ from ..comfy import (
     describe_execution_error,
     describe_rejection,
     is_transient,
-    render_workflow,
 )
 from ..gallery.results import UnreadableImage, files_delete, result_store
-from ..models import GeneratedImage, GenerationTask, TaskPreview
+from ..models import GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
 from .dispatch import dispatch
 from .log import task_log
@@ -154,6 +155,9 @@ class TaskRunner:
         }
         if task.denoise is not None:
             values["denoise"] = task.denoise
+        # The template's custom inputs (an upload's id is replaced by its name on the
+        # backend when the graph is rendered).
+        values.update(task.inputs or {})
         return values
 
     def _run(self) -> None:
@@ -247,17 +251,23 @@ class TaskRunner:
         task = self.task
         values = self._values()
         if task.source_image is not None:
-            values["image"] = self._upload_source(client)
+            values["image"] = self._upload(client, task.source_image)
+        for field in template_fields(task.template):
+            if field.spec.kind in UPLOAD_KINDS and not field.builtin and values.get(field.name) is not None:
+                upload = SourceImage.objects.filter(user_id=task.user_id, pk=values[field.name]).first()
+                if upload is None:
+                    raise TaskFailed("no_source_image", text(
+                        gettext_noop("The picture of the input %(name)s was deleted."), name=field.name))
+                values[field.name] = self._upload(client, upload)
         try:
-            graph = render_workflow(task.template.graph, task.template.bindings, values)
+            graph = task_graph(task.template, values)
         except BindingError as exc:
             raise TaskFailed("template_error", text(gettext_noop("The workflow template is broken: %(e)s"), e=exc)) from exc
         if task.rendered_prompt != graph:
             self.update(rendered_prompt=graph)
         return graph
 
-    def _upload_source(self, client: ComfyClient) -> str:
-        source = self.task.source_image
+    def _upload(self, client: ComfyClient, source: SourceImage) -> str:
         name = f"easel-{source.sha256[:32]}.{source.extension}"
         with source.file.open("rb") as handle:
             # Same name and bytes: ComfyUI keeps the existing file, so re-uploads are free.
