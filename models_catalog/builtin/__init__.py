@@ -16,6 +16,9 @@ HERE = Path(__file__).resolve().parent
 # What the checkpoint sync writes on the demo engine's models (models_catalog.services),
 # so nobody mistakes a demo "model" for AI.
 DEMO_DESCRIPTION = gettext_noop("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
+# The same for the demo engine's LoRAs, VAE and upscale model (models_catalog.ModelFile):
+# a name to try templates with, no weights behind it.
+DEMO_FILE_DESCRIPTION = gettext_noop("Built-in demo engine: a name to try templates with, no weights, not AI.")
 
 # Where each Easel parameter goes in the txt2img graph (node ids from ComfyUI's
 # default workflow, as captured in tests/fixtures/comfyui/workflow_txt2img_api.json).
@@ -93,7 +96,7 @@ def builtin_templates() -> list[dict]:
     ]
 
 
-SHIPPED_TEXTS = frozenset({DEMO_DESCRIPTION, *(text for pair in TEXTS.values() for text in pair)})
+SHIPPED_TEXTS = frozenset({DEMO_DESCRIPTION, DEMO_FILE_DESCRIPTION, *(text for pair in TEXTS.values() for text in pair)})
 
 
 def shipped_text(stored: str) -> str:
