@@ -269,9 +269,16 @@ def test_the_change_page_renders(staff_client, some_files, language, expected):
 def test_shown_description_is_translated(some_files):
     from django.utils import translation
 
+    lora, vae = some_files["lora"], some_files["vae"]
     with translation.override("zh-hans"):
-        assert some_files["lora"].shown_description != DEMO_FILE_DESCRIPTION
-    assert some_files["lora"].shown_description == DEMO_FILE_DESCRIPTION
+        assert lora.shown_description == "内置演示引擎：仅供试用模板的名称，没有权重，并非 AI。"
+        assert lora.get_kind_display() == "LoRA" and vae.shown_name == "kl-f8.safetensors"
+    with translation.override("en"):
+        assert lora.shown_description == DEMO_FILE_DESCRIPTION
+    ModelFile.objects.filter(pk=lora.pk).update(description="Staff's own words")
+    lora.refresh_from_db()
+    with translation.override("zh-hans"):
+        assert lora.shown_description == "Staff's own words"
 
 
 def test_staff_enable_and_disable(staff_client, some_files):
