@@ -6,7 +6,7 @@ does the work (see docs/architecture.md).
 """
 from __future__ import annotations
 
-from models_catalog.services import backends_from_settings, backends_health_check, checkpoints_sync, prompt_abandon
+from models_catalog.services import backends_from_settings, backends_health_check, catalog_sync, prompt_abandon
 
 from .fleet.dispatch import dispatch
 from .fleet.recovery import tasks_recover
@@ -56,8 +56,8 @@ def studio_tick() -> None:
     # COMFYUI_URLS may name backends nobody registered yet (web and workers started by hand).
     backends_from_settings()
     checked = backends_health_check()
-    # Keep each backend's checkpoint list current (models added or removed on the server).
-    checkpoints_sync(backends=[b for b in checked if b.is_online])
+    # Keep each backend's checkpoints and other model files current (added or removed on the server).
+    catalog_sync(backends=[b for b in checked if b.is_online])
     tasks_recover()
     dispatch()
     webhook_retry_due()

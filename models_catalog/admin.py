@@ -15,23 +15,40 @@ from generation.models import ACTIVE_STATUSES
 from generation.queue import enqueue
 
 from .forms import WorkflowTemplateAdminForm, WorkflowTemplateImportForm
-from .models import Checkpoint, ComfyBackend, WorkflowTemplate
-from .services import backend_check, checkpoint_make_default, checkpoints_sync, comfy_client
+from .models import Checkpoint, ComfyBackend, ModelFile, WorkflowTemplate
+from .services import backend_check, catalog_sync, checkpoint_make_default, comfy_client
 from .templates import bindings_detect, errors_describe, object_info_any, template_check, template_import
 
 
 def _sync_message(summary) -> str:
-    """The checkpoint sync summary in words (names, not just counts)."""
+    """The catalog sync summary in words (names, not just counts): checkpoints, then each
+    kind of model file that changed."""
     def names(items):
         return ", ".join(items) if items else "-"
 
+    checkpoints = summary.checkpoints
     text = gettext("Checkpoints added: %(added)s. Became available: %(now)s. No longer available: %(gone)s.") % {
-        "added": names(summary.added),
-        "now": names(summary.now_available),
-        "gone": names(summary.no_longer_available),
+        "added": names(checkpoints.added),
+        "now": names(checkpoints.now_available),
+        "gone": names(checkpoints.no_longer_available),
     }
-    if summary.added and Checkpoint.objects.filter(ckpt_name__in=summary.added, enabled=False).exists():
+    if checkpoints.added and Checkpoint.objects.filter(ckpt_name__in=checkpoints.added, enabled=False).exists():
         text += " " + gettext("New checkpoints are offered to users once you enable them.")
+    labels = dict(ModelFile.KIND_CHOICES)
+    for kind, changes in summary.files.items():
+        if not (changes.added or changes.now_available or changes.no_longer_available):
+            continue
+        text += " " + gettext(
+            "%(kind)s files added: %(added)s. Became available: %(now)s. No longer available: %(gone)s."
+        ) % {
+            "kind": labels[kind],
+            "added": names(changes.added),
+            "now": names(changes.now_available),
+            "gone": names(changes.no_longer_available),
+        }
+    if any(ModelFile.objects.filter(kind=kind, file_name__in=added, enabled=False).exists()
+           for kind, added in summary.files_added.items()):
+        text += " " + gettext("New model files are offered to users once you enable them.")
     if summary.errors:
         text += " " + gettext("Unreachable: %(errors)s.") % {
             "errors": "; ".join(f"{name}: {error}" for name, error in summary.errors.items())
@@ -142,9 +159,9 @@ class ComfyBackendAdmin(admin.ModelAdmin):
             self.message_user(request, gettext("%(name)s: %(state)s") % {"name": backend.name, "state": text},
                               messages.SUCCESS if ok else messages.ERROR)
 
-    @admin.action(description=_("Sync checkpoints from these backends"), permissions=["change"])
+    @admin.action(description=_("Sync checkpoints and model files from these backends"), permissions=["change"])
     def sync_checkpoints(self, request, queryset):
-        summary = checkpoints_sync(backends=queryset.order_by("name"))
+        summary = catalog_sync(backends=queryset.order_by("name"))
         self.message_user(request, _sync_message(summary), messages.WARNING if summary.errors else messages.SUCCESS)
 
     def _set(self, request, queryset, message: str, **values) -> int:
@@ -238,7 +255,50 @@ class CheckpointAdmin(admin.ModelAdmin):
 
     @admin.action(description=_("Sync from backends (every enabled backend)"), permissions=["change"])
     def sync_from_backends(self, request, queryset):
-        summary = checkpoints_sync()
+        summary = catalog_sync()
+        self.message_user(request, _sync_message(summary), messages.WARNING if summary.errors else messages.SUCCESS)
+
+
+@admin.register(ModelFile)
+class ModelFileAdmin(admin.ModelAdmin):
+    list_display = ("shown_name", "kind", "file_name", "enabled", "backend_count")
+    list_display_links = ("shown_name",)
+    list_filter = ("kind", "enabled", "backends")
+    search_fields = ("display_name", "file_name", "description")
+    filter_horizontal = ("backends",)
+    fields = ("kind", "file_name", "display_name", "description", "enabled", "backends", "created_at")
+    readonly_fields = ("created_at",)
+    actions = ["enable", "disable", "sync_from_backends"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(backend_total=Count("backends", distinct=True))
+
+    def get_readonly_fields(self, request, obj=None):
+        # What ComfyUI calls the file is the server's, not staff's: fixed once the row exists.
+        fixed = ("kind", "file_name") if obj is not None else ()
+        return (*fixed, *self.readonly_fields)
+
+    @admin.display(description=_("name"), ordering="display_name")
+    def shown_name(self, obj):
+        return obj.shown_name
+
+    @admin.display(description=_("backends"), ordering="backend_total")
+    def backend_count(self, obj):
+        return obj.backend_total
+
+    @admin.action(description=_("Enable"), permissions=["change"])
+    def enable(self, request, queryset):
+        n = queryset.update(enabled=True)
+        self.message_user(request, gettext("%(n)d model file(s) enabled.") % {"n": n}, messages.SUCCESS)
+
+    @admin.action(description=_("Disable"), permissions=["change"])
+    def disable(self, request, queryset):
+        n = queryset.update(enabled=False)
+        self.message_user(request, gettext("%(n)d model file(s) disabled.") % {"n": n}, messages.SUCCESS)
+
+    @admin.action(description=_("Sync from backends (every enabled backend)"), permissions=["change"])
+    def sync_from_backends(self, request, queryset):
+        summary = catalog_sync()
         self.message_user(request, _sync_message(summary), messages.WARNING if summary.errors else messages.SUCCESS)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
+from . import files
 from .builtin import shipped_text
 
 
@@ -114,6 +115,50 @@ class Checkpoint(models.Model):
     @property
     def shown_description(self) -> str:
         """The description in the reader's language when Easel wrote it (a demo model's)."""
+        return shipped_text(self.description)
+
+
+class ModelFile(models.Model):
+    """A server file other than a checkpoint (a LoRA, a VAE, an upscale model, a ControlNet)
+    that templates load, known to ComfyUI by its file name; one row per kind and file."""
+
+    KIND_CHOICES = [
+        (files.LORA, _("LoRA")),
+        (files.VAE, _("VAE")),
+        (files.UPSCALE_MODEL, _("upscale model")),
+        (files.CONTROLNET, _("ControlNet")),
+    ]
+
+    kind = models.CharField(_("kind"), max_length=20, choices=KIND_CHOICES)
+    file_name = models.CharField(_("ComfyUI file name"), max_length=300)
+    display_name = models.CharField(_("display name"), max_length=200, blank=True)
+    description = models.TextField(_("description"), blank=True)
+    # Like a checkpoint: a file that appears on a backend waits for staff before users see
+    # it (models_catalog.services.model_files_sync adds it disabled).
+    enabled = models.BooleanField(_("enabled"), default=True)
+    backends = models.ManyToManyField(
+        ComfyBackend, blank=True, related_name="model_files", verbose_name=_("available on")
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+
+    class Meta:
+        ordering = ["kind", "display_name", "file_name"]
+        verbose_name = _("model file")
+        verbose_name_plural = _("model files")
+        constraints = [
+            models.UniqueConstraint(fields=["kind", "file_name"], name="modelfile_one_per_kind_and_name"),
+        ]
+
+    def __str__(self) -> str:
+        return self.shown_name
+
+    @property
+    def shown_name(self) -> str:
+        return self.display_name or self.file_name
+
+    @property
+    def shown_description(self) -> str:
+        """The description in the reader's language when Easel wrote it (a demo file's)."""
         return shipped_text(self.description)
 
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from django.db.models import Exists, OuterRef, QuerySet
 
-from .models import Checkpoint, ComfyBackend, WorkflowTemplate
+from . import files as file_rule
+from .models import Checkpoint, ComfyBackend, ModelFile, WorkflowTemplate
 
 
 def checkpoint_list_usable() -> QuerySet[Checkpoint]:
@@ -36,6 +37,55 @@ def checkpoint_default() -> Checkpoint | None:
     file on a backend must not take over every task sent without a model)."""
     usable = checkpoint_list_usable()
     return usable.filter(is_default=True).first() or usable.order_by("created_at", "pk").first()
+
+
+def model_files_usable(*, kind: str) -> QuerySet[ModelFile]:
+    """Enabled files of this kind that at least one enabled backend has, annotated `online`
+    (as for checkpoints: a file whose backends are all offline stays usable, and waits)."""
+    has_backend = ComfyBackend.objects.filter(enabled=True, model_files=OuterRef("pk"))
+    has_online = ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False, model_files=OuterRef("pk"))
+    return (
+        ModelFile.objects.filter(kind=kind, enabled=True)
+        .filter(Exists(has_backend))
+        .annotate(online=Exists(has_online))
+        .order_by("-online", "display_name", "file_name")
+    )
+
+
+def model_file_get_usable(*, kind: str, file_name: str) -> ModelFile | None:
+    return model_files_usable(kind=kind).filter(file_name=file_name).first()
+
+
+def backends_having(files: dict[str, set[str]]) -> set[int] | None:
+    """Ids of the backends that hold every file given (kind → file names): where a task
+    that loads them can run. None when nothing is asked (no constraint).
+
+    Only what the backends reported is asked for: enabled or not, online or not, the caller
+    decides which of them may take work. Names that are no file (VAELoader's
+    "pixel_space") are on every server and constrain nothing.
+    """
+    wanted = {kind: {n for n in names if file_rule.is_server_file(kind, n)} for kind, names in files.items()}
+    wanted = {kind: names for kind, names in wanted.items() if names}
+    if not wanted:
+        return None
+    having: set[int] | None = None
+    for kind, names in sorted(wanted.items()):
+        # One query per kind: backend → how many of the names it holds; all of them qualify.
+        if kind == file_rule.CHECKPOINT:
+            rows = Checkpoint.backends.through.objects.filter(checkpoint__ckpt_name__in=names).values_list(
+                "comfybackend_id", "checkpoint__ckpt_name")
+        else:
+            rows = ModelFile.backends.through.objects.filter(
+                modelfile__kind=kind, modelfile__file_name__in=names).values_list(
+                "comfybackend_id", "modelfile__file_name")
+        held: dict[int, set[str]] = {}
+        for backend_id, name in rows:
+            held.setdefault(backend_id, set()).add(name)
+        ids = {backend_id for backend_id, names_held in held.items() if names_held >= names}
+        having = ids if having is None else having & ids
+        if not having:
+            return set()
+    return having or set()
 
 
 def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTemplate | None:

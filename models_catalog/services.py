@@ -1,4 +1,4 @@
-"""Writes on the catalog: registering backends, health checks, checkpoint sync."""
+"""Writes on the catalog: registering backends, health checks, checkpoint and model file sync."""
 from __future__ import annotations
 
 import logging
@@ -13,8 +13,9 @@ from django.utils.text import slugify
 
 from generation.comfy import ComfyClient, ComfyError
 
-from .builtin import DEMO_DESCRIPTION
-from .models import Checkpoint, ComfyBackend
+from . import files
+from .builtin import DEMO_DESCRIPTION, DEMO_FILE_DESCRIPTION
+from .models import Checkpoint, ComfyBackend, ModelFile
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
     """Ask the backend for /system_stats and its queue, and record what it said.
 
     When a backend comes back, prompts Easel moved away from it meanwhile are taken
-    off it and its checkpoints are read again.
+    off it and its checkpoints and other model files are read again.
     """
     now = timezone.now()
     client = ComfyClient(backend.base_url, timeout=timeout or settings.COMFYUI_HTTP_TIMEOUT)
@@ -88,7 +89,7 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
     backend_release_abandoned(backend=backend, client=client)
     if not was_online:
         logger.info("backend %s is back online", backend.name)
-        checkpoints_sync(backends=[backend])
+        catalog_sync(backends=[backend])
     return True
 
 
@@ -200,6 +201,32 @@ def checkpoint_make_default(*, checkpoint: Checkpoint, save: bool = False) -> No
             Checkpoint.objects.filter(pk=checkpoint.pk).update(is_default=True, enabled=True)
 
 
+def _checkpoints_apply(*, backend: ComfyBackend, names: list[str], summary: SyncSummary, first_start: bool) -> None:
+    with transaction.atomic():
+        before = set(backend.checkpoints.values_list("ckpt_name", flat=True))
+        current = []
+        for ckpt_name in names:
+            checkpoint = Checkpoint.objects.filter(ckpt_name=ckpt_name).first()
+            if checkpoint is None:
+                checkpoint = Checkpoint.objects.create(
+                    ckpt_name=ckpt_name,
+                    name=_checkpoint_name(ckpt_name),
+                    display_name=Path(ckpt_name).stem,
+                    # Say plainly what a demo "model" is, so nobody mistakes it for AI.
+                    # Stored in English, whoever runs the sync; shown translated
+                    # (Checkpoint.shown_description).
+                    description=DEMO_DESCRIPTION if backend.is_demo else "",
+                    enabled=first_start,
+                    is_default=first_start and not summary.added,
+                )
+                summary.added.append(ckpt_name)
+            current.append(checkpoint)
+        backend.checkpoints.set(current)
+    after = set(names)
+    summary.now_available += sorted(after - before)
+    summary.no_longer_available += sorted(before - after)
+
+
 def checkpoints_sync(*, backends=None) -> SyncSummary:
     """Read CheckpointLoaderSimple's choices from each backend's /object_info.
 
@@ -209,11 +236,12 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
     once, and the first becomes the default model, so a new studio works out of the box.
     The per-backend availability is replaced by what each reachable backend reports; an
     unreachable backend keeps its previous list: a restart must not empty the catalog.
+
+    Checkpoints only; `catalog_sync` reads the other files too, from the same answer.
     """
     summary = SyncSummary()
     first_start = not Checkpoint.objects.exists()
-    targets = list(backends) if backends is not None else list(ComfyBackend.objects.filter(enabled=True))
-    for backend in targets:
+    for backend in _sync_targets(backends):
         try:
             names = comfy_client(backend).checkpoints()
         except ComfyError as exc:
@@ -221,28 +249,135 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
             backend_mark(backend_id=backend.pk, online=False, error=str(exc))
             continue
         backend_mark(backend_id=backend.pk, online=True)
-        with transaction.atomic():
-            before = set(backend.checkpoints.values_list("ckpt_name", flat=True))
-            current = []
-            for ckpt_name in names:
-                checkpoint = Checkpoint.objects.filter(ckpt_name=ckpt_name).first()
-                if checkpoint is None:
-                    checkpoint = Checkpoint.objects.create(
-                        ckpt_name=ckpt_name,
-                        name=_checkpoint_name(ckpt_name),
-                        display_name=Path(ckpt_name).stem,
-                        # Say plainly what a demo "model" is, so nobody mistakes it for AI.
-                        # Stored in English, whoever runs the sync; shown translated
-                        # (Checkpoint.shown_description).
-                        description=DEMO_DESCRIPTION if backend.is_demo else "",
-                        enabled=first_start,
-                        is_default=first_start and not summary.added,
-                    )
-                    summary.added.append(ckpt_name)
-                current.append(checkpoint)
-            backend.checkpoints.set(current)
-        after = set(names)
-        summary.now_available += sorted(after - before)
-        summary.no_longer_available += sorted(before - after)
+        _checkpoints_apply(backend=backend, names=names, summary=summary, first_start=first_start)
     logger.info("checkpoint sync: %s", summary)
+    return summary
+
+
+def _sync_targets(backends) -> list[ComfyBackend]:
+    return list(backends) if backends is not None else list(ComfyBackend.objects.filter(enabled=True))
+
+
+@dataclass
+class CatalogSyncSummary:
+    """What a catalog sync changed: checkpoints, then each kind of model file."""
+
+    checkpoints: SyncSummary = field(default_factory=SyncSummary)
+    files: dict[str, SyncSummary] = field(default_factory=lambda: {k: SyncSummary() for k in files.MODEL_FILE_KINDS})
+    # Backend name → why it could not be read (it kept its previous lists).
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def files_added(self) -> dict[str, list[str]]:
+        return {kind: s.added for kind, s in self.files.items() if s.added}
+
+    def __str__(self) -> str:
+        def counts(s: SyncSummary) -> str:
+            return (f"added {len(s.added)}, became available {len(s.now_available)}, "
+                    f"no longer available {len(s.no_longer_available)}")
+
+        parts = [f"checkpoints: {counts(self.checkpoints)}"]
+        parts += [f"{kind}: {counts(s)}" for kind, s in self.files.items()
+                  if s.added or s.now_available or s.no_longer_available]
+        if self.errors:
+            parts.append("errors: " + "; ".join(f"{k}: {v}" for k, v in self.errors.items()))
+        return "; ".join(parts)
+
+
+def _model_files_apply(*, backend: ComfyBackend, kind: str, names: list[str], summary: SyncSummary,
+                       first_start: bool) -> None:
+    """Make this backend's list of `kind` files exactly `names`, adding rows for new files.
+
+    A few queries per kind whatever the count: a real server may hold hundreds of LoRAs."""
+    names = list(dict.fromkeys(names))
+    with transaction.atomic():
+        known = set(ModelFile.objects.filter(kind=kind, file_name__in=names).values_list("file_name", flat=True))
+        new = [name for name in names if name not in known]
+        if new:
+            # Conflicts ignored: another sync (a worker's tick, an admin action) may add the same file now.
+            ModelFile.objects.bulk_create(
+                [
+                    ModelFile(
+                        kind=kind, file_name=name, display_name=_file_stem(name)[:200],
+                        # Stored in English, shown in the reader's language (ModelFile.shown_description).
+                        description=DEMO_FILE_DESCRIPTION if backend.is_demo else "",
+                        enabled=first_start,
+                    )
+                    for name in new
+                ],
+                ignore_conflicts=True,
+            )
+            summary.added += new
+        rows = dict(ModelFile.objects.filter(kind=kind, file_name__in=names).values_list("file_name", "pk"))
+        held = dict(backend.model_files.filter(kind=kind).values_list("file_name", "pk"))
+        gone = [pk for name, pk in held.items() if name not in rows]
+        if gone:
+            backend.model_files.remove(*gone)
+        came = [pk for name, pk in rows.items() if name not in held]
+        if came:
+            backend.model_files.add(*came)
+    summary.now_available += sorted(set(rows) - set(held))
+    summary.no_longer_available += sorted(set(held) - set(rows))
+
+
+def _file_stem(file_name: str) -> str:
+    # "loras/style/ink.safetensors" → "ink": the folder is ComfyUI's business, the name the reader's.
+    name = file_name.replace("\\", "/").rsplit("/", 1)[-1]
+    return Path(name).stem if "." in name else name
+
+
+def _catalog_sync(*, backends, checkpoints: bool) -> CatalogSyncSummary:
+    summary = CatalogSyncSummary()
+    # First start is judged per kind, once, before any backend adds a row.
+    checkpoints_first = not Checkpoint.objects.exists()
+    files_first = {kind: not ModelFile.objects.filter(kind=kind).exists() for kind in files.MODEL_FILE_KINDS}
+    for backend in _sync_targets(backends):
+        try:
+            # One request for every list: /object_info is large on a real server, but one
+            # answer is cheaper than one round trip per loader.
+            info = comfy_client(backend).object_info()
+        except ComfyError as exc:
+            summary.errors[backend.name] = str(exc)
+            backend_mark(backend_id=backend.pk, online=False, error=str(exc))
+            continue
+        backend_mark(backend_id=backend.pk, online=True)
+        unreadable = []
+        if checkpoints:
+            names = files.listing(info, files.CHECKPOINT)
+            if names is None:
+                unreadable.append(files.CHECKPOINT)
+            else:
+                _checkpoints_apply(backend=backend, names=names, summary=summary.checkpoints,
+                                   first_start=checkpoints_first)
+        for kind in files.MODEL_FILE_KINDS:
+            names = files.listing(info, kind)
+            if names is None:
+                unreadable.append(kind)  # an unexpected spec: keep the previous list
+                continue
+            _model_files_apply(backend=backend, kind=kind, names=names, summary=summary.files[kind],
+                               first_start=files_first[kind])
+        if unreadable:
+            summary.errors[backend.name] = "unreadable lists in /object_info: " + ", ".join(unreadable)
+    return summary
+
+
+def model_files_sync(*, backends=None) -> CatalogSyncSummary:
+    """Read each backend's LoRAs, VAEs, upscale models and ControlNets from one /object_info.
+
+    The rules of `checkpoints_sync`: a new file is added disabled (it waits for staff),
+    except while the catalog holds no file of its kind (a new studio works out of the
+    box); each reachable backend's list per kind is replaced by what it reports; an
+    unreachable one keeps its list.
+    """
+    summary = _catalog_sync(backends=backends, checkpoints=False)
+    logger.info("model file sync: %s", summary)
+    return summary
+
+
+def catalog_sync(*, backends=None) -> CatalogSyncSummary:
+    """Checkpoints and every other model file, from one /object_info per backend.
+
+    What the run command, setup, the workers' tick, the admin and `sync_checkpoints` call."""
+    summary = _catalog_sync(backends=backends, checkpoints=True)
+    logger.info("catalog sync: %s", summary)
     return summary

@@ -16,6 +16,9 @@ HERE = Path(__file__).resolve().parent
 # What the checkpoint sync writes on the demo engine's models (models_catalog.services),
 # so nobody mistakes a demo "model" for AI.
 DEMO_DESCRIPTION = gettext_noop("Built-in demo engine: labelled placeholder pictures, no GPU, not AI output.")
+# The same for the demo engine's LoRAs, VAE and upscale model (models_catalog.ModelFile):
+# a name to try templates with, no weights behind it.
+DEMO_FILE_DESCRIPTION = gettext_noop("Built-in demo engine: a name to try templates with, no weights, not AI.")
 
 # The inputs of each shipped template: (name, node id, input name, and optionally
 # group / label / default / limits / optional). Node ids are those of the graphs beside
@@ -197,7 +200,7 @@ def input_rows(slug: str) -> list[dict]:
 
 
 SHIPPED_TEXTS = frozenset({
-    DEMO_DESCRIPTION, *(text for pair in TEXTS.values() for text in pair),
+    DEMO_DESCRIPTION, DEMO_FILE_DESCRIPTION, *(text for pair in TEXTS.values() for text in pair),
     *(row[key] for rows in INPUTS.values() for row in rows for key in ("label", "help_text")
       if key in row and "label_n" not in row),
 })

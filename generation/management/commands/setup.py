@@ -12,7 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
 from accounts.services import staff_ensure
-from models_catalog.services import backend_check, backends_from_settings, checkpoints_sync
+from models_catalog.services import backend_check, backends_from_settings, catalog_sync
 
 
 class Command(BaseCommand):
@@ -40,9 +40,9 @@ class Command(BaseCommand):
             self.stdout.write("Backends from COMFYUI_URLS: " + ", ".join(b.name for b in backends))
         for backend in [] if no_sync else backends:
             was_online = backend.is_online
-            # The check reads its checkpoints as it comes online; one that already was is synced here.
+            # The check reads its checkpoints and files as it comes online; one that already was is synced here.
             if backend_check(backend=backend) and was_online:
-                checkpoints_sync(backends=[backend])
+                catalog_sync(backends=[backend])
             names = sorted(backend.checkpoints.values_list("name", flat=True))
             state = "online" if backend.is_online else f"unreachable ({backend.last_error})"
             self.stdout.write(f"  {backend.name}: {state}; checkpoints: {', '.join(names) or '-'}")

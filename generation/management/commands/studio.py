@@ -21,7 +21,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 
-from models_catalog.services import backend_ensure, checkpoints_sync
+from models_catalog.services import backend_ensure, catalog_sync
 
 # A child that dies again this soon after starting is restarted after a growing pause
 # (up to MAX_BACKOFF), so a broken configuration does not spin.
@@ -79,7 +79,7 @@ class Command(BaseCommand):
                 if engine.proc.poll() is not None:
                     raise CommandError("the demo engine did not start")
                 demo = backend_ensure(name="demo", base_url=f"http://127.0.0.1:{engine_port}", is_demo=True)
-                self.stdout.write(f"Checkpoint sync: {checkpoints_sync(backends=[demo])}")
+                self.stdout.write(f"Catalog sync: {catalog_sync(backends=[demo])}")
             self._start(Child("worker", manage + ["qcluster"], env))
             # gunicorn's settings live in one place, deploy/gunicorn.conf.py, read from the
             # environment; here only where to listen and, on a laptop, two workers.

@@ -1,11 +1,12 @@
 from django.core.management.base import BaseCommand
 
 from models_catalog.models import ComfyBackend
-from models_catalog.services import checkpoints_sync
+from models_catalog.services import catalog_sync
 
 
 class Command(BaseCommand):
-    help = "Read the checkpoints each enabled ComfyUI backend offers (/object_info) into the catalog."
+    help = ("Read the checkpoints, LoRAs, VAEs, upscale models and ControlNets each enabled ComfyUI backend offers "
+            "(/object_info) into the catalog.")
 
     def add_arguments(self, parser):
         parser.add_argument("--backend", help="Only this backend (name).")
@@ -14,7 +15,7 @@ class Command(BaseCommand):
         qs = ComfyBackend.objects.filter(enabled=True)
         if backend:
             qs = qs.filter(name=backend)
-        summary = checkpoints_sync(backends=qs)
+        summary = catalog_sync(backends=qs)
         self.stdout.write(str(summary))
         if summary.errors:
             return
