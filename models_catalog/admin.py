@@ -14,10 +14,12 @@ from generation.comfy import ComfyError
 from generation.models import ACTIVE_STATUSES
 from generation.queue import enqueue
 
-from .forms import WorkflowTemplateAdminForm, WorkflowTemplateImportForm
-from .models import Checkpoint, ComfyBackend, ModelFile, WorkflowTemplate
+from .forms import TemplateInputForm, TemplateInputFormSet, WorkflowTemplateAdminForm, WorkflowTemplateImportForm
+from .models import Checkpoint, ComfyBackend, ModelFile, TemplateInput, WorkflowTemplate
 from .services import backend_check, catalog_sync, checkpoint_make_default, comfy_client
-from .templates import bindings_detect, errors_describe, object_info_any, template_check, template_import
+from .templates import (
+    errors_describe, inputs_detect, object_info_any, template_check, template_import, template_specs_refresh,
+)
 
 
 def _sync_message(summary) -> str:
@@ -302,17 +304,27 @@ class ModelFileAdmin(admin.ModelAdmin):
         self.message_user(request, _sync_message(summary), messages.WARNING if summary.errors else messages.SUCCESS)
 
 
+class TemplateInputInline(admin.TabularInline):
+    """The values users set: Easel's own parameters under their names, custom inputs under any other."""
+
+    model = TemplateInput
+    form = TemplateInputForm
+    formset = TemplateInputFormSet
+    extra = 0
+
+
 @admin.register(WorkflowTemplate)
 class WorkflowTemplateAdmin(admin.ModelAdmin):
     form = WorkflowTemplateAdminForm
+    inlines = [TemplateInputInline]
     list_display = ("shown_name", "slug", "kind", "enabled", "is_default", "builtin")
     list_display_links = ("shown_name",)
     list_filter = ("kind", "enabled")
     search_fields = ("name", "slug")
-    readonly_fields = ("builtin", "detected_bindings", "created_at", "updated_at")
+    readonly_fields = ("builtin", "detected_inputs", "created_at", "updated_at")
     fields = (
         "name", "slug", "kind", "description", "enabled", "is_default", "execution_timeout",
-        "bindings", "detected_bindings", "graph", "builtin", "created_at", "updated_at",
+        "detected_inputs", "graph", "builtin", "created_at", "updated_at",
     )
     actions = ["validate_against_backend"]
     change_list_template = "admin/models_catalog/workflowtemplate/change_list.html"
@@ -335,12 +347,13 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
             )
         return form
 
-    @admin.display(description=_("detected bindings"))
-    def detected_bindings(self, obj):
-        # What Easel would bind by itself, to compare with (or copy into) the bindings above.
+    @admin.display(description=_("detected inputs"))
+    def detected_inputs(self, obj):
+        # What Easel would propose by itself, to compare with (or copy into) the inputs below.
         if obj is None or not obj.pk:
             return "-"
-        return format_html("<pre>{}</pre>", json.dumps(bindings_detect(obj.graph), indent=2))
+        rows = [f"{row['name']}: [{row['node_id']}, {row['input_name']}]" for row in inputs_detect(obj.graph)]
+        return format_html("<pre>{}</pre>", "\n".join(rows) or "-")
 
     def get_urls(self):
         custom = [
@@ -421,13 +434,16 @@ class WorkflowTemplateAdmin(admin.ModelAdmin):
         if backend is None:
             self.message_user(
                 request,
-                gettext("No online backend answered: only the structure and bindings were checked."),
+                gettext("No online backend answered: only the structure and inputs were checked."),
                 messages.WARNING,
             )
         where = backend.name if backend else gettext("structure only")
         for template in queryset.order_by("name", "pk"):
             errors = template_check(template=template, object_info=object_info)
             if not errors:
+                if object_info:
+                    # The inputs' types and limits as this server has them.
+                    template_specs_refresh(template=template, object_info=object_info)
                 self.message_user(
                     request,
                     gettext("%(name)s: valid (%(where)s).") % {"name": template.shown_name, "where": where},

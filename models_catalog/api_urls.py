@@ -4,4 +4,5 @@ from . import api
 
 urlpatterns = [
     path("templates", api.TemplateListApi.as_view(), name="api-templates"),
+    path("templates/<slug:slug>", api.TemplateDetailApi.as_view(), name="api-template"),
 ]

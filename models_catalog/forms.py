@@ -8,7 +8,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
-from .models import ComfyBackend, WorkflowTemplate
+from .builtin import known_spec
+from .inputs import narrow, spec_from, value_clean
+from .models import ComfyBackend, TemplateInput, WorkflowTemplate
 from .templates import errors_describe, template_validate
 
 # A ComfyUI API export is tens of KB; anything this big is not a workflow.
@@ -57,15 +59,11 @@ class WorkflowTemplateImportForm(forms.Form):
 
 
 class WorkflowTemplateAdminForm(forms.ModelForm):
-    """The change form: graph and bindings as indented JSON, checked together on save
-    (structure only: no network call while saving; the list action asks a backend)."""
+    """The change form: the graph as indented JSON. Its inputs are edited beside it
+    (TemplateInputFormSet), and the two are checked together on save (structure only: no
+    network call while saving; the list action asks a backend)."""
 
     graph = PrettyJSONField(label=_("ComfyUI API-format graph"), widget=forms.Textarea(attrs={"rows": 20}))
-    bindings = PrettyJSONField(
-        label=_("Bindings"),
-        widget=forms.Textarea(attrs={"rows": 14}),
-        help_text=_('Easel parameter → [node_id, input_name], e.g. <code>{"prompt": ["6", "text"]}</code>.'),
-    )
 
     class Meta:
         model = WorkflowTemplate
@@ -73,11 +71,55 @@ class WorkflowTemplateAdminForm(forms.ModelForm):
 
     def clean(self):
         cleaned = super().clean()
-        if "graph" in cleaned and "bindings" in cleaned:
-            errors = template_validate(
-                graph=cleaned["graph"], bindings=cleaned["bindings"], object_info=None, kind=cleaned.get("kind")
-            )
+        if "graph" in cleaned:
+            errors = template_validate(graph=cleaned["graph"], bindings={}, object_info=None)
             if errors:
                 # Keyed by node id, which is neither field alone: shown above the form.
                 self.add_error(None, errors_describe(errors, cleaned["graph"]))
         return cleaned
+
+
+class TemplateInputForm(forms.ModelForm):
+    default = forms.JSONField(
+        label=_("default"), required=False, help_text=_("JSON: 7, 0.5, \"text\", true; empty: none."),
+        widget=forms.TextInput(attrs={"size": 12}),
+    )
+
+    class Meta:
+        model = TemplateInput
+        fields = ("name", "node_id", "input_name", "label", "help_text", "group", "default", "order", "minimum",
+                  "maximum", "step", "optional")
+
+
+class TemplateInputFormSet(forms.BaseInlineFormSet):
+    """The inputs of one template, checked against its graph (each target a literal input
+    that exists) and against ComfyUI's limits (staff may narrow them, never widen)."""
+
+    def clean(self):
+        super().clean()
+        graph = self.instance.graph if isinstance(self.instance.graph, dict) else {}
+        rows = [f for f in self.forms if f.cleaned_data and not f.cleaned_data.get("DELETE")]
+        bindings = {f.cleaned_data["name"]: [f.cleaned_data["node_id"], f.cleaned_data["input_name"]]
+                    for f in rows if f.cleaned_data.get("name")}
+        errors = template_validate(graph=graph, bindings=bindings, object_info=None, kind=self.instance.kind)
+        if errors:
+            raise ValidationError(errors_describe(errors, graph))
+        for form in rows:
+            data = form.cleaned_data
+            node = graph.get(str(data["node_id"])) or {}
+            class_type = str(node.get("class_type", ""))
+            raw = (form.instance.spec if form.instance.pk and form.instance.input_name == data["input_name"]
+                   and form.instance.node_id == data["node_id"] else None) or known_spec(class_type, data["input_name"])
+            form.instance.spec = list(raw)
+            spec = spec_from(raw, class_type=class_type, input_name=data["input_name"])
+            if spec is None:
+                continue
+            try:
+                narrowed = narrow(spec, minimum=data.get("minimum"), maximum=data.get("maximum"), step=data.get("step"))
+            except ValueError as exc:
+                form.add_error("maximum" if data.get("maximum") is not None else "minimum", str(exc))
+                continue
+            if data.get("default") is not None:
+                problems = value_clean(narrowed, data["default"], choices=() if spec.kind == "file" else None)[1]
+                if problems and spec.kind not in ("file", "image", "mask"):
+                    form.add_error("default", problems)

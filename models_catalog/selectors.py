@@ -91,3 +91,15 @@ def backends_having(files: dict[str, set[str]]) -> set[int] | None:
 def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTemplate | None:
     qs = WorkflowTemplate.objects.filter(enabled=True, kind=kind)
     return qs.filter(is_default=True).order_by("pk").first() or qs.order_by("pk").first()
+
+
+def usable_file_titles(kind: str) -> list[tuple[str, str]]:
+    """(ComfyUI file name, name shown) of the files of this kind users may pick: what a
+    template input that lists server files offers (checkpoints included)."""
+    if kind == file_rule.CHECKPOINT:
+        return [(c.ckpt_name, c.shown_name) for c in checkpoint_list_usable()]
+    return [(f.file_name, f.shown_name) for f in model_files_usable(kind=kind)]
+
+
+def usable_file_names(kind: str) -> list[str]:
+    return [name for name, _title in usable_file_titles(kind)]

@@ -40,6 +40,9 @@ PARAMETER_LABELS = {
     "batch_size": gettext_lazy("Images"), "seed": gettext_lazy("Seed"), "steps": gettext_lazy("Steps"),
     "cfg": gettext_lazy("CFG"), "sampler": gettext_lazy("Sampler"), "scheduler": gettext_lazy("Scheduler"),
 }
+# Easel's parameters whose default an imported template sets from its graph's value
+# (not the checkpoint, the prompt, the seed, which stays random, or the picture).
+GRAPH_DEFAULTS = ("negative_prompt", "width", "height", "batch_size", "steps", "cfg", "sampler", "scheduler", "denoise")
 # Easel's parameters whose request field has another name than the input.
 REQUEST_FIELDS = {"checkpoint": "model_name", "image": "source_image"}
 
@@ -469,6 +472,21 @@ def _object_info_for_import(backend: ComfyBackend | None) -> dict:
         ) from exc
 
 
+def template_specs_refresh(*, template: WorkflowTemplate, object_info: dict) -> int:
+    """Store what a backend's /object_info says of each input (type, limits, choices), so
+    forms and checks follow the servers that run the template. Returns rows changed."""
+    graph = template.graph if isinstance(template.graph, dict) else {}
+    changed = 0
+    for row in template.input_list:
+        node = graph.get(row.node_id)
+        class_type = str(node.get("class_type", "")) if isinstance(node, dict) else ""
+        raw = class_inputs(object_info.get(class_type)).get(row.input_name)
+        if raw and list(raw) != row.spec:
+            TemplateInput.objects.filter(pk=row.pk).update(spec=list(raw))
+            changed += 1
+    return changed
+
+
 def template_check(
     *, template: WorkflowTemplate, object_info: dict | None = None, backend: ComfyBackend | None = None
 ) -> dict[str, list[str]]:
@@ -508,12 +526,7 @@ def template_import(
             _add(errors, "slug", _("A template with the slug %(slug)s already exists.") % {"slug": slug})
     if kind is not None and kind not in dict(WorkflowTemplate.KIND_CHOICES):
         _add(errors, "kind", _("Unknown kind: %(kind)s.") % {"kind": kind})
-    proposed = inputs_detect(graph) if bindings is None else [
-        {"name": name, "node_id": str(target[0]), "input_name": str(target[1]), "optional": False,
-         "group": "advanced" if name in ("seed", "steps", "cfg", "sampler", "scheduler") else "basic"}
-        for name, target in (bindings.items() if isinstance(bindings, dict) else [])
-        if isinstance(target, (list, tuple)) and len(target) == 2
-    ]
+    proposed = inputs_detect(graph) if bindings is None else rows_from_bindings(bindings)
     if bindings is None:
         bindings = {row["name"]: [row["node_id"], row["input_name"]] for row in proposed}
     if kind is None:
@@ -529,13 +542,37 @@ def template_import(
             name=name, slug=slug, kind=kind, graph=graph, description=description, enabled=True,
             is_default=False, builtin=False,
         )
-        for order, row in enumerate(proposed):
-            class_type = str(graph[row["node_id"]].get("class_type", ""))
-            raw = class_inputs(object_info.get(class_type)).get(row["input_name"]) if object_info else None
-            TemplateInput.objects.create(
-                template=template, order=order, spec=list(raw or known_spec(class_type, row["input_name"])), **row
-            )
+        template_inputs_create(template=template, rows=proposed, object_info=object_info, graph_defaults=True)
     return template
+
+
+def rows_from_bindings(bindings: Any) -> list[dict]:
+    """Input rows (name, node_id, input_name, group, optional) for a bindings object."""
+    return [
+        {"name": name, "node_id": str(target[0]), "input_name": str(target[1]), "optional": False,
+         "group": "advanced" if name in ("seed", "steps", "cfg", "sampler", "scheduler") else "basic"}
+        for name, target in (bindings.items() if isinstance(bindings, dict) else [])
+        if isinstance(target, (list, tuple)) and len(target) == 2
+    ]
+
+
+def template_inputs_create(
+    *, template: WorkflowTemplate, rows: list[dict], object_info: dict | None = None, graph_defaults: bool = False
+) -> list[TemplateInput]:
+    """Store a template's inputs, each with ComfyUI's spec of it (from `object_info`, else
+    the core nodes' known specs). `graph_defaults`: Easel's parameters default to the
+    graph's own values (an imported template's values are the defaults its tasks get)."""
+    graph = template.graph
+    created = []
+    for order, row in enumerate(rows):
+        class_type = str(graph[row["node_id"]].get("class_type", ""))
+        if graph_defaults and row["name"] in GRAPH_DEFAULTS:
+            row = {**row, "default": _graph_value(graph, row["node_id"], row["input_name"])}
+        raw = class_inputs(object_info.get(class_type)).get(row["input_name"]) if object_info else None
+        created.append(TemplateInput.objects.create(
+            template=template, order=order, spec=list(raw or known_spec(class_type, row["input_name"])), **row
+        ))
+    return created
 
 
 # --- inputs as forms and clients see them -------------------------------------------
@@ -577,7 +614,7 @@ def _studio_spec(name: str, spec: Spec) -> Spec:
     if bounds is not None and spec.numeric:
         low = bounds.low if spec.minimum is None else max(spec.minimum, bounds.low)
         high = bounds.high if spec.maximum is None else min(spec.maximum, bounds.high)
-        return replace(spec, minimum=low, maximum=high, step=bounds.step or spec.step)
+        return replace(spec, minimum=low, maximum=high, step=spec.step or bounds.step)
     if name in ("sampler", "scheduler"):
         known = studio_choices()[name]
         return replace(spec, kind=kinds.CHOICE, choices=tuple(c for c in spec.choices if c in known) or tuple(known))
@@ -615,13 +652,18 @@ def row_spec(row: TemplateInput, graph: dict) -> Spec:
 
 def template_fields(template: WorkflowTemplate) -> list[Field]:
     """Every input of the template, in order, with its spec and default (the row's
-    default, else the graph's literal value; none for uploads and optional files)."""
+    default; for a custom input else the graph's literal value; none for uploads and
+    optional files)."""
     graph = template.graph if isinstance(template.graph, dict) else {}
     fields = []
     for row in template.input_list:
         spec = row_spec(row, graph)
         default = row.default
-        if default is None and not row.optional and spec.kind not in kinds.UPLOAD_KINDS:
+        # Easel's own parameters default to the row's value only, so the checkpoint's
+        # defaults apply after it; a custom input runs with the graph's own value.
+        if default is None and not row.optional and spec.kind not in kinds.UPLOAD_KINDS and not (
+            row.name in PARAMETER_NAMES
+        ):
             default = _graph_value(graph, row.node_id, row.input_name)
             if spec.kind == kinds.FILE:
                 default = None  # the author's file is not a choice the studio makes

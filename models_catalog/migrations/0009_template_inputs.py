@@ -10,6 +10,8 @@ PARAMETERS = (
     "seed", "steps", "cfg", "sampler", "scheduler",
 )
 ADVANCED = {"seed", "steps", "cfg", "sampler", "scheduler"}
+# An imported template's own values become its defaults (models_catalog.templates.GRAPH_DEFAULTS).
+GRAPH_DEFAULTS = ("negative_prompt", "width", "height", "batch_size", "steps", "cfg", "sampler", "scheduler", "denoise")
 
 
 def inputs_from_bindings(apps, schema_editor):
@@ -27,12 +29,19 @@ def inputs_from_bindings(apps, schema_editor):
                 template=template, name=name, node_id=str(target[0]), input_name=str(target[1]),
                 group="advanced" if name in ADVANCED else "basic", order=order,
                 spec=known_spec(_class(template.graph, target[0]), str(target[1])),
+                default=_value(template.graph, target) if name in GRAPH_DEFAULTS and not template.builtin else None,
             )
 
 
 def _class(graph, node_id) -> str:
     node = graph.get(str(node_id)) if isinstance(graph, dict) else None
     return str(node.get("class_type", "")) if isinstance(node, dict) else ""
+
+
+def _value(graph, target):
+    node = graph.get(str(target[0])) if isinstance(graph, dict) else None
+    value = (node.get("inputs") or {}).get(str(target[1])) if isinstance(node, dict) else None
+    return None if isinstance(value, list) else value
 
 
 def bindings_from_inputs(apps, schema_editor):

@@ -15,9 +15,12 @@ from PIL import Image
 
 from generation.comfy import ComfyClient, render_workflow
 from models_catalog.builtin import IMG2IMG_BINDINGS, TXT2IMG_BINDINGS, ensure_builtin_templates
-from models_catalog.models import ComfyBackend, WorkflowTemplate
+from models_catalog.models import ComfyBackend, TemplateInput, WorkflowTemplate
 from models_catalog.templates import (
     bindings_detect,
+    rows_from_bindings,
+    template_inputs_create,
+    template_specs_refresh,
     template_import,
     template_parameters,
     template_validate,
@@ -172,10 +175,10 @@ def test_output_node_flag_from_object_info_counts(engine_info):
 
 def test_bindings_to_missing_nodes_and_inputs():
     graph = captured("txt2img")
-    bindings = {"prompt": ["66", "text"], "seed": ["3", "noise_seed"], "colour": ["6", "text"]}
+    bindings = {"prompt": ["66", "text"], "seed": ["3", "noise_seed"], "col our": ["6", "text"]}
     errors = template_validate(graph=graph, bindings=bindings, object_info={})
     assert any("66" in m for m in errors["bindings"])
-    assert any("colour" in m for m in errors["bindings"])
+    assert any("col our" in m for m in errors["bindings"])
     assert "noise_seed" in errors["3"][0]
 
 
@@ -241,20 +244,22 @@ def test_parameters_of_the_builtin_templates(settings):
     ensure_builtin_templates(WorkflowTemplate)
     txt = {p["name"]: p for p in template_parameters(WorkflowTemplate.objects.get(slug="txt2img-basic"))}
     assert set(txt) == set(TXT2IMG_BINDINGS)
+    # A shipped template sets no default of its own: the checkpoint's apply (request →
+    # template input default → checkpoint default → studio default).
     assert txt["width"] == {
-        "name": "width", "node": "5", "input": "width", "required": False, "type": "integer", "default": 64,
+        "name": "width", "node": "5", "input": "width", "required": False, "type": "integer", "default": None,
         "min": settings.EASEL_MIN_SIZE, "max": settings.EASEL_MAX_SIZE, "step": 8,
     }
-    assert txt["cfg"]["type"] == "float" and txt["cfg"]["step"] == 0.1 and txt["cfg"]["default"] == 7.0
+    assert txt["cfg"]["type"] == "float" and txt["cfg"]["step"] == 0.1 and txt["cfg"]["default"] is None
     assert txt["steps"]["min"] == 1 and txt["steps"]["max"] == settings.EASEL_MAX_STEPS
-    assert "dpmpp_2m" in txt["sampler"]["choices"] and txt["sampler"]["default"] == "euler"
+    assert "dpmpp_2m" in txt["sampler"]["choices"] and txt["sampler"]["default"] is None
     assert "karras" in txt["scheduler"]["choices"]
     assert txt["checkpoint"]["type"] == "checkpoint" and "choices" not in txt["checkpoint"]
     assert txt["prompt"]["type"] == "string" and txt["prompt"]["multiline"]
     img = {p["name"]: p for p in template_parameters(WorkflowTemplate.objects.get(slug="img2img-basic"))}
     assert img["image"]["required"] and img["image"]["type"] == "image"
     assert img["denoise"] == {
-        "name": "denoise", "node": "3", "input": "denoise", "required": False, "type": "float", "default": 0.6,
+        "name": "denoise", "node": "3", "input": "denoise", "required": False, "type": "float", "default": None,
         "min": 0.0, "max": 1.0, "step": 0.01,
     }
     assert "width" not in img
@@ -266,7 +271,10 @@ def test_parameters_take_ranges_from_a_backends_object_info(engine_info):
     info = copy.deepcopy(engine_info)
     info["KSampler"]["input"]["required"]["steps"][1]["max"] = 50
     info["KSampler"]["input"]["required"]["sampler_name"][0] = ["euler", "lcm", "my_custom_sampler"]
-    params = {p["name"]: p for p in template_parameters(WorkflowTemplate.objects.get(slug="txt2img-basic"), object_info=info)}
+    template = WorkflowTemplate.objects.get(slug="txt2img-basic")
+    # The admin's "validate" action stores what the backend says of each input.
+    assert template_specs_refresh(template=template, object_info=info) >= 2
+    params = {p["name"]: p for p in template_parameters(WorkflowTemplate.objects.get(slug="txt2img-basic"))}
     assert params["steps"]["max"] == 50
     # Only what the backend has and the studio accepts.
     assert params["sampler"]["choices"] == ["euler", "lcm"]
@@ -282,12 +290,14 @@ def test_builtin_templates_are_idempotent_and_keep_staff_choices():
     assert img.kind == "img2img" and img.is_default and img.builtin and img.bindings == IMG2IMG_BINDINGS
     assert img.graph["4"]["inputs"]["ckpt_name"] == "demo-sd15.safetensors"
     assert img.graph["9"]["inputs"]["filename_prefix"] == "easel"
-    WorkflowTemplate.objects.filter(slug="img2img-basic").update(enabled=False, name="Renamed", bindings={})
+    WorkflowTemplate.objects.filter(slug="img2img-basic").update(enabled=False, name="Renamed")
+    TemplateInput.objects.filter(template=img).update(node_id="7", label="Staff's words")
     ensure_builtin_templates(WorkflowTemplate)
-    assert WorkflowTemplate.objects.filter(builtin=True).count() == 2
+    assert WorkflowTemplate.objects.filter(builtin=True).count() == 6
     img.refresh_from_db()
     assert not img.enabled and img.name == "Renamed"
     assert img.bindings == IMG2IMG_BINDINGS  # shipped content is refreshed
+    assert set(img.inputs.values_list("label", flat=True)) == {"Staff's words"}  # staff's words are kept
 
 
 def _png() -> io.BytesIO:
@@ -337,7 +347,11 @@ def test_admin_import_creates_the_template(staff_client):
     assert response["Location"] == reverse("admin:models_catalog_workflowtemplate_change", args=[template.pk])
     assert template.bindings == TXT2IMG_BINDINGS and template.kind == "txt2img"
     page = staff_client.get(response["Location"]).content.decode()
-    assert "detected bindings" in page.lower() and "ckpt_name" in page
+    assert "detected inputs" in page.lower() and "ckpt_name" in page
+    # An imported template's own values are the defaults its tasks get.
+    defaults = dict(template.inputs.values_list("name", "default"))
+    assert defaults["cfg"] == captured("txt2img")["3"]["inputs"]["cfg"] and defaults["negative_prompt"] == captured("txt2img")["7"]["inputs"]["text"]
+    assert defaults["seed"] is None and defaults["prompt"] is None
 
 
 def test_admin_import_shows_errors_per_node(staff_client, demo_engine):
@@ -367,21 +381,44 @@ def test_admin_import_explains_ui_format_and_bad_json(staff_client):
     assert not WorkflowTemplate.objects.filter(slug="ui").exists()
 
 
-def test_admin_change_form_refuses_broken_bindings(staff_client):
+def _change_data(template, **changes) -> dict:
+    """The admin change form's POST for a template and its inputs; `changes` maps an
+    input name to the fields to change in its row."""
+    data = {
+        "name": template.name, "slug": template.slug, "kind": template.kind, "description": "",
+        "enabled": "on", "is_default": "on", "execution_timeout": "", "graph": json.dumps(template.graph),
+    }
+    rows = list(template.inputs.all())
+    data.update({"inputs-TOTAL_FORMS": len(rows), "inputs-INITIAL_FORMS": len(rows), "inputs-MIN_NUM_FORMS": 0,
+                 "inputs-MAX_NUM_FORMS": 1000})
+    for i, row in enumerate(rows):
+        values = {"id": row.pk, "template": template.pk, "name": row.name, "node_id": row.node_id,
+                  "input_name": row.input_name, "label": row.label, "help_text": row.help_text, "group": row.group,
+                  "default": "" if row.default is None else json.dumps(row.default), "order": row.order,
+                  "minimum": row.minimum or "", "maximum": row.maximum or "", "step": row.step or ""}
+        values.update(changes.get(row.name, {}))
+        data.update({f"inputs-{i}-{key}": value for key, value in values.items()})
+        if row.optional:
+            data[f"inputs-{i}-optional"] = "on"
+    return data
+
+
+def test_admin_change_form_refuses_broken_inputs(staff_client):
     ensure_builtin_templates(WorkflowTemplate)
     template = WorkflowTemplate.objects.get(slug="txt2img-basic")
     url = reverse("admin:models_catalog_workflowtemplate_change", args=[template.pk])
-    data = {
-        "name": template.name, "slug": template.slug, "kind": template.kind, "description": "",
-        "enabled": "on", "is_default": "on", "execution_timeout": "",
-        "graph": json.dumps(template.graph), "bindings": json.dumps({**TXT2IMG_BINDINGS, "prompt": ["3", "model"]}),
-    }
-    response = staff_client.post(url, data)
+    response = staff_client.post(url, _change_data(template, prompt={"node_id": "3", "input_name": "model"}))
     assert response.status_code == 200 and "is a link" in response.content.decode()
-    data["bindings"] = json.dumps({**TXT2IMG_BINDINGS, "prompt": ["7", "text"], "negative_prompt": ["6", "text"]})
-    assert staff_client.post(url, data).status_code == 302
+    # Staff may narrow ComfyUI's limits, never widen them.
+    response = staff_client.post(url, _change_data(template, steps={"maximum": 20000}))
+    assert response.status_code == 200 and "cannot be above" in response.content.decode()
+    response = staff_client.post(url, _change_data(template, steps={"maximum": 30, "default": "12"},
+                                                   prompt={"node_id": "7"}, negative_prompt={"node_id": "6"}))
+    assert response.status_code == 302
     template.refresh_from_db()
     assert template.bindings["prompt"] == ["7", "text"]
+    steps = template.inputs.get(name="steps")
+    assert steps.maximum == 30 and steps.default == 12
 
 
 def test_admin_validate_action_reports_per_node(staff_client, demo_engine):
@@ -389,7 +426,8 @@ def test_admin_validate_action_reports_per_node(staff_client, demo_engine):
     ensure_builtin_templates(WorkflowTemplate)
     graph = captured("txt2img")
     graph["5"]["class_type"] = "EmptySD3LatentImage"
-    broken = WorkflowTemplate.objects.create(slug="broken", name="Broken", graph=graph, bindings=TXT2IMG_BINDINGS)
+    broken = WorkflowTemplate.objects.create(slug="broken", name="Broken", graph=graph)
+    template_inputs_create(template=broken, rows=rows_from_bindings(TXT2IMG_BINDINGS))
     good = WorkflowTemplate.objects.get(slug="txt2img-basic")
     response = staff_client.post(
         reverse("admin:models_catalog_workflowtemplate_changelist"),
@@ -407,13 +445,13 @@ def test_admin_validate_action_reports_per_node(staff_client, demo_engine):
 @pytest.mark.django_db
 def test_templates_api_lists_enabled_templates_with_parameters(client, make_user, api_client_for):
     ensure_builtin_templates(WorkflowTemplate)
-    WorkflowTemplate.objects.create(slug="off", name="Off", graph=captured("txt2img"), bindings={}, enabled=False)
+    WorkflowTemplate.objects.create(slug="off", name="Off", graph=captured("txt2img"), enabled=False)
     url = "/api/v1/templates"
     assert client.get(url).status_code in (401, 403)
     response = api_client_for(make_user()).get(url)
     assert response.status_code == 200
     by_slug = {t["slug"]: t for t in response.json()["results"]}
-    assert set(by_slug) == {"txt2img-basic", "img2img-basic"}
+    assert set(by_slug) == {"txt2img-basic", "img2img-basic", "txt2img-loras", "hires-fix", "upscale", "inpaint"}
     img = by_slug["img2img-basic"]
     assert img["kind"] == "img2img" and img["is_default"] is True and img["description"]
     names = [p["name"] for p in img["parameters"]]
@@ -423,11 +461,18 @@ def test_templates_api_lists_enabled_templates_with_parameters(client, make_user
 
 
 @pytest.mark.django_db
-def test_templates_api_is_one_query(make_user, django_assert_num_queries):
+def test_templates_api_reads_a_fixed_number_of_queries(make_user, django_assert_max_num_queries):
     from rest_framework.test import APIClient
 
     ensure_builtin_templates(WorkflowTemplate)
     api = APIClient()
     api.force_authenticate(make_user())
-    with django_assert_num_queries(1):
+    # Templates, their inputs, then each kind of file the inputs list (checkpoints, LoRAs,
+    # upscale models) once: not once per template.
+    with django_assert_max_num_queries(5):
+        assert api.get("/api/v1/templates").status_code == 200
+    for n in range(6):
+        copy_ = WorkflowTemplate.objects.create(slug=f"copy-{n}", name="Copy", graph=captured("txt2img"))
+        template_inputs_create(template=copy_, rows=rows_from_bindings(TXT2IMG_BINDINGS))
+    with django_assert_max_num_queries(5):
         assert api.get("/api/v1/templates").status_code == 200
