@@ -7,7 +7,8 @@ Pending tasks wait in the database (so the queue survives restarts of every proc
   user served least recently first; staff-set user priority goes first (strict tiers);
 - within limits: a user's tasks in flight never exceed their concurrency cap;
 - where they can run: a task goes to an online, enabled, non-draining backend that has
-  its checkpoint, preferring the one whose loaded checkpoint matches (no model reload),
+  its checkpoint and every other file its template loads (LoRAs, VAEs, upscale models:
+  `models_catalog.selectors.backends_having`), preferring the one whose loaded checkpoint matches (no model reload),
   then the least loaded;
 - without piling up: each backend holds at most `max_in_flight` tasks (one running plus
   one waiting in ComfyUI's own queue keeps it busy between prompts).
@@ -28,7 +29,9 @@ from django.db import transaction
 from django.db.models import Count, Max
 from django.utils import timezone
 
-from models_catalog.models import Checkpoint, ComfyBackend
+from models_catalog.files import graph_files
+from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
+from models_catalog.selectors import backends_having
 from models_catalog.services import backends_health_check
 
 from .. import transitions
@@ -50,6 +53,8 @@ class _Candidate:
     id: int
     user_id: int
     checkpoint_id: int | None
+    # The backends that have every file it needs (its checkpoint and its template's files).
+    options: set[int]
 
 
 def dispatch(*, probe: bool = True) -> list[int]:
@@ -112,13 +117,17 @@ def _plan() -> list[tuple[int, int]]:
     waiting = list(
         GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
         .order_by("created_at", "id")
-        .values_list("id", "user_id", "checkpoint_id")[:SCAN_LIMIT]
+        .values_list("id", "user_id", "checkpoint_id", "template_id")[:SCAN_LIMIT]
     )
     if not waiting:
         return []
+    held_by = _template_backends({template_id for *_rest, template_id in waiting if template_id})
     queues: dict[int, deque[_Candidate]] = defaultdict(deque)
-    for task_id, user_id, checkpoint_id in waiting:
-        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id))
+    for task_id, user_id, checkpoint_id, template_id in waiting:
+        options = where.get(checkpoint_id, set())
+        if held_by.get(template_id) is not None:
+            options = options & held_by[template_id]
+        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, options))
     users = {
         u["id"]: u
         for u in get_user_model().objects.filter(pk__in=list(queues)).values("id", "priority", "max_concurrent_tasks")
@@ -153,11 +162,11 @@ def _plan() -> list[tuple[int, int]]:
                 cap = users.get(user_id, {}).get("max_concurrent_tasks", 1)
                 if in_flight.get(user_id, 0) >= cap or not queues[user_id]:
                     continue
-                candidate = _first_placeable(queues[user_id], where, free)
+                candidate = _first_placeable(queues[user_id], free)
                 if candidate is None:
                     continue
                 want = ckpt_names.get(candidate.checkpoint_id, "")
-                backend_id = _choose(where[candidate.checkpoint_id], free, backends, loaded, want)
+                backend_id = _choose(candidate.options, free, backends, loaded, want)
                 queues[user_id].remove(candidate)
                 free[backend_id] -= 1
                 loaded[backend_id] = want
@@ -167,10 +176,21 @@ def _plan() -> list[tuple[int, int]]:
     return plan
 
 
-def _first_placeable(queue, where, free) -> _Candidate | None:
+def _template_backends(template_ids: set[int]) -> dict[int, set[int] | None]:
+    """Per template: the backends holding every file its graph loads besides what the task
+    chooses (bound inputs), or None when it loads no other file. One query per template
+    that loads files; a pass sees few templates."""
+    held: dict[int, set[int] | None] = {}
+    for pk, graph, bindings in WorkflowTemplate.objects.filter(pk__in=template_ids).values_list(
+            "pk", "graph", "bindings"):
+        held[pk] = backends_having(graph_files(graph, bindings=bindings))
+    return held
+
+
+def _first_placeable(queue, free) -> _Candidate | None:
     """The user's oldest task that some backend with free room can run now."""
     for candidate in queue:
-        if any(free.get(b, 0) > 0 for b in where.get(candidate.checkpoint_id, ())):
+        if any(free.get(b, 0) > 0 for b in candidate.options):
             return candidate
     return None
 
