@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils.translation import gettext as _
 
 from models_catalog import inputs as kinds
+from models_catalog.files import graph_files
 from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import checkpoint_default, checkpoint_get_usable, template_default, usable_file_names
 from models_catalog.templates import template_fields
@@ -236,6 +237,11 @@ def _resolve(
         custom, files = _custom_inputs(
             user=user, fields=list(fields.values()), given=inputs, errors=errors, strict=strict, lenient=lenient
         )
+        # The files the template itself loads (a fixed VAE, an upscale model nobody picks)
+        # count as much as those chosen: the task only goes where all of them are.
+        for kind, names in graph_files(workflow.graph, bindings=workflow.bindings).items():
+            if kind != "checkpoint":
+                files[kind] = sorted(set(files.get(kind, [])) | names)
     values.update({
         "checkpoint": checkpoint, "model_name": checkpoint.name if checkpoint else "", "template": workflow,
         "seed": secrets.randbelow(MAX_SEED) if values["seed"] is None else values["seed"],

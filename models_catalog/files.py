@@ -104,15 +104,24 @@ def listing(object_info: dict, kind: str) -> list[str] | None:
     return None
 
 
-def graph_files(graph: Any) -> dict[str, set[str]]:
-    """kind → file names a rendered API-format graph loads (what a task needs of a backend)."""
+def graph_files(graph: Any, *, bindings: Any = None) -> dict[str, set[str]]:
+    """kind → file names an API-format graph loads (what a task needs of a backend).
+
+    With a template's `bindings`, the inputs they bind are left out: what fills those is
+    the task's choice (its checkpoint), not the template's."""
     found: dict[str, set[str]] = {}
     if not isinstance(graph, dict):
         return found
-    for node in graph.values():
+    bound = {
+        (str(where[0]), str(where[1])) for where in (bindings.values() if isinstance(bindings, dict) else ())
+        if isinstance(where, (list, tuple)) and len(where) == 2
+    }
+    for node_id, node in graph.items():
         if not isinstance(node, dict) or not isinstance(node.get("inputs"), dict):
             continue
         for input_name, value in node["inputs"].items():
+            if (str(node_id), input_name) in bound:
+                continue
             kind = file_kind(str(node.get("class_type", "")), input_name)
             if kind and isinstance(value, str) and is_server_file(kind, value):
                 found.setdefault(kind, set()).add(value)

@@ -302,3 +302,48 @@ def test_the_sync_action_reports_files(staff_client, demo_engine, some_files):
     assert "New model files are offered to users once you enable them." in message
     assert not ModelFile.objects.get(kind="lora", file_name="demo-lora-neon.safetensors").enabled
     assert ModelFile.objects.get(kind="upscale_model").enabled  # the first of its kind
+
+
+def test_dispatch_sends_a_task_only_where_its_templates_files_are(catalog, make_user):
+    """A template that loads LoRA x with the task's checkpoint y runs only where both are."""
+    import copy
+
+    from generation.fleet.dispatch import dispatch
+    from generation.services import generation_create
+    from models_catalog.builtin import TXT2IMG_BINDINGS, txt2img_graph
+    from models_catalog.models import WorkflowTemplate
+    from models_catalog.templates import rows_from_bindings, template_inputs_create
+
+    ComfyBackend.objects.all().delete()
+    a = ComfyBackend.objects.create(name="a", base_url="http://a.invalid", is_online=True, max_in_flight=5)
+    b = ComfyBackend.objects.create(name="b", base_url="http://b.invalid", is_online=True, max_in_flight=5)
+    y = Checkpoint.objects.create(name="y", ckpt_name="y.safetensors")
+    y.backends.add(a, b)
+    x = ModelFile.objects.create(kind="lora", file_name="x.safetensors")
+    x.backends.add(b)
+    graph = copy.deepcopy(txt2img_graph())
+    graph["10"] = {"class_type": "LoraLoader", "inputs": {
+        "lora_name": "x.safetensors", "strength_model": 1.0, "strength_clip": 1.0, "model": ["4", 0], "clip": ["4", 1]}}
+    graph["3"]["inputs"]["model"] = ["10", 0]
+    with_x_template = WorkflowTemplate.objects.create(slug="with-x", name="With x", graph=graph)
+    template_inputs_create(template=with_x_template, rows=rows_from_bindings(TXT2IMG_BINDINGS))
+    user = make_user(max_concurrent_tasks=10)
+
+    def create(**extra):
+        return generation_create(user=user, prompt="p", model_name="y", width=64, height=64, **extra)
+
+    with_x = [create(template="with-x") for _ in range(3)]
+    plain = [create() for _ in range(2)]
+    dispatch(probe=False)
+    assert [backend_of(t) for t in with_x] == [b.pk] * 3
+    assert {backend_of(t) for t in plain} == {a.pk}  # the idle one, which also has y
+    # Once b no longer has x, a new task with that template waits.
+    x.backends.clear()
+    waiting = create(template="with-x")
+    dispatch(probe=False)
+    assert backend_of(waiting) is None
+
+
+def backend_of(task) -> int | None:
+    task.refresh_from_db()
+    return task.backend_id
