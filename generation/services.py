@@ -119,6 +119,9 @@ def _custom_inputs(
         value = given.get(name)
         if value in (None, "") and spec.kind != kinds.STRING:
             value = field.default
+        choices = usable_file_names(spec.file_kind) if spec.kind == kinds.FILE else None
+        if value in (None, "") and choices and not field.optional:
+            value = choices[0]  # like the default model: the first file the catalog offers
         if value in (None, ""):
             if field.optional or spec.kind == kinds.STRING:
                 values[name] = None if field.optional else (value or "")
@@ -126,9 +129,6 @@ def _custom_inputs(
             errors[name] = [_("This input is required.") if spec.kind not in kinds.UPLOAD_KINDS
                             else _("Upload a picture for this input.")]
             continue
-        choices = None
-        if spec.kind == kinds.FILE:
-            choices = usable_file_names(spec.file_kind)
         cleaned, problems = kinds.value_clean(spec, value, choices=choices, strict=strict)
         if not problems and spec.kind in kinds.UPLOAD_KINDS:
             if not SourceImage.objects.filter(user=user, pk=cleaned).exists():

@@ -173,14 +173,14 @@ def demo_engine(tmp_path):
 
 @pytest.fixture
 def engine_catalog(transactional_db, demo_engine):
-    """The demo engine registered as a backend, with its checkpoints synced."""
+    """The demo engine registered as a backend, with its checkpoints and other files synced."""
     from models_catalog.builtin import ensure_builtin_templates
     from models_catalog.models import Checkpoint, WorkflowTemplate
-    from models_catalog.services import backend_ensure, checkpoints_sync
+    from models_catalog.services import backend_ensure, catalog_sync
 
     ensure_builtin_templates(WorkflowTemplate)
     backend = backend_ensure(name="demo", base_url=demo_engine.url, is_demo=True)
-    summary = checkpoints_sync(backends=[backend])
+    summary = catalog_sync(backends=[backend])
     assert not summary.errors, summary
     Checkpoint.objects.update(default_steps=6, default_width=64, default_height=64)
     return {"backend": backend, "engine": demo_engine}
