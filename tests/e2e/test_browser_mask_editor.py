@@ -314,3 +314,55 @@ def test_without_script_every_row_shows_and_the_plain_inputs_work(live_server, b
         assert received["cfg"] == 9.0 and received["mask"] is None
     finally:
         context.close()
+
+
+# A picture from the server as a File, handed to the drop zone as a drop or a paste.
+JS_HAND_OVER = """async ([how, url, type, name]) => {
+  const blob = await (await fetch(url)).blob();
+  const transfer = new DataTransfer();
+  transfer.items.add(new File([blob], name, {type}));
+  const zone = document.querySelector('[data-image-drop]');
+  if (how === 'drop') {
+    zone.dispatchEvent(new DragEvent('dragover', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+    zone.dispatchEvent(new DragEvent('drop', {dataTransfer: transfer, bubbles: true, cancelable: true}));
+  } else {
+    document.dispatchEvent(new ClipboardEvent('paste', {clipboardData: transfer, bubbles: true, cancelable: true}));
+  }
+}"""
+
+
+def test_a_picture_dropped_or_pasted_lands_in_the_file_input_and_the_mask_follows_it(page):
+    _open(page)
+    expect(page.locator("[data-image-drop-hint]")).to_be_visible()
+    image = page.locator("#id_image")
+    # A GIF is refused, in words from the page.
+    page.evaluate(JS_HAND_OVER, ["drop", "/test-widgets/picture.png", "image/gif", "moving.gif"])
+    expect(page.locator("[data-image-drop-error]")).to_have_text("Only PNG, JPEG or WebP pictures can be used.")
+    assert image.evaluate("i => i.files.length") == 0
+
+    page.evaluate(JS_HAND_OVER, ["drop", "/test-widgets/picture.png", "image/png", "dropped.png"])
+    expect(page.locator("[data-image-drop-error]")).to_be_hidden()
+    expect(page.locator("[data-image-drop-preview]")).to_be_visible()
+    assert image.evaluate("i => i.files[0].name") == "dropped.png"
+    w, h = widget_urls.PICTURE_SIZE
+    page.wait_for_function(f"() => document.querySelector('[data-mask-canvas]').width === {w}")
+
+    page.evaluate(JS_HAND_OVER, ["paste", "/test-widgets/picture.png", "image/png", "pasted.png"])
+    page.wait_for_function("() => document.querySelector('#id_image').files[0].name === 'pasted.png'")
+    assert _send(page)["image"] == "pasted.png"
+    assert page.errors == []
+
+
+def test_the_scripts_words_follow_the_readers_language(live_server, browser):
+    context = browser.new_context(locale="zh-CN", extra_http_headers={"Accept-Language": "zh-Hans"})
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/test-widgets/")
+        filter_box = page.locator("[data-searchable-select]:has(#id_sampler) input[type=search]")
+        expect(filter_box).to_have_attribute("aria-label", "筛选列表")
+        expect(filter_box).to_have_attribute("placeholder", "输入以筛选…")
+        filter_box.fill("zzz")
+        expect(page.locator(".searchable-select__status")).to_have_text("没有匹配的结果。")
+        expect(page.get_by_role("button", name="添加 LoRA")).to_be_visible()
+    finally:
+        context.close()
