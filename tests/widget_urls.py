@@ -16,6 +16,8 @@ from config.urls import (  # noqa: F401
     handler403,
     handler404,
     handler500,
+)
+from config.urls import (
     urlpatterns as real_urlpatterns,
 )
 from generation.web.widgets import (

@@ -73,8 +73,7 @@ class _ProjectTemplates:
 
 def _number(value: float) -> str:
     """A bound as the browser's min/max/step attributes want it (no "1e-05", no "10.0")."""
-    text = format(Decimal(str(value)).normalize(), "f")
-    return text
+    return format(Decimal(str(value)).normalize(), "f")
 
 
 def _check_bounds(minimum: float, maximum: float, step: float) -> None:
@@ -295,9 +294,9 @@ class LoraRowsField(forms.Field):
         return strength
 
     def has_changed(self, initial, data):
-        return self.clean_quietly(initial) != self.clean_quietly(data)
+        return self._clean_quietly(initial) != self._clean_quietly(data)
 
-    def clean_quietly(self, value):
+    def _clean_quietly(self, value):
         try:
             return self.clean(value)
         except ValidationError:

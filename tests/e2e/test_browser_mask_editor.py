@@ -18,9 +18,9 @@ _reason = browser_unavailable()
 if _reason:
     pytest.skip(f"browser tests skipped: {_reason}", allow_module_level=True)
 
-from playwright.sync_api import expect  # noqa: E402
+from playwright.sync_api import expect
 
-from tests import widget_urls  # noqa: E402
+from tests import widget_urls
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90), pytest.mark.urls("tests.widget_urls")]
 
@@ -66,7 +66,7 @@ def _send(page) -> dict:
     return widget_urls.RECEIVED[-1]
 
 
-def _mask(received) -> "Image.Image":
+def _mask(received):
     from PIL import Image
 
     assert received.get("mask"), received
@@ -200,7 +200,7 @@ def test_a_picture_from_the_server_and_twenty_undo_steps(page):
     assert canvas.evaluate("c => [c.width, c.height]") == [w, h]
     _brush_size(page, 3)
     box = canvas.bounding_box()
-    at = lambda x, y: (box["x"] + (x + .5) * box["width"] / w, box["y"] + (y + .5) * box["height"] / h)  # noqa: E731
+    at = lambda x, y: (box["x"] + (x + .5) * box["width"] / w, box["y"] + (y + .5) * box["height"] / h)
     dots = [(5 + 4 * i, 10 + (i % 2) * 30) for i in range(21)]
     for n, dot in enumerate(dots):
         page.evaluate(JS_POINTER_STROKE, [[at(*dot)], "mouse", 100 + n])
@@ -344,7 +344,7 @@ def test_a_picture_dropped_or_pasted_lands_in_the_file_input_and_the_mask_follow
     expect(page.locator("[data-image-drop-error]")).to_be_hidden()
     expect(page.locator("[data-image-drop-preview]")).to_be_visible()
     assert image.evaluate("i => i.files[0].name") == "dropped.png"
-    w, h = widget_urls.PICTURE_SIZE
+    w, _h = widget_urls.PICTURE_SIZE
     page.wait_for_function(f"() => document.querySelector('[data-mask-canvas]').width === {w}")
 
     page.evaluate(JS_HAND_OVER, ["paste", "/test-widgets/picture.png", "image/png", "pasted.png"])

@@ -172,7 +172,7 @@ def test_lora_rows_render_for_the_no_script_page_and_the_script():
     html = str(LoraForm(initial={"loras": [{"name": "ink.safetensors", "strength": 0.4}]})["loras"])
     assert len(re.findall(r"data-lora-row\b(?!s)", html)) == 4
     assert "hidden" not in re.search(r'<div class="lora-row"[^>]*>', html).group(0)  # all rows show
-    first = re.search(r'<select name="loras_0_name".*?</select>', html, re.S).group(0)
+    first = re.search(r'<select name="loras_0_name".*?</select>', html, re.DOTALL).group(0)
     assert '<option value="ink.safetensors" selected>Ink style</option>' in first
     assert '<option value="">None</option>' in first
     assert 'value="0.4"' in _attrs(html, "input", "loras_0_strength")
