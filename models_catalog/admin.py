@@ -18,7 +18,12 @@ from .forms import TemplateInputForm, TemplateInputFormSet, WorkflowTemplateAdmi
 from .models import Checkpoint, ComfyBackend, ModelFile, TemplateInput, WorkflowTemplate
 from .services import backend_check, catalog_sync, checkpoint_make_default, comfy_client
 from .templates import (
-    errors_describe, inputs_detect, object_info_any, template_check, template_import, template_specs_refresh,
+    errors_describe,
+    inputs_detect,
+    object_info_any,
+    template_check,
+    template_import,
+    template_specs_refresh,
 )
 
 

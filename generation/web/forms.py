@@ -10,10 +10,45 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
+from models_catalog import inputs as kinds
+from models_catalog.selectors import usable_file_titles
+from models_catalog.templates import template_fields
+
 from ..limits import SAMPLERS, SCHEDULERS, ranges
+from .widgets import ImageDropWidget, MaskEditorWidget, RangeNumberWidget, SearchableSelectWidget
 
 CUSTOM_SIZE = "custom"
 SIZE_PRESETS = [(512, 512), (768, 512), (512, 768), (1024, 1024)]
+
+# A template's own inputs are form fields under this prefix (in_lora_1, in_mask, …).
+TOOL_PREFIX = "in_"
+
+
+def tool_field(field, *, source_url: str = "") -> forms.Field:
+    """The form field of one custom template input, with the control its type wants."""
+    spec = field.spec
+    common = {"label": field.label, "help_text": field.help_text, "required": False, "initial": field.default}
+    if spec.numeric:
+        klass = forms.IntegerField if spec.kind == kinds.INT else forms.FloatField
+        if spec.minimum is not None and spec.maximum is not None:
+            widget = RangeNumberWidget(spec.minimum, spec.maximum, spec.step or (1 if spec.kind == kinds.INT else 0.01))
+        else:
+            widget = forms.NumberInput(attrs={"step": spec.step or "any"})
+        return klass(widget=widget, **common)
+    if spec.kind == kinds.BOOLEAN:
+        return forms.BooleanField(**common)
+    if spec.kind == kinds.STRING:
+        return forms.CharField(strip=False, widget=forms.Textarea(attrs={"rows": 3}) if spec.multiline else None,
+                               **common)
+    if spec.kind in (kinds.CHOICE, kinds.FILE):
+        choices = [(c, c) for c in spec.choices] if spec.kind == kinds.CHOICE else usable_file_titles(spec.file_kind)
+        if field.optional:
+            choices = [("", _("None"))] + list(choices)
+        return forms.ChoiceField(choices=choices, widget=SearchableSelectWidget(), **common)
+    if spec.kind == kinds.MASK:
+        return forms.FileField(widget=MaskEditorWidget(source="source_file", source_url=source_url or None), **common)
+    return forms.FileField(widget=ImageDropWidget(), **common)
+
 
 # Service error keys whose form field has another name; anything unknown goes on top.
 SERVICE_FIELD_MAP = {"model_name": "model", "source_image": "source", "image": "source_file", "__all__": None}
@@ -76,9 +111,10 @@ class GenerateForm(forms.Form):
         help_text=_("How far the result may move away from the source (0 to 1)."),
     )
 
-    def __init__(self, *args, checkpoints=(), templates=(), **kwargs):
+    def __init__(self, *args, checkpoints=(), templates=(), source_url: str = "", **kwargs):
         self.checkpoints = list(checkpoints)
         self.templates = list(templates)
+        self.source_url = source_url
         first = self.checkpoints[0] if self.checkpoints else None
         if first is not None and not kwargs.get("data") and not (args and args[0]):
             kwargs.setdefault("initial", initial_for(first))
@@ -97,6 +133,19 @@ class GenerateForm(forms.Form):
         # The browser's number inputs offer the service's own bounds (the service checks them).
         for name in ("width", "height", "steps", "cfg", "seed", "denoise"):
             self.fields[name].widget.attrs.update(min=bounds[name].low, max=bounds[name].high, step=bounds[name].step)
+        # The selected template's own inputs (a LoRA, an upscale model, a mask…).
+        self.tool = [f for f in template_fields(self.selected_template()) if not f.builtin] \
+            if self.selected_template() is not None else []
+        for field in self.tool:
+            self.fields[TOOL_PREFIX + field.name] = tool_field(field, source_url=self.source_url)
+
+    def tool_bound_fields(self, group: str) -> list:
+        return [self[TOOL_PREFIX + f.name] for f in self.tool if f.group == group]
+
+    @property
+    def tool_uploads(self) -> list[str]:
+        """The names of the tool's inputs that are pictures (uploaded by the view)."""
+        return [f.name for f in self.tool if f.spec.kind in kinds.UPLOAD_KINDS]
 
     def clean(self):
         data = super().clean()
@@ -133,7 +182,12 @@ class GenerateForm(forms.Form):
             "template": data.get("template") or None,
             "denoise": data.get("denoise"),
         }
-        return {key: value for key, value in values.items() if value is not None or key in ("seed", "denoise")}
+        values = {key: value for key, value in values.items() if value is not None or key in ("seed", "denoise")}
+        values["inputs"] = {
+            f.name: data.get(TOOL_PREFIX + f.name)
+            for f in self.tool if f.spec.kind not in kinds.UPLOAD_KINDS and data.get(TOOL_PREFIX + f.name) not in (None, "")
+        }
+        return values
 
     def selected_template(self):
         slug = self["template"].value()
@@ -151,6 +205,8 @@ class GenerateForm(forms.Form):
         errors = exc if isinstance(exc, dict) else exc.message_dict
         for key, messages in errors.items():
             field = SERVICE_FIELD_MAP.get(key, key)
+            if any(f.name == key for f in self.tool):
+                field = TOOL_PREFIX + key
             # A preset size the server refuses (a smaller EASEL_MAX_SIZE) is the size picker's fault.
             if field in ("width", "height") and not custom:
                 field = "size"

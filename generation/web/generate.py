@@ -6,12 +6,14 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from config.uploads import upload_refused, upload_too_large_message
 from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import checkpoint_list_usable, template_default
+from models_catalog.templates import PARAMETER_NAMES
 
 from ..errors import GenerationError
 from ..gallery.selectors import result_image_get_own, source_image_get, source_image_list
@@ -19,7 +21,7 @@ from ..gallery.uploads import source_image_create, source_image_from_result
 from ..models import GeneratedImage, GenerationTask, TaskStatus
 from ..selectors import generation_list
 from ..services import generation_check, generation_create
-from .forms import PREFILL_FIELDS, SIZE_PRESETS, GenerateForm, initial_for
+from .forms import PREFILL_FIELDS, SIZE_PRESETS, TOOL_PREFIX, GenerateForm, initial_for
 from .status import service_health
 
 RECENT_TASKS = 6
@@ -47,9 +49,35 @@ def _enabled_templates() -> list[WorkflowTemplate]:
 
 
 def _template_info(templates) -> dict:
+    # "tool": the template's own inputs; switching to or from such a template reloads the
+    # page, whose form is built for the template picked.
     return {t.slug: {"kind": t.kind, "image": t.takes_image, "description": t.shown_description,
-                     "denoise": t.takes_denoise, "size": t.takes("width")}
+                     "denoise": t.takes_denoise, "size": t.takes("width"), "prompt": t.takes("prompt"),
+                     "model": t.takes("checkpoint"),
+                     "tool": [i.name for i in t.input_list if i.name not in PARAMETER_NAMES]}
             for t in templates}
+
+
+def _source_url(choice: str) -> str:
+    """The full-size picture of a picked source ("s<id>" upload, "r<id>" result): what the mask editor draws on."""
+    if choice[:1] == "s" and choice[1:].isdigit():
+        return reverse("generation:source_file", args=[int(choice[1:])])
+    if choice[:1] == "r" and choice[1:].isdigit():
+        return reverse("generation:image", args=[int(choice[1:])])
+    return ""
+
+
+def _tool_uploads(request, form, kwargs: dict) -> None:
+    """The tool's pictures (a mask, a second image) stored as the user's uploads; their ids go to the service."""
+    for name in form.tool_uploads:
+        upload = form.cleaned_data.get(TOOL_PREFIX + name)
+        if not upload:
+            continue
+        try:
+            kwargs["inputs"][name] = source_image_create(user=request.user, file=upload, name=upload.name).pk
+        except ValidationError as exc:
+            for messages_ in exc.message_dict.values():
+                form.add_error(TOOL_PREFIX + name, messages_)
 
 
 def _prefill(request, form_initial: dict) -> tuple[dict, bool]:
@@ -108,7 +136,8 @@ def generate(request):
     templates = _enabled_templates()
     prefilled = False
     if request.method == "POST":
-        form = GenerateForm(request.POST, request.FILES, checkpoints=checkpoints, templates=templates)
+        form = GenerateForm(request.POST, request.FILES, checkpoints=checkpoints, templates=templates,
+                            source_url=_source_url(request.POST.get("source", "")))
         if upload_refused(request):
             # The picture was cut off while it arrived; the fields sent before it are kept.
             form.add_error("source_file", upload_too_large_message())
@@ -118,6 +147,7 @@ def generate(request):
                 kwargs["source_image"] = _resolve_source(request, form)
                 if kwargs["source_image"] is None and not form.errors:
                     form.add_error("source_file", _("Upload a picture or pick one below to start from."))
+            _tool_uploads(request, form, kwargs)
             if not form.errors:
                 try:
                     # Lenient: what the chosen template does not take (a picture left
@@ -134,7 +164,8 @@ def generate(request):
             # page shows every problem at once instead of one round at a time.
             # (The picture is only read from a valid form: its absence is no problem yet.)
             errors = generation_check(user=request.user, lenient=True, **form.service_kwargs())
-            form.apply_service_errors({k: v for k, v in errors.items() if k not in ("source_image", "image")})
+            form.apply_service_errors({k: v for k, v in errors.items()
+                                       if k not in ("source_image", "image", *form.tool_uploads)})
     else:
         initial = initial_for(checkpoints[0]) if checkpoints else {}
         default = template_default()
@@ -145,7 +176,8 @@ def generate(request):
             img2img = template_default(kind=WorkflowTemplate.KIND_IMG2IMG)
             if img2img is not None:
                 initial["template"] = img2img.slug
-        form = GenerateForm(initial=initial, checkpoints=checkpoints, templates=templates)
+        form = GenerateForm(initial=initial, checkpoints=checkpoints, templates=templates,
+                            source_url=_source_url(str(initial.get("source", ""))))
 
     selected = form["model"].value() or (checkpoints[0].name if checkpoints else "")
     selected_checkpoint = next((c for c in checkpoints if c.name == selected), None)
@@ -169,6 +201,8 @@ def generate(request):
         "templates": templates,
         "show_templates": len(templates) > 1,
         "template_info": _template_info(templates),
+        "tool_basic": form.tool_bound_fields("basic"),
+        "tool_advanced": form.tool_bound_fields("advanced"),
         # Also when a refused picture cut the form short before its workflow arrived.
         "show_source": form.wants_source or "source_file" in form.errors,
         "sources": sources,

@@ -1,6 +1,8 @@
 """One task's page and the owner's acts on it: cancel, retry, vary, share, download, delete."""
 from __future__ import annotations
 
+from urllib.parse import parse_qsl
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
@@ -115,6 +117,24 @@ def generation_time(task: GenerationTask) -> str:
     return _("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": rest}
 
 
+def _result_tools(task: GenerationTask) -> dict[str, str]:
+    """The generate page's address for each tool a result can go to: upscale it, inpaint
+    it (the mask is drawn there), or draw it again through the hires fix (same settings
+    and seed). The picture's id is added by the page (source=r<id>)."""
+    enabled = set(WorkflowTemplate.objects.filter(enabled=True, slug__in=("upscale", "inpaint", "hires-fix"))
+                  .values_list("slug", flat=True))
+    base = reverse("generation:generate")
+    tools = {}
+    if "upscale" in enabled:
+        tools["upscale"] = base + "?" + urlencode({"template": "upscale"})
+    if "inpaint" in enabled:
+        tools["inpaint"] = base + "?" + urlencode({"template": "inpaint", "prompt": task.prompt, "model": task.model_name})
+    if "hires-fix" in enabled and task.source_image_id is None:
+        query = dict(parse_qsl(settings_query(task, seed=True)), template="hires-fix")
+        tools["hires"] = base + "?" + urlencode(query)
+    return tools
+
+
 @login_required
 def task_detail(request, task_id: int):
     task = generation_get(user=request.user, task_id=task_id)
@@ -135,6 +155,8 @@ def task_detail(request, task_id: int):
         "preview_size": _preview_size(task),
         "generation_time": generation_time(task),
         "settings_query": settings_query(task),
+        # One click from a result to a tool that acts on it (when staff keep that tool on).
+        "tools": _result_tools(task) if owner and images else {},
         "share_url": request.build_absolute_uri(reverse("generation:shared_task", args=[task.share_token]))
         if task.share_token else "",
         "health": service_health() if active else None,

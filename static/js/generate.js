@@ -71,9 +71,38 @@
       if (sourceSection) sourceSection.hidden = !info.image;
       if (denoiseField) denoiseField.hidden = !info.denoise;
       if (sizeFields) sizeFields.hidden = !info.size;
+      // An upscale takes no prompt and no model.
+      ["prompt", "negative_prompt", "model"].forEach(function (name) {
+        var input = el(name);
+        var box = input && input.closest(".field");
+        if (box) box.hidden = info[name === "model" ? "model" : "prompt"] === false;
+      });
+    }
+    // A template with inputs of its own (LoRAs, a mask…) has its own form: switching to
+    // or from one reloads the page for it, keeping what was written.
+    var shownTemplate = template ? template.value : "";
+    function hasTool(slug) {
+      var info = templates[slug];
+      return !!(info && info.tool && info.tool.length);
     }
     if (template) {
-      template.addEventListener("change", syncTemplate);
+      template.addEventListener("change", function () {
+        if (hasTool(template.value) || hasTool(shownTemplate)) {
+          var query = new URLSearchParams();
+          ["template", "prompt", "negative_prompt", "model", "source"].forEach(function (name) {
+            var field = form.elements[name];
+            var value = field && (field.value !== undefined ? field.value : "");
+            if (name === "source") {
+              var picked = form.querySelector("input[name=source]:checked");
+              value = picked ? picked.value : "";
+            }
+            if (value) query.set(name, value);
+          });
+          window.location.search = query.toString();
+          return;
+        }
+        syncTemplate();
+      });
       syncTemplate();
     }
 

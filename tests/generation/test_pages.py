@@ -1143,3 +1143,62 @@ def test_every_problem_of_the_form_shows_at_once_in_the_services_words(alice_cli
     assert response.status_code == 400 and set(fields) >= {"seed", "width", "steps", "cfg"}
     assert fields["steps"][0].startswith("Steps must be between 1 and")
     assert fields["cfg"] == ["CFG must be between 0 and 30."]
+
+
+# --- the tools: a template's own inputs on the page ----------------------------------
+
+
+@pytest.fixture
+def loras(backend):
+    from models_catalog.models import ModelFile
+
+    for name in ("ink.safetensors", "neon.safetensors"):
+        ModelFile.objects.create(kind="lora", file_name=name, display_name=name.split(".")[0].title()).backends.add(
+            backend)
+    ModelFile.objects.create(kind="upscale_model", file_name="up-2x.pth").backends.add(backend)
+
+
+def test_a_tool_builds_its_form_from_the_templates_inputs(alice_client, checkpoint, loras):
+    html = alice_client.get(reverse("generation:generate") + "?template=txt2img-loras").content.decode()
+    assert 'name="in_lora_1"' in html and ">Ink</option>" in html and 'name="in_lora_4"' in html
+    # Strengths are sliders with a number box; the CLIP strengths are folded under "More settings".
+    assert 'name="in_lora_1_strength"' in html and "data-range-number" in html or "range" in html
+    assert html.index("More settings") < html.index('name="in_lora_1_clip_strength"')
+    assert "js/widgets.js" in html
+    plain = alice_client.get(reverse("generation:generate")).content.decode()
+    assert 'name="in_lora_1"' not in plain
+
+
+def test_a_tool_creates_its_task_from_the_page(alice_client, checkpoint, loras):
+    response = alice_client.post(reverse("generation:generate"), form_data(
+        template="txt2img-loras", in_lora_1="neon.safetensors", in_lora_1_strength="0.7", in_lora_2=""))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    task = GenerationTask.objects.get()
+    assert task.inputs["lora_1"] == "neon.safetensors" and task.inputs["lora_1_strength"] == 0.7
+    assert task.inputs["lora_2"] is None and task.required_files == {"lora": ["neon.safetensors"]}
+    # A value out of its bounds is shown beside its own field.
+    response = alice_client.post(reverse("generation:generate"), form_data(
+        template="txt2img-loras", in_lora_1="ink.safetensors", in_lora_1_strength="9"))
+    assert response.status_code == 200
+    assert "at most 4" in " ".join(response.context["form"].errors.get("in_lora_1_strength", []))
+
+
+def test_inpaint_from_the_page_stores_the_drawn_mask(alice_client, alice, checkpoint):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    from generation.models import SourceImage
+
+    html = alice_client.get(reverse("generation:generate") + "?template=inpaint").content.decode()
+    assert "data-mask-editor" in html and "js/mask_editor.js" in html
+    source = SimpleUploadedFile("me.png", _png(), content_type="image/png")
+    mask = SimpleUploadedFile("mask.png", _png(), content_type="image/png")
+    response = alice_client.post(reverse("generation:generate"), form_data(
+        template="inpaint", source_file=source, in_mask=mask))
+    assert response.status_code == 302, response.content.decode()[:3000]
+    task = GenerationTask.objects.get()
+    stored = SourceImage.objects.get(pk=task.inputs["mask"])
+    assert stored.user == alice and task.source_image.user == alice
+    # Without a mask the page says what is missing, beside the mask.
+    response = alice_client.post(reverse("generation:generate"), form_data(
+        template="inpaint", source_file=SimpleUploadedFile("me.png", _png(), content_type="image/png")))
+    assert response.status_code == 200 and "in_mask" in response.context["form"].errors

@@ -19,10 +19,10 @@ from models_catalog.models import ComfyBackend, TemplateInput, WorkflowTemplate
 from models_catalog.templates import (
     bindings_detect,
     rows_from_bindings,
-    template_inputs_create,
-    template_specs_refresh,
     template_import,
+    template_inputs_create,
     template_parameters,
+    template_specs_refresh,
     template_validate,
 )
 from tests.conftest import COMFYUI_CAPTURES
