@@ -593,9 +593,11 @@ def test_the_template_list_api_names_built_in_templates_in_the_requests_language
     ensure_builtin_templates(WorkflowTemplate)
     names = {t["slug"]: t["name"] for t in signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="zh-Hans")
              .json()["results"]}
-    assert names == {"txt2img-basic": "文生图", "img2img-basic": "图生图"}
+    assert names == {"txt2img-basic": "文生图", "img2img-basic": "图生图", "txt2img-loras": "文生图（LoRA）",
+                     "hires-fix": "高清修复", "upscale": "放大图片", "inpaint": "局部重绘"}
     english = signed_in.get("/api/v1/templates", HTTP_ACCEPT_LANGUAGE="en").json()["results"]
-    assert {t["name"] for t in english} == {"Text to image", "Image to image"}
+    assert {t["name"] for t in english} == {"Text to image", "Image to image", "Text to image with LoRAs",
+                                            "Hires fix", "Upscale an image", "Inpaint"}
 
 
 def test_a_comfyui_execution_error_is_stored_in_english_and_read_in_chinese(db):

@@ -84,7 +84,8 @@ def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
     from generation.webhooks.delivery import webhook_deliver
     from models_catalog.builtin import ensure_builtin_templates
     from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
-    from models_catalog.services import backend_check, checkpoints_sync
+    from models_catalog.services import backend_check, catalog_sync, checkpoints_sync
+    from models_catalog.templates import rows_from_bindings, template_inputs_create
 
     settings.MEDIA_ROOT = tmp_path
     settings.EASEL_WEBHOOK_ALLOW_PRIVATE = True
@@ -129,6 +130,10 @@ def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
     assert not backend_check(backend=offline, timeout=1)
     offline.refresh_from_db()
     written(offline.last_error)
+    # What the catalog sync says of it (the admin's sync action shows it): urllib3's words.
+    written(*catalog_sync(backends=[offline]).errors.values())
+    offline.refresh_from_db()
+    written(offline.last_error)
     ComfyBackend.objects.create(name=written("gpu-north"), base_url=address(), is_online=True,
                                 draining=True)
     ComfyBackend.objects.create(name=written("gpu-old"), base_url=address(), enabled=False)
@@ -149,10 +154,15 @@ def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
     Checkpoint.objects.create(name=written("unused"), ckpt_name=written("unused.ckpt"), enabled=False)
     ensure_builtin_templates(WorkflowTemplate)
     staff_template = WorkflowTemplate.objects.get(slug="txt2img-basic")
-    WorkflowTemplate.objects.create(
+    # A template's slug and its inputs' names are identifiers API clients send, the same in
+    # every language (the admin shows them beside their translated labels).
+    for template in WorkflowTemplate.objects.all():
+        written(template.slug, *template.inputs.values_list("name", flat=True))
+    portrait = WorkflowTemplate.objects.create(
         slug=written("portrait-hires"), name=written("Portrait hires"), kind="txt2img", graph=staff_template.graph,
-        bindings=staff_template.bindings, description=written("Staff template: two passes, sharper faces."),
+        description=written("Staff template: two passes, sharper faces."),
     )
+    template_inputs_create(template=portrait, rows=rows_from_bindings(staff_template.bindings))
 
     demo_model = Checkpoint.objects.filter(backends=demo).order_by("name").first()
     prompts = []
@@ -323,6 +333,9 @@ def read(client: Client, url: str, *, method: str = "get", data=None, status: in
 # ComfyUI's sampler and scheduler names are identifiers Easel sends to ComfyUI as they are
 # (and ComfyUI's own interface shows them so): the pages offer them untranslated.
 COMFYUI_NAMES = {*SAMPLERS, *SCHEDULERS}
+# Names that are the same in every language: a file kind (VAE) and the JSON a template
+# input's default is written in (true, false), and the request field custom inputs go in.
+COMFYUI_NAMES |= {"VAE", "JSON", "true", "false", "inputs"}
 # What Django itself writes without gettext, on the delete and history pages of objects
 # with many-to-many fields: the name of the relation's auto-created model (built with
 # % when the model class is made, so in English for good) and the default
