@@ -6,11 +6,13 @@ name server files. The names are those of ComfyUI 0.3.64's /object_info
 (shared/comfyui/object_info.json); a loader Easel does not know names no file here, and
 routing then does not constrain it.
 
-Plain Python on purpose (no Django): the graph walkers of every layer may import it.
+No Django here: the graph walkers of every layer may import it.
 """
 from __future__ import annotations
 
 from typing import Any
+
+from generation.comfy import ComfyProtocolError, combo_options
 
 CHECKPOINT = "checkpoint"
 LORA = "lora"
@@ -75,15 +77,12 @@ def is_server_file(kind: str, name: str) -> bool:
 
 
 def combo_choices(spec: Any) -> list[str] | None:
-    """A COMBO input's choices in either object_info shape (legacy ``[[...], {...}]`` or
-    ``["COMBO", {"options": [...]}]``), or None when the spec is no combo."""
-    if isinstance(spec, list) and spec:
-        head = spec[0]
-        if isinstance(head, list):
-            return [str(x) for x in head]
-        if head == "COMBO" and len(spec) > 1 and isinstance(spec[1], dict):
-            return [str(x) for x in spec[1].get("options") or []]
-    return None
+    """A COMBO input's choices in either object_info shape (the client's one reading of
+    them), or None when the spec is no combo."""
+    try:
+        return combo_options(spec)
+    except ComfyProtocolError:
+        return None
 
 
 def listing(object_info: dict, kind: str) -> list[str] | None:
