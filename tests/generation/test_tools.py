@@ -228,3 +228,25 @@ def test_routing_waits_for_a_backend_with_the_chosen_lora(tools, make_user, api_
     plain = client.post("/api/v1/generation/create-async", {"prompt": "x", "template": "txt2img-loras"},
                         format="json").json()
     assert GenerationTask.objects.get(pk=plain["id"]).backend_id == tools["backend"].pk
+
+
+def test_comfyuis_refusal_of_a_custom_input_is_put_beside_it(tools, qcluster, make_user, api_client_for):
+    """The catalog believes the engine has a LoRA it does not: ComfyUI's node_errors on that
+    LoraLoader come back under the input's own name."""
+    ModelFile.objects.create(kind="lora", file_name="ghost.safetensors", enabled=True).backends.add(
+        tools["backend"])
+    client = api_client_for(make_user())
+    response = client.post("/api/v1/generation/create-async", {
+        "template": "txt2img-loras", "prompt": "a fox",
+        "inputs": {"lora_1": "demo-lora-ink.safetensors", "lora_2": "ghost.safetensors"},
+    }, format="json")
+    assert response.status_code == 202, response.content
+    task_id = response.json()["id"]
+    final = wait_for(
+        lambda: (s := client.get(f"/api/v1/generation/status/{task_id}").json())["status"]
+        in ("completed", "failed") and s,
+        timeout=60, message="the refused task to fail",
+    )
+    assert final["status"] == "failed" and final["error_code"] == "invalid_parameters", final
+    assert "ghost.safetensors" in " ".join(final["error_fields"]["lora_2"]), final["error_fields"]
+    assert "lora_1" not in final["error_fields"]
