@@ -11,7 +11,7 @@ from django.db import models, transaction
 from django.utils import timezone
 from django.utils.text import slugify
 
-from generation.comfy import ComfyClient, ComfyError
+from generation.comfy import ComfyClient, ComfyError, ComfyUnreachable
 
 from . import files
 from .builtin import DEMO_DESCRIPTION, DEMO_FILE_DESCRIPTION
@@ -237,7 +237,7 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
     The per-backend availability is replaced by what each reachable backend reports; an
     unreachable backend keeps its previous list: a restart must not empty the catalog.
 
-    Checkpoints only; `catalog_sync` reads the other files too, from the same answer.
+    Checkpoints only; `catalog_sync` reads the other files too, the same way (per loader class).
     """
     summary = SyncSummary()
     first_start = not Checkpoint.objects.exists()
@@ -331,38 +331,67 @@ def _catalog_sync(*, backends, checkpoints: bool) -> CatalogSyncSummary:
     # First start is judged per kind, once, before any backend adds a row.
     checkpoints_first = not Checkpoint.objects.exists()
     files_first = {kind: not ModelFile.objects.filter(kind=kind).exists() for kind in files.MODEL_FILE_KINDS}
+    kinds = ((files.CHECKPOINT,) if checkpoints else ()) + files.MODEL_FILE_KINDS
     for backend in _sync_targets(backends):
-        try:
-            # One request for every list: /object_info is large on a real server, but one
-            # answer is cheaper than one round trip per loader.
-            info = comfy_client(backend).object_info()
-        except ComfyError as exc:
-            summary.errors[backend.name] = str(exc)
-            backend_mark(backend_id=backend.pk, online=False, error=str(exc))
+        lists, problems, unreachable = _listings_read(backend, kinds)
+        if unreachable is not None:
+            summary.errors[backend.name] = str(unreachable)
+            backend_mark(backend_id=backend.pk, online=False, error=str(unreachable))
             continue
         backend_mark(backend_id=backend.pk, online=True)
-        unreadable = []
-        if checkpoints:
-            names = files.listing(info, files.CHECKPOINT)
-            if names is None:
-                unreadable.append(files.CHECKPOINT)
-            else:
+        for kind, names in lists.items():
+            if kind == files.CHECKPOINT:
                 _checkpoints_apply(backend=backend, names=names, summary=summary.checkpoints,
                                    first_start=checkpoints_first)
-        for kind in files.MODEL_FILE_KINDS:
-            names = files.listing(info, kind)
-            if names is None:
-                unreadable.append(kind)  # an unexpected spec: keep the previous list
-                continue
-            _model_files_apply(backend=backend, kind=kind, names=names, summary=summary.files[kind],
-                               first_start=files_first[kind])
-        if unreadable:
-            summary.errors[backend.name] = "unreadable lists in /object_info: " + ", ".join(unreadable)
+            else:
+                _model_files_apply(backend=backend, kind=kind, names=names, summary=summary.files[kind],
+                                   first_start=files_first[kind])
+        if problems:
+            # Each unread kind keeps its previous list on this backend.
+            summary.errors[backend.name] = "unreadable lists in /object_info: " + ", ".join(
+                f"{kind} ({problem})" for kind, problem in problems.items()
+            )
     return summary
 
 
+def _listings_read(backend: ComfyBackend, kinds) -> tuple[dict[str, list[str]], dict[str, str], ComfyError | None]:
+    """(kind → file names, kind → why it was not read, the error when the backend answered nothing).
+
+    One `GET /object_info/{class}` per loader (`files.LISTINGS`): a few KB each, where the
+    full /object_info of a real ComfyUI 0.3.64 is about 500 KB (docs/comfyui.md has the
+    figures), and this runs every minute from the workers' tick. A class the server does not have answers 200 {} (ComfyUI's
+    own behaviour): it holds no such file. A class whose answer is an error, or a shape
+    Easel cannot read, is left out, so that kind keeps its previous list. An unreachable
+    backend stops the round at its first request (not one timeout per class), and one
+    that answered no class at all is treated as before: its lists stay, it is marked down."""
+    client = comfy_client(backend)
+    lists: dict[str, list[str]] = {}
+    problems: dict[str, str] = {}
+    first_error: ComfyError | None = None
+    answered = False
+    for kind in kinds:
+        class_type = files.LISTINGS[kind][0]
+        try:
+            info = client.object_info(class_type)
+        except ComfyError as exc:
+            first_error = first_error or exc
+            if isinstance(exc, ComfyUnreachable) and not answered:
+                return {}, {}, exc
+            problems[kind] = str(exc)
+            continue
+        answered = True
+        names = files.listing(info, kind)
+        if names is None:
+            problems[kind] = "unexpected spec"  # a protocol surprise
+        else:
+            lists[kind] = names
+    if not answered:
+        return {}, {}, first_error
+    return lists, problems, None
+
+
 def model_files_sync(*, backends=None) -> CatalogSyncSummary:
-    """Read each backend's LoRAs, VAEs, upscale models and ControlNets from one /object_info.
+    """Read each backend's LoRAs, VAEs, upscale models and ControlNets (one small /object_info/{class} each).
 
     The rules of `checkpoints_sync`: a new file is added disabled (it waits for staff),
     except while the catalog holds no file of its kind (a new studio works out of the
@@ -375,7 +404,7 @@ def model_files_sync(*, backends=None) -> CatalogSyncSummary:
 
 
 def catalog_sync(*, backends=None) -> CatalogSyncSummary:
-    """Checkpoints and every other model file, from one /object_info per backend.
+    """Checkpoints and every other model file, from each loader's /object_info/{class} per backend.
 
     What the run command, setup, the workers' tick, the admin and `sync_checkpoints` call."""
     summary = _catalog_sync(backends=backends, checkpoints=True)

@@ -149,21 +149,87 @@ def test_an_unreachable_backend_keeps_its_list(demo_engine):
     assert not backend.is_online
 
 
-def test_the_sync_reads_one_object_info_per_backend(demo_engine, make_engine, monkeypatch):
+@pytest.fixture
+def asked(monkeypatch):
+    """The paths the ComfyUI client requests (a witness: the real request still goes out)."""
     from generation.comfy import ComfyClient
 
-    asked = []
+    paths = []
     real = ComfyClient._request
 
-    def spy(self, method, path, **kwargs):  # a witness: the real request still goes out
-        asked.append(path)
+    def spy(self, method, path, **kwargs):
+        paths.append(path)
         return real(self, method, path, **kwargs)
 
     monkeypatch.setattr(ComfyClient, "_request", spy)
+    return paths
+
+
+LOADER_PATHS = ["/object_info/CheckpointLoaderSimple", "/object_info/LoraLoader", "/object_info/VAELoader",
+                "/object_info/UpscaleModelLoader", "/object_info/ControlNetLoader"]
+
+
+def test_the_sync_reads_only_the_loader_classes_never_the_full_object_info(demo_engine, make_engine, asked):
     backends = [backend_ensure(name="one", base_url=demo_engine.url),
                 backend_ensure(name="two", base_url=make_engine().url)]
-    catalog_sync(backends=backends)
-    assert asked == ["/object_info", "/object_info"]
+    asked.clear()
+    summary = catalog_sync(backends=backends)
+    # One small request per listing and backend; the ~830 KB /object_info is never read.
+    assert asked == LOADER_PATHS * 2
+    assert not summary.errors
+    asked.clear()
+    model_files_sync(backends=backends[:1])
+    assert asked == LOADER_PATHS[1:]  # files only: no checkpoint list asked
+
+
+def test_a_class_the_backend_does_not_answer_keeps_that_kinds_list(demo_engine, asked, monkeypatch):
+    from generation.comfy import ComfyClient, ComfyProtocolError
+
+    backend = backend_ensure(name="demo", base_url=demo_engine.url)
+    catalog_sync(backends=[backend])
+    demo_engine.stop()
+    demo_engine.start("--loras", "", "--vaes", "")
+    real = ComfyClient.object_info
+
+    def lora_fails(self, node_class=None):
+        if node_class == "LoraLoader":
+            raise ComfyProtocolError("GET /object_info/LoraLoader: HTTP 500", status=500)
+        return real(self, node_class)
+
+    monkeypatch.setattr(ComfyClient, "object_info", lora_fails)
+    summary = catalog_sync(backends=[backend])
+    assert "lora" in summary.errors["demo"] and "HTTP 500" in summary.errors["demo"]
+    assert names("lora", backend) == set(DEFAULT_LORAS)  # kept: not read this round
+    assert names("vae", backend) == set()  # read: the server now has none
+    backend.refresh_from_db()
+    assert backend.is_online  # it answered the other classes
+    monkeypatch.setattr(ComfyClient, "object_info", real)
+    assert not catalog_sync(backends=[backend]).errors
+    assert names("lora", backend) == set()
+
+
+def test_a_backend_that_answers_no_class_is_marked_down_and_keeps_every_list(demo_engine, monkeypatch):
+    from generation.comfy import ComfyClient, ComfyProtocolError
+
+    backend = backend_ensure(name="demo", base_url=demo_engine.url)
+    catalog_sync(backends=[backend])
+
+    def fails(self, node_class=None):
+        raise ComfyProtocolError(f"GET /object_info/{node_class}: HTTP 500", status=500)
+
+    monkeypatch.setattr(ComfyClient, "object_info", fails)
+    summary = catalog_sync(backends=[backend])
+    assert summary.errors == {"demo": "GET /object_info/CheckpointLoaderSimple: HTTP 500"}
+    assert names("lora", backend) == set(DEFAULT_LORAS) and backend.checkpoints.count() == 2
+    backend.refresh_from_db()
+    assert not backend.is_online
+
+
+def test_an_unreachable_backend_is_asked_once_not_once_per_class(db, asked):
+    dead = ComfyBackend.objects.create(name="dead", base_url=f"http://127.0.0.1:{free_port()}")
+    summary = catalog_sync(backends=[dead])
+    assert set(summary.errors) == {"dead"}
+    assert asked == LOADER_PATHS[:1]
 
 
 def test_checkpoints_sync_alone_still_works_and_leaves_files_alone(demo_engine):
