@@ -61,7 +61,9 @@ class TaskSerializer(serializers.ModelSerializer):
     source_image = serializers.IntegerField(source="source_image_id", read_only=True, allow_null=True)
     callback_url = serializers.CharField(read_only=True, help_text="The task's webhook URL; empty if none.")
     inputs = serializers.DictField(
-        read_only=True, help_text="The template's own inputs as the task runs them (null: an optional one left out).",
+        child=serializers.JSONField(allow_null=True), read_only=True,
+        help_text="The template's own inputs as the task runs them, name → value (number, text, true/false, file "
+                  "name or upload id; null: an optional one left out). Empty for a template without its own inputs.",
     )
     error_fields = serializers.DictField(
         source="error_fields_text", child=serializers.ListField(child=serializers.CharField()), read_only=True,

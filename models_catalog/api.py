@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from . import files, inputs as kinds
 from .models import TemplateInput, WorkflowTemplate
 from .selectors import usable_file_titles
 from .templates import PARAMETER_NAMES, template_parameters, template_schema
@@ -35,15 +36,75 @@ class TemplateParameterSerializer(serializers.Serializer):
     multiline = serializers.BooleanField(required=False)
 
 
+# What one property of a template's `schema` holds (JSON Schema keywords plus Easel's
+# `x-easel-*` hints); documentation of `templates._property`.
+_INPUT_SCHEMA = {
+    "type": "object",
+    "description": "The JSON Schema of one request field or input.",
+    "properties": {
+        "title": {"type": "string", "description": "Its label, in the request's language."},
+        "description": {"type": "string", "description": "Help text, if any."},
+        "type": {
+            "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "integer, number, string or boolean; [\"string\", \"null\"] for an optional file.",
+        },
+        "enum": {"type": "array", "items": {"nullable": True},
+                 "description": "The accepted values: a choice's options, or the usable files (null: none)."},
+        "const": {"type": "string", "description": "`template` only: this template's slug."},
+        "default": {"nullable": True, "description": "What the task gets when the field is left out."},
+        "minimum": {"type": "number"},
+        "maximum": {"type": "number"},
+        "x-easel-kind": {"type": "string", "enum": list(kinds.KINDS),
+                         "description": "How a form shows it; `image` and `mask` take the id of an upload."},
+        "x-easel-group": {"type": "string", "enum": ["basic", "advanced"]},
+        "x-easel-step": {"type": "number", "description": "Numbers: the step of a slider."},
+        "x-easel-multiline": {"type": "boolean", "description": "Text: a text area, not a line."},
+        "x-easel-file-kind": {"type": "string", "enum": [files.CHECKPOINT, *files.MODEL_FILE_KINDS]},
+        "x-easel-titles": {"type": "object", "additionalProperties": {"type": "string"},
+                           "description": "File name → the name to show."},
+    },
+    "additionalProperties": True,
+}
+
+TEMPLATE_SCHEMA = {
+    "type": "object",
+    "description": "A JSON Schema (draft 2020-12) of the create request (`POST /api/v1/generation/create-async`) "
+                   "for this template: Easel's parameters as properties, the template's own inputs under "
+                   "`inputs` (an object schema of the same shape). Each property has `title`, `x-easel-group` "
+                   "(basic/advanced), `x-easel-kind` (int, float, string, boolean, choice, file, image, mask); a "
+                   "file input lists the usable files in `enum`, their names in `x-easel-titles`; an image or "
+                   "mask is the id of an upload. A body built from it (its defaults, a choice of its enums) is one "
+                   "the API accepts; a value it refuses (a wrong type, out of range, a file not offered) the API "
+                   "refuses too, with a 400 naming the field.",
+    "properties": {
+        "$schema": {"type": "string", "enum": ["https://json-schema.org/draft/2020-12/schema"]},
+        "type": {"type": "string", "enum": ["object"]},
+        "properties": {"type": "object", "additionalProperties": _INPUT_SCHEMA,
+                       "description": "Request field → its schema; `template` is this slug (`const`), custom "
+                                      "inputs are under `inputs`."},
+        "required": {"type": "array", "items": {"type": "string"},
+                     "description": "The fields a request must send (the prompt, the source image)."},
+    },
+    "required": ["$schema", "type", "properties", "required"],
+}
+
+
 class TemplateSerializer(serializers.Serializer):
-    slug = serializers.SlugField(help_text="What to send as `template` when creating a task.")
+    slug = serializers.SlugField(max_length=100, help_text="What to send as `template` when creating a task.")
     # Easel's own templates are named in the request's language (like a task's messages);
     # templates staff wrote, as they wrote them.
-    name = serializers.CharField(source="shown_name")
-    kind = serializers.ChoiceField(choices=WorkflowTemplate.KIND_CHOICES)
-    description = serializers.CharField(source="shown_description")
+    name = serializers.CharField(source="shown_name", help_text="Its name, in the request's language.")
+    kind = serializers.ChoiceField(
+        choices=WorkflowTemplate.KIND_CHOICES,
+        help_text="img2img templates start from a picture (`source_image`).",
+    )
+    description = serializers.CharField(
+        source="shown_description", allow_blank=True, help_text="What it does, in the request's language; may be empty.",
+    )
     is_default = serializers.BooleanField(help_text="Used for its kind when a task names no template.")
-    parameters = serializers.SerializerMethodField()
+    parameters = serializers.SerializerMethodField(
+        help_text="Easel's own parameters it takes (the older list; `schema` has every input).",
+    )
     schema = serializers.SerializerMethodField()
 
     @extend_schema_field(TemplateParameterSerializer(many=True))
@@ -51,14 +112,7 @@ class TemplateSerializer(serializers.Serializer):
         # From the stored input specs: a list endpoint must not wait on a GPU server.
         return template_parameters(template)
 
-    @extend_schema_field({
-        "type": "object",
-        "description": "A JSON Schema (draft 2020-12) of the create request for this template: Easel's parameters "
-                       "as properties, the template's own inputs under `inputs`. Each property has `title`, "
-                       "`x-easel-group` (basic/advanced), `x-easel-kind` (int, float, string, boolean, choice, file, "
-                       "image, mask); a file input lists the usable files in `enum`, their names in "
-                       "`x-easel-titles`; an image or mask is the id of an upload.",
-    })
+    @extend_schema_field(TEMPLATE_SCHEMA)
     def get_schema(self, template) -> dict:
         return template_schema(template, file_choices=self.context["file_choices"])
 
@@ -106,7 +160,12 @@ class TemplateDetailApi(APIView):
     @extend_schema(
         operation_id="templates_retrieve",
         summary="One workflow template and its inputs",
-        parameters=[OpenApiParameter("slug", str, OpenApiParameter.PATH, description="The template's slug.")],
+        description="The template named by its slug, with `schema`: the JSON Schema of a create request that "
+                    "uses it. 404 for an unknown or disabled template.",
+        parameters=[OpenApiParameter(
+            "slug", {"type": "string", "pattern": "^[-a-zA-Z0-9_]+$", "maxLength": 100}, OpenApiParameter.PATH,
+            description="The template's slug (`slug` in `GET /api/v1/templates`).",
+        )],
         responses={200: TemplateSerializer},
         tags=["models"],
     )

@@ -77,6 +77,20 @@ class SizeField(Integer):
         super().__init__(min_value=_RANGES["width"].low, max_value=_RANGES["width"].high, **kwargs)
 
 
+@extend_schema_field({
+    "type": "object", "nullable": True,
+    "additionalProperties": {
+        "nullable": True,
+        "description": "A number, text, true/false, a file name from the input's `enum`, or an upload's id; "
+                       "null or left out: its default (an optional LoRA: none).",
+    },
+})
+class InputsField(serializers.JSONField):
+    """A template's own inputs: any JSON object here; each value is checked by the service
+    against the template's inputs (`models_catalog.inputs.value_clean`), so the refusal
+    names the input, and a non-object is refused there too."""
+
+
 class TaskCreateInput(JsonInput):
     # Blank is the service's to refuse, with its friendlier words; the schema still says "at least 1".
     prompt = Text(max_length=prompt_max_length(), min_length=1, allow_blank=True, trim_whitespace=True,
@@ -112,11 +126,12 @@ class TaskCreateInput(JsonInput):
         max_length=500, required=False, allow_blank=True,
         help_text="Webhook called when the task ends; default: the token's webhook URL.",
     )
-    inputs = serializers.JSONField(
+    inputs = InputsField(
         required=False, allow_null=True,
         help_text="The template's own inputs beyond the fields above (LoRAs, upscale factor, mask, …): an object "
-                  "of input name → value, as `GET /api/v1/templates/{slug}` describes them in `schema`. A picture "
-                  "or mask is the id of an upload. An input left out gets its default.",
+                  "of input name → value, as `GET /api/v1/templates/{slug}` describes them under "
+                  "`schema.properties.inputs`. A picture or mask is the id of an upload. An input left out gets "
+                  "its default; a name the template does not have is refused (400, under `inputs`).",
     )
 
 
