@@ -303,6 +303,28 @@ def test_object_info_matches_capture(engine: EngineProcess) -> None:
     assert unknown.status_code == 200 and unknown.json() == {}
 
 
+def test_each_loader_class_answers_alone_as_comfyui_does(engine: EngineProcess) -> None:
+    """What the catalog sync reads (models_catalog.files.LISTINGS, one class per request):
+    `{Class: entry}`, the same entry as in the full list, with the capture's shape; a class the
+    server lacks (the demo engine has no ControlNetLoader) is 200 `{}`, under /api too."""
+    from models_catalog.files import LISTINGS
+
+    full = cap("object_info.json")
+    info = engine.get("/object_info").json()
+    for class_type, _input in LISTINGS.values():
+        for prefix in ("", "/api"):
+            answer = engine.get(f"{prefix}/object_info/{class_type}")
+            assert answer.status_code == 200 and answer.headers["Content-Type"].startswith("application/json")
+            if class_type in info:
+                assert answer.json() == {class_type: info[class_type]}, class_type
+                assert_same_keys(info[class_type], full[class_type], class_type)
+            else:
+                assert class_type == "ControlNetLoader" and answer.json() == {}
+    for unknown in ("NoSuchNode", "loraloader", "LoraLoader%20"):
+        answer = engine.get(f"/object_info/{unknown}")
+        assert answer.status_code == 200 and answer.json() == {}, unknown
+
+
 # --- POST /prompt -----------------------------------------------------------------------------------------------
 
 def test_post_prompt_ok_custom_id_and_counter(engine: EngineProcess) -> None:

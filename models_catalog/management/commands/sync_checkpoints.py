@@ -6,7 +6,7 @@ from models_catalog.services import catalog_sync
 
 class Command(BaseCommand):
     help = ("Read the checkpoints, LoRAs, VAEs, upscale models and ControlNets each enabled ComfyUI backend offers "
-            "(/object_info) into the catalog.")
+            "(each loader's /object_info/{class}) into the catalog.")
 
     def add_arguments(self, parser):
         parser.add_argument("--backend", help="Only this backend (name).")
