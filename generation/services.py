@@ -97,12 +97,26 @@ def _defaulted(name: str, given, field, checkpoint):
     return STUDIO_DEFAULTS.get(name)
 
 
+def _mask_fits(*, user, mask_id: int, source) -> list[str]:
+    """A mask is painted over its picture: it has the picture's size, pixel for pixel
+    (ComfyUI would otherwise stretch it, or refuse the prompt half way through)."""
+    if source is None:
+        return []
+    mask = SourceImage.objects.filter(user=user, pk=mask_id).only("width", "height").first()
+    if mask is None or (mask.width, mask.height) == (source.width, source.height):
+        return []
+    return [_("The mask is %(mask_width)s × %(mask_height)s pixels but the picture is %(width)s × %(height)s: "
+              "it must have the picture's size.") % {
+        "mask_width": mask.width, "mask_height": mask.height, "width": source.width, "height": source.height}]
+
+
 def _custom_inputs(
-    *, user, fields: list, given, errors: dict, strict: bool, lenient: bool
+    *, user, fields: list, given, errors: dict, strict: bool, lenient: bool, source=None
 ) -> tuple[dict, dict[str, list[str]]]:
     """The template's custom inputs of a request: (values to store, files they need).
     A value left out gets the input's default; an optional input left empty is left
-    out of the graph. Problems go to `errors` under the input's name."""
+    out of the graph. Problems go to `errors` under the input's name. `source` is the
+    task's picture (a SourceImage), which a mask must match in size."""
     if given is None:
         given = {}
     if not isinstance(given, dict):
@@ -133,6 +147,8 @@ def _custom_inputs(
         if not problems and spec.kind in kinds.UPLOAD_KINDS:
             if not SourceImage.objects.filter(user=user, pk=cleaned).exists():
                 problems = [_("No such uploaded picture.")]
+            elif spec.kind == kinds.MASK:
+                problems = _mask_fits(user=user, mask_id=cleaned, source=source)
         if problems:
             errors[name] = problems
             continue
@@ -235,7 +251,8 @@ def _resolve(
     custom, files = ({}, {})
     if workflow is not None:
         custom, files = _custom_inputs(
-            user=user, fields=list(fields.values()), given=inputs, errors=errors, strict=strict, lenient=lenient
+            user=user, fields=list(fields.values()), given=inputs, errors=errors, strict=strict, lenient=lenient,
+            source=source,
         )
         # The files the template itself loads (a fixed VAE, an upscale model nobody picks)
         # count as much as those chosen: the task only goes where all of them are.

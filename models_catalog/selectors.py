@@ -101,5 +101,29 @@ def usable_file_titles(kind: str) -> list[tuple[str, str]]:
     return [(f.file_name, f.shown_name) for f in model_files_usable(kind=kind)]
 
 
+def usable_files_online(kind: str) -> list[tuple[str, str, bool]]:
+    """(ComfyUI file name, name shown, whether a backend taking work holds it now)."""
+    if kind == file_rule.CHECKPOINT:
+        return [(c.ckpt_name, c.shown_name, c.online) for c in checkpoint_list_usable()]
+    return [(f.file_name, f.shown_name, f.online) for f in model_files_usable(kind=kind)]
+
+
+def online_holders() -> dict[str, dict[str, list[int]]]:
+    """Which backends taking work right now (enabled, online, not draining) hold what:
+    {"checkpoint": {Easel checkpoint name: [backend ids]}, <file kind>: {file name: [ids]}}.
+    Two queries, whatever the size of the catalog; what pages use to say that no server
+    online has a whole combination (a model and its LoRAs) before a task waits for one."""
+    online = ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False).values("pk")
+    held: dict[str, dict[str, list[int]]] = {file_rule.CHECKPOINT: {}}
+    rows = Checkpoint.backends.through.objects.filter(comfybackend__in=online, checkpoint__enabled=True)
+    for name, backend_id in rows.values_list("checkpoint__name", "comfybackend_id").order_by("comfybackend_id"):
+        held[file_rule.CHECKPOINT].setdefault(name, []).append(backend_id)
+    rows = ModelFile.backends.through.objects.filter(comfybackend__in=online, modelfile__enabled=True)
+    for kind, name, backend_id in rows.values_list(
+            "modelfile__kind", "modelfile__file_name", "comfybackend_id").order_by("comfybackend_id"):
+        held.setdefault(kind, {}).setdefault(name, []).append(backend_id)
+    return held
+
+
 def usable_file_names(kind: str) -> list[str]:
     return [name for name, _title in usable_file_titles(kind)]

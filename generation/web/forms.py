@@ -6,16 +6,18 @@ per-field ValidationError is mapped back onto the form's fields by `apply_servic
 """
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext_lazy as _
 
 from models_catalog import inputs as kinds
-from models_catalog.selectors import usable_file_titles
+from models_catalog.selectors import usable_files_online
 from models_catalog.templates import template_fields
 
 from ..limits import SAMPLERS, SCHEDULERS, ranges
-from .widgets import ImageDropWidget, MaskEditorWidget, RangeNumberWidget, SearchableSelectWidget
+from .widgets import ImageDropWidget, LoraRowsField, MaskEditorWidget, RangeNumberWidget, SearchableSelectWidget
 
 CUSTOM_SIZE = "custom"
 SIZE_PRESETS = [(512, 512), (768, 512), (512, 768), (1024, 1024)]
@@ -41,13 +43,70 @@ def tool_field(field, *, source_url: str = "") -> forms.Field:
         return forms.CharField(strip=False, widget=forms.Textarea(attrs={"rows": 3}) if spec.multiline else None,
                                **common)
     if spec.kind in (kinds.CHOICE, kinds.FILE):
-        choices = [(c, c) for c in spec.choices] if spec.kind == kinds.CHOICE else usable_file_titles(spec.file_kind)
+        choices = [(c, c) for c in spec.choices] if spec.kind == kinds.CHOICE else usable_file_choices(spec.file_kind)
         if field.optional:
             choices = [("", _("None"))] + list(choices)
         return forms.ChoiceField(choices=choices, widget=SearchableSelectWidget(), **common)
     if spec.kind == kinds.MASK:
         return forms.FileField(widget=MaskEditorWidget(source="source_file", source_url=source_url or None), **common)
     return forms.FileField(widget=ImageDropWidget(), **common)
+
+
+# A template's LoRA slots (lora_1..lora_N with their strengths) are one rows field.
+LORA_ROWS_FIELD = TOOL_PREFIX + "loras"
+_LORA_SLOT = re.compile(r"^lora_(\d+)$")
+_LORA_SLOT_OF = re.compile(r"^lora_(\d+)(?:_strength|_clip_strength)?$")
+
+
+def lora_slots(fields) -> list[int]:
+    """The slot numbers of a template's LoRA inputs, when they can be shown as rows: every
+    lora_N an optional LoRA file with a numeric lora_N_strength (lora_N_clip_strength may
+    come too). Anything else (a required LoRA, a slot without its strength) keeps its own
+    fields: an empty list."""
+    by_name = {f.name: f for f in fields}
+    slots = []
+    for field in fields:
+        match = _LORA_SLOT.match(field.name)
+        if not match:
+            continue
+        strength = by_name.get(f"{field.name}_strength")
+        clip = by_name.get(f"{field.name}_clip_strength")
+        if not (field.spec.kind == kinds.FILE and field.spec.file_kind == "lora" and field.optional
+                and strength is not None and strength.spec.numeric
+                and (clip is None or clip.spec.numeric)):
+            return []
+        slots.append(int(match.group(1)))
+    return sorted(slots)
+
+
+def lora_slot_names(slots) -> set[str]:
+    """The inputs the rows field stands for."""
+    return {name for n in slots for name in (f"lora_{n}", f"lora_{n}_strength", f"lora_{n}_clip_strength")}
+
+
+def lora_rows_field(fields, slots) -> LoraRowsField:
+    """One LoRA pick-list and strength slider per slot. The strength a row shows is the
+    slot's model strength and its CLIP strength both (what ComfyUI's own LoRA loader
+    nodes start with); a different CLIP strength stays an API matter, since a row the
+    user removes moves the rows below it up and a separate per-slot field would not
+    follow it."""
+    strength = next(f for f in fields if f.name == f"lora_{slots[0]}_strength")
+    spec = strength.spec
+    bounds = {}
+    if spec.minimum is not None and spec.maximum is not None:
+        bounds = {"strength_min": max(float(spec.minimum), -10.0), "strength_max": min(float(spec.maximum), 10.0)}
+        if spec.step:
+            bounds["strength_step"] = float(spec.step)
+    return LoraRowsField(
+        label=_("LoRAs"), choices=usable_file_choices("lora"), rows=len(slots),
+        strength_default=float(strength.default if strength.default is not None else 1.0),
+        help_text=_("Each LoRA's strength applies to the model and the text encoder alike."), **bounds)
+
+
+def usable_file_choices(kind: str) -> list[tuple[str, str]]:
+    """The files of a kind users may pick, those on no online server flagged as such."""
+    return [(name, title if online else _("%(name)s (offline, will wait)") % {"name": title})
+            for name, title, online in usable_files_online(kind)]
 
 
 # Service error keys whose form field has another name; anything unknown goes on top.
@@ -136,11 +195,46 @@ class GenerateForm(forms.Form):
         # The selected template's own inputs (a LoRA, an upscale model, a mask…).
         self.tool = [f for f in template_fields(self.selected_template()) if not f.builtin] \
             if self.selected_template() is not None else []
+        self.lora_slots = lora_slots(self.tool)
+        grouped = lora_slot_names(self.lora_slots)
         for field in self.tool:
+            if field.name in grouped:
+                if field.name == f"lora_{self.lora_slots[0]}":
+                    self.fields[LORA_ROWS_FIELD] = lora_rows_field(self.tool, self.lora_slots)
+                continue
             self.fields[TOOL_PREFIX + field.name] = tool_field(field, source_url=self.source_url)
 
     def tool_bound_fields(self, group: str) -> list:
-        return [self[TOOL_PREFIX + f.name] for f in self.tool if f.group == group]
+        grouped = lora_slot_names(self.lora_slots)
+        bound = []
+        for f in self.tool:
+            if f.name not in grouped:
+                if f.group == group:
+                    bound.append(self[TOOL_PREFIX + f.name])
+            elif f.name == f"lora_{self.lora_slots[0]}" and group == "basic":
+                bound.append(self[LORA_ROWS_FIELD])  # where the first slot stood
+        return bound
+
+    def tool_field_name(self, input_name: str) -> str | None:
+        """The form field showing a template input (the rows field for a LoRA slot)."""
+        if input_name in lora_slot_names(self.lora_slots):
+            return LORA_ROWS_FIELD
+        return TOOL_PREFIX + input_name if any(f.name == input_name for f in self.tool) else None
+
+    def chosen_loras(self) -> dict[int, dict]:
+        """Slot number → {"name", "strength"} of the rows that name a LoRA, each in its
+        own row's slot (a row left empty leaves its slot empty)."""
+        if not self.lora_slots:
+            return {}
+        cleaned = self.cleaned_data.get(LORA_ROWS_FIELD) if hasattr(self, "cleaned_data") else None
+        if not cleaned:
+            return {}
+        raw = self[LORA_ROWS_FIELD].value() or []
+        if raw and isinstance(raw[0], dict):
+            filled = list(range(len(raw)))
+        else:
+            filled = [i for i in range(len(self.lora_slots)) if str((raw[2 * i:2 * i + 1] or [""])[0] or "").strip()]
+        return {self.lora_slots[index]: row for index, row in zip(filled, cleaned)}
 
     @property
     def tool_uploads(self) -> list[str]:
@@ -183,10 +277,18 @@ class GenerateForm(forms.Form):
             "denoise": data.get("denoise"),
         }
         values = {key: value for key, value in values.items() if value is not None or key in ("seed", "denoise")}
+        grouped = lora_slot_names(self.lora_slots)
         values["inputs"] = {
             f.name: data.get(TOOL_PREFIX + f.name)
-            for f in self.tool if f.spec.kind not in kinds.UPLOAD_KINDS and data.get(TOOL_PREFIX + f.name) not in (None, "")
+            for f in self.tool if f.name not in grouped and f.spec.kind not in kinds.UPLOAD_KINDS
+            and data.get(TOOL_PREFIX + f.name) not in (None, "")
         }
+        names = {f.name for f in self.tool}
+        for slot, row in self.chosen_loras().items():
+            values["inputs"][f"lora_{slot}"] = row["name"]
+            values["inputs"][f"lora_{slot}_strength"] = row["strength"]
+            if f"lora_{slot}_clip_strength" in names:
+                values["inputs"][f"lora_{slot}_clip_strength"] = row["strength"]
         return values
 
     def selected_template(self):
@@ -203,17 +305,22 @@ class GenerateForm(forms.Form):
         already has the form's own error keeps that one: one message per problem)."""
         custom = self.cleaned_data.get("size") == CUSTOM_SIZE
         errors = exc if isinstance(exc, dict) else exc.message_dict
+        had_errors = set(self.errors)
         for key, messages in errors.items():
             field = SERVICE_FIELD_MAP.get(key, key)
-            if any(f.name == key for f in self.tool):
-                field = TOOL_PREFIX + key
+            field = self.tool_field_name(key) or field
             # A preset size the server refuses (a smaller EASEL_MAX_SIZE) is the size picker's fault.
             if field in ("width", "height") and not custom:
                 field = "size"
             if field is not None and field not in self.fields:
                 field = None
-            if field is not None and field in self.errors:
+            if field is not None and field in had_errors:
                 continue
+            if field == LORA_ROWS_FIELD:
+                # Several slots share the rows field: each message says its row.
+                slot = int(_LORA_SLOT_OF.match(key).group(1))
+                row = self.lora_slots.index(slot) + 1
+                messages = [_("LoRA %(row)s: %(message)s") % {"row": row, "message": m} for m in messages]
             self.add_error(field, messages)
 
 

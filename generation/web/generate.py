@@ -12,7 +12,8 @@ from django.views.decorators.http import require_http_methods
 
 from config.uploads import upload_refused, upload_too_large_message
 from models_catalog.models import WorkflowTemplate
-from models_catalog.selectors import checkpoint_list_usable, template_default
+from models_catalog import inputs as kinds
+from models_catalog.selectors import checkpoint_list_usable, online_holders, template_default, usable_files_online
 from models_catalog.templates import PARAMETER_NAMES
 
 from ..errors import GenerationError
@@ -21,7 +22,7 @@ from ..gallery.uploads import source_image_create, source_image_from_result
 from ..models import GeneratedImage, GenerationTask, TaskStatus
 from ..selectors import generation_list
 from ..services import generation_check, generation_create
-from .forms import PREFILL_FIELDS, SIZE_PRESETS, TOOL_PREFIX, GenerateForm, initial_for
+from .forms import LORA_ROWS_FIELD, PREFILL_FIELDS, SIZE_PRESETS, TOOL_PREFIX, GenerateForm, initial_for
 from .status import service_health
 
 RECENT_TASKS = 6
@@ -56,6 +57,69 @@ def _template_info(templates) -> dict:
                      "model": t.takes("checkpoint"),
                      "tool": [i.name for i in t.input_list if i.name not in PARAMETER_NAMES]}
             for t in templates}
+
+
+def _availability(form, checkpoints) -> dict:
+    """What the page's script needs to say live that no online server has the whole
+    combination chosen (passed with json_script, no extra request): for the model and
+    each file the form offers, its name shown and the online backends holding it; and
+    which form fields pick a file of which kind."""
+    held = online_holders()
+    template = form.selected_template()
+    fields: dict[str, str] = {}
+    if template is None or template.takes("checkpoint"):
+        fields["model"] = "checkpoint"
+    for field in form.tool:
+        if field.spec.kind != kinds.FILE:
+            continue
+        if form.lora_slots and field.name == f"lora_{form.lora_slots[0]}":
+            for index in range(len(form.lora_slots)):
+                fields[f"{LORA_ROWS_FIELD}_{index}_name"] = "lora"
+        elif TOOL_PREFIX + field.name in form.fields:
+            fields[TOOL_PREFIX + field.name] = field.spec.file_kind
+    files = {"checkpoint": {c.name: {"title": c.shown_name, "backends": held["checkpoint"].get(c.name, [])}
+                            for c in checkpoints}}
+    for kind in sorted(set(fields.values()) - {"checkpoint"}):
+        files[kind] = {name: {"title": title, "backends": held.get(kind, {}).get(name, [])}
+                       for name, title, _online in usable_files_online(kind)}
+    return {"fields": fields, "files": files}
+
+
+def _chosen(form, field_name: str):
+    """A field's value as the page shows it (a rows subfield read from the rows value)."""
+    if field_name.startswith(LORA_ROWS_FIELD + "_"):
+        index = int(field_name[len(LORA_ROWS_FIELD) + 1:].split("_")[0])
+        value = form[LORA_ROWS_FIELD].value() or []
+        if value and isinstance(value[0], dict):
+            return value[index]["name"] if index < len(value) else ""
+        return value[2 * index] if 2 * index < len(value) else ""
+    value = form[field_name].value()
+    if value in (None, ""):
+        # A select with nothing chosen shows its first option: that one counts.
+        choices = list(getattr(form.fields[field_name], "choices", ()))
+        value = choices[0][0] if choices else ""
+    return value
+
+
+def availability_warning(form, availability: dict) -> str:
+    """The sentence shown by the submit button when no online server holds every file
+    chosen ("" when one does, or nothing is chosen). generate.js says the same, live."""
+    chosen, common = [], None
+    for field_name, kind in availability["fields"].items():
+        value = _chosen(form, field_name)
+        entry = availability["files"].get(kind, {}).get(str(value or ""))
+        if entry is None or any(title == entry["title"] for title in chosen):
+            continue
+        chosen.append(entry["title"])
+        common = set(entry["backends"]) if common is None else common & set(entry["backends"])
+    if common is None or common:
+        return ""
+    return availability_message() % {"names": _(", ").join(chosen)}
+
+
+def availability_message() -> str:
+    """Read in the request's language; %(names)s is filled here and by generate.js."""
+    return _("No image server that is online has all of these: %(names)s. The task will wait until one does.")
 
 
 def _source_url(choice: str) -> str:
@@ -195,8 +259,13 @@ def generate(request):
         source.choice = f"s{source.pk}"
     for image in sources["results"]:
         image.choice = f"r{image.pk}"
+    availability = _availability(form, checkpoints)
     context = {
         "form": form,
+        "availability": availability,
+        "availability_warning": availability_warning(form, availability),
+        "availability_message": availability_message(),
+        "availability_separator": _(", "),
         "checkpoints": checkpoints,
         "templates": templates,
         "show_templates": len(templates) > 1,

@@ -156,6 +156,34 @@
       }
     });
 
+    // Availability: when no online server holds the model and every file chosen (its
+    // LoRAs, an upscale model), say so by the submit button. The server renders the
+    // same sentence for the first values; this keeps it true as choices change.
+    var availabilityNode = document.getElementById("availability-info");
+    var availability = availabilityNode ? JSON.parse(availabilityNode.textContent) : null;
+    var warning = form.querySelector("[data-availability-warning]");
+    function syncAvailability() {
+      if (!availability || !warning) return;
+      var chosen = [];
+      var common = null;
+      Object.keys(availability.fields).forEach(function (name) {
+        var field = el(name);
+        if (!field || field.value === undefined) return;
+        var entry = (availability.files[availability.fields[name]] || {})[field.value];
+        if (!entry || chosen.indexOf(entry.title) !== -1) return;
+        chosen.push(entry.title);
+        common = common === null ? entry.backends.slice() : common.filter(function (id) {
+          return entry.backends.indexOf(id) !== -1;
+        });
+      });
+      var missing = common !== null && common.length === 0;
+      warning.hidden = !missing;
+      if (missing) warning.textContent = warning.dataset.message.replace("%(names)s", chosen.join(warning.dataset.separator));
+    }
+    form.addEventListener("change", syncAvailability);
+    form.addEventListener("input", syncAvailability);
+    syncAvailability();
+
     // Ctrl+Enter (Cmd+Enter on a Mac) submits from anywhere in the form.
     form.addEventListener("keydown", function (event) {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -1160,27 +1161,106 @@ def loras(backend):
 
 def test_a_tool_builds_its_form_from_the_templates_inputs(alice_client, checkpoint, loras):
     html = alice_client.get(reverse("generation:generate") + "?template=txt2img-loras").content.decode()
-    assert 'name="in_lora_1"' in html and ">Ink</option>" in html and 'name="in_lora_4"' in html
-    # Strengths are sliders with a number box; the CLIP strengths are folded under "More settings".
-    assert 'name="in_lora_1_strength"' in html and "data-range-number" in html or "range" in html
-    assert html.index("More settings") < html.index('name="in_lora_1_clip_strength"')
+    # The four LoRA slots are one rows field: a pick-list and a strength slider per row.
+    assert "data-lora-rows" in html and 'name="in_loras_0_name"' in html and 'name="in_loras_3_name"' in html
+    assert 'name="in_loras_0_strength"' in html and 'min="-4"' in html and 'max="4"' in html
+    assert ">Ink (offline, will wait)</option>" in html and "Add a LoRA" in html
+    assert 'name="in_lora_1"' not in html and 'name="in_lora_1_strength"' not in html
+    assert 'name="in_lora_1_clip_strength"' not in html  # the row's strength sets both
     assert "js/widgets.js" in html
     plain = alice_client.get(reverse("generation:generate")).content.decode()
-    assert 'name="in_lora_1"' not in plain
+    assert "data-lora-rows" not in plain
+    # A tool without LoRA slots keeps a field per input (the upscale model's pick-list).
+    upscale = alice_client.get(reverse("generation:generate") + "?template=upscale").content.decode()
+    assert 'name="in_upscale_model"' in upscale and "data-lora-rows" not in upscale
 
 
 def test_a_tool_creates_its_task_from_the_page(alice_client, checkpoint, loras):
+    # Row 2 filled, row 1 left empty: each row is its own slot.
     response = alice_client.post(reverse("generation:generate"), form_data(
-        template="txt2img-loras", in_lora_1="neon.safetensors", in_lora_1_strength="0.7", in_lora_2=""))
+        template="txt2img-loras", in_loras_0_name="", in_loras_1_name="neon.safetensors",
+        in_loras_1_strength="0.7"))
     assert response.status_code == 302, response.content.decode()[:3000]
     task = GenerationTask.objects.get()
-    assert task.inputs["lora_1"] == "neon.safetensors" and task.inputs["lora_1_strength"] == 0.7
-    assert task.inputs["lora_2"] is None and task.required_files == {"lora": ["neon.safetensors"]}
-    # A value out of its bounds is shown beside its own field.
+    assert task.inputs["lora_2"] == "neon.safetensors" and task.inputs["lora_2_strength"] == 0.7
+    assert task.inputs["lora_2_clip_strength"] == 0.7
+    assert task.inputs["lora_1"] is None and task.required_files == {"lora": ["neon.safetensors"]}
+    # A strength out of the template's bounds is shown on the rows, naming the row.
     response = alice_client.post(reverse("generation:generate"), form_data(
-        template="txt2img-loras", in_lora_1="ink.safetensors", in_lora_1_strength="9"))
+        template="txt2img-loras", in_loras_0_name="ink.safetensors", in_loras_0_strength="9"))
     assert response.status_code == 200
-    assert "at most 4" in " ".join(response.context["form"].errors.get("in_lora_1_strength", []))
+    assert response.context["form"].errors["in_loras"] == ["LoRA 1: the strength must be between -4 and 4."]
+    assert 'id="id_in_loras_errors"' in response.content.decode()
+
+
+def test_the_services_lora_errors_go_on_the_rows_naming_the_row(alice_client, checkpoint, loras):
+    from generation.web.forms import GenerateForm
+    from generation.web.generate import _enabled_templates
+
+    form = GenerateForm(form_data(template="txt2img-loras", in_loras_2_name="ink.safetensors"),
+                        checkpoints=[checkpoint], templates=_enabled_templates())
+    assert form.is_valid(), form.errors
+    assert form.service_kwargs()["inputs"]["lora_3"] == "ink.safetensors"
+    form.apply_service_errors({"lora_3": ["Not on any server."], "lora_1_strength": ["Too strong."],
+                               "prompt": ["Write a prompt."]})
+    assert form.errors["in_loras"] == ["LoRA 3: Not on any server.", "LoRA 1: Too strong."]
+    assert form.errors["prompt"] == ["Write a prompt."]
+
+
+@pytest.fixture
+def two_servers(checkpoint, loras, backend):
+    """Two online servers with the model: one has the Ink LoRA, the other the Neon one;
+    the upscale model is only on the offline server."""
+    from models_catalog.models import ModelFile
+
+    first = ComfyBackend.objects.create(name="one", base_url="http://127.0.0.1:8190", is_online=True)
+    second = ComfyBackend.objects.create(name="two", base_url="http://127.0.0.1:8191", is_online=True)
+    checkpoint.backends.add(first, second)
+    ModelFile.objects.get(file_name="ink.safetensors").backends.add(first)
+    ModelFile.objects.get(file_name="neon.safetensors").backends.add(second)
+    return first, second
+
+
+
+def test_the_page_says_when_no_online_server_has_the_whole_combination(alice_client, two_servers):
+    url = reverse("generation:generate")
+    response = alice_client.get(url + "?template=txt2img-loras")
+    html = response.content.decode()
+    # Each model and LoRA with the online servers holding it, for the script (no extra request).
+    info = response.context["availability"]
+    first, second = two_servers
+    assert info["fields"]["model"] == "checkpoint" and info["fields"]["in_loras_0_name"] == "lora"
+    assert sorted(info["files"]["checkpoint"]["demo-model"]["backends"]) == sorted([first.pk, second.pk])
+    assert info["files"]["lora"]["ink.safetensors"] == {"title": "Ink", "backends": [first.pk]}
+    assert 'id="availability-info"' in html
+    # The model alone is on both: no warning (the element waits, hidden, for the script).
+    assert response.context["availability_warning"] == ""
+    assert re.search(r'data-availability-warning [^>]*role="status" hidden></p>', html)
+    # Ink and Neon are each online, but never on the same server.
+    response = alice_client.post(url, form_data(
+        template="txt2img-loras", steps="0", in_loras_0_name="ink.safetensors", in_loras_1_name="neon.safetensors"))
+    assert response.status_code == 200
+    assert response.context["availability_warning"] == (
+        "No image server that is online has all of these: Demo model, Ink, Neon. The task will wait until one does.")
+    assert response.context["availability_warning"] in response.content.decode()
+    # One of them is fine.
+    response = alice_client.post(url, form_data(template="txt2img-loras", steps="0", in_loras_0_name="ink.safetensors"))
+    assert response.context["availability_warning"] == ""
+    # The upscale model offered first is on no online server: said for the initial values.
+    response = alice_client.get(url + "?template=upscale")
+    assert response.context["availability_warning"] == (
+        "No image server that is online has all of these: up-2x.pth. The task will wait until one does.")
+    assert "model" not in response.context["availability"]["fields"]  # an upscale uses no checkpoint
+
+
+def test_the_availability_warning_is_chinese_in_chinese(client, alice, two_servers):
+    client.force_login(alice)
+    response = client.post(reverse("generation:generate"), form_data(
+        template="txt2img-loras", steps="0", in_loras_0_name="ink.safetensors", in_loras_1_name="neon.safetensors"),
+        HTTP_ACCEPT_LANGUAGE="zh-Hans")
+    warning = response.context["availability_warning"]
+    assert "Ink" in warning and "Neon" in warning and "No image server" not in warning
+    assert "%(names)s" in response.context["availability_message"]
 
 
 def test_inpaint_from_the_page_stores_the_drawn_mask(alice_client, alice, checkpoint):
@@ -1202,3 +1282,19 @@ def test_inpaint_from_the_page_stores_the_drawn_mask(alice_client, alice, checkp
     response = alice_client.post(reverse("generation:generate"), form_data(
         template="inpaint", source_file=SimpleUploadedFile("me.png", _png(), content_type="image/png")))
     assert response.status_code == 200 and "in_mask" in response.context["form"].errors
+
+
+def test_a_mask_of_another_size_is_refused_beside_the_mask(alice_client, checkpoint):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    def picture(size):
+        buffer = io.BytesIO()
+        Image.new("RGB", size, "white").save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    response = alice_client.post(reverse("generation:generate"), form_data(
+        template="inpaint", source_file=SimpleUploadedFile("me.png", picture((16, 8)), content_type="image/png"),
+        in_mask=SimpleUploadedFile("mask.png", picture((8, 8)), content_type="image/png")))
+    assert response.status_code == 200 and not GenerationTask.objects.exists()
+    assert response.context["form"].errors["in_mask"] == [
+        "The mask is 8 × 8 pixels but the picture is 16 × 8: it must have the picture's size."]

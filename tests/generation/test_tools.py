@@ -250,3 +250,21 @@ def test_comfyuis_refusal_of_a_custom_input_is_put_beside_it(tools, qcluster, ma
     assert final["status"] == "failed" and final["error_code"] == "invalid_parameters", final
     assert "ghost.safetensors" in " ".join(final["error_fields"]["lora_2"]), final["error_fields"]
     assert "lora_1" not in final["error_fields"]
+
+
+def test_a_mask_must_have_the_size_of_its_picture(tools, make_user, api_client_for):
+    """The API and the page share the rule (generation.services): a mask of another size is
+    refused under its own input's name, saying both sizes; nothing is stored."""
+    client = api_client_for(make_user())
+    source = upload(client, png(size=(64, 48)))
+    wrong = upload(client, mask_png(size=(64, 64)))
+    response = client.post("/api/v1/generation/create-async", {
+        "template": "inpaint", "prompt": "x", "source_image": source, "inputs": {"mask": wrong}}, format="json")
+    assert response.status_code == 400, response.content
+    message = response.json()["error"]["fields"]["mask"][0]
+    assert "64 × 64" in message and "64 × 48" in message and "size" in message
+    assert not GenerationTask.objects.exists()
+    right = upload(client, mask_png(size=(64, 48), box=(8, 8, 24, 24)))
+    response = client.post("/api/v1/generation/create-async", {
+        "template": "inpaint", "prompt": "x", "source_image": source, "inputs": {"mask": right}}, format="json")
+    assert response.status_code == 202, response.content
