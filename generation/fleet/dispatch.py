@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict, deque
-from datetime import datetime, timezone as dt_timezone
 from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
