@@ -27,7 +27,9 @@ from django.utils.translation import gettext_noop
 
 from models_catalog.inputs import UPLOAD_KINDS
 from models_catalog.models import ComfyBackend
-from models_catalog.services import backend_abandon_prompt, backend_mark, comfy_client, prompt_abandon
+from models_catalog.services import (
+    backend_abandon_prompt, backend_mark, backend_release_abandoned, comfy_client, prompt_abandon,
+)
 from models_catalog.templates import task_graph, template_fields
 
 from .. import transitions
@@ -287,6 +289,9 @@ class TaskRunner:
         socket = client.open_socket(task.client_id)
         self.last_contact = time.monotonic()
         try:
+            # Prompts Easel moved away from this backend while it was away go first, so a
+            # backend that resumes does not run them on for nothing.
+            backend_release_abandoned(backend=backend, client=client)
             known = self._known_to_backend(client, prompt_id)
             if known is not None:
                 self.log.info("prompt already on %s (%s)", backend.name,

@@ -26,7 +26,9 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(120)]
 
 
 @pytest.fixture
-def engines(transactional_db, make_engine, settings):
+def engines(transactional_db, make_engine, settings, no_cluster):
+    """Two demo engines with the catalog synced; no qcluster runs meanwhile (the job under
+    test runs here, and nothing else may take its task)."""
     from models_catalog.builtin import ensure_builtin_templates
     from models_catalog.models import Checkpoint, WorkflowTemplate
     from models_catalog.services import backend_ensure, catalog_sync
