@@ -46,6 +46,9 @@ class User(AbstractUser):
         default=0,
         help_text=_("Higher goes first when backends are busy (e.g. staff or paying users)."),
     )
+    # When the dispatcher last gave one of this user's tasks a backend: the fair queue's
+    # round-robin order, read in constant time (not from the user's whole history).
+    last_served_at = models.DateTimeField(_("last served"), null=True, blank=True, editable=False)
 
     objects = EaselUserManager()
 

@@ -6,6 +6,8 @@ does the work (see docs/architecture.md).
 """
 from __future__ import annotations
 
+import logging
+
 from models_catalog.services import backends_from_settings, backends_health_check, catalog_sync, prompt_abandon
 
 from .fleet.dispatch import dispatch
@@ -14,7 +16,9 @@ from .fleet.runner import task_run
 from .gallery.retention import retention_run as _retention_run
 from .ops.rollup import roll_up
 from .webhooks.delivery import webhook_deliver as _webhook_deliver, webhook_retry_due
-from .webhooks.services import webhook_enqueue_for_task
+from .webhooks.services import webhook_enqueue_for_task, webhooks_sweep
+
+logger = logging.getLogger(__name__)
 
 
 def generation_run(task_id: int) -> None:
@@ -52,13 +56,30 @@ def retention_run() -> dict:
 
 def studio_tick() -> None:
     """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch,
-    webhook retries, the dashboard's rollup."""
-    # COMFYUI_URLS may name backends nobody registered yet (web and workers started by hand).
-    backends_from_settings()
-    checked = backends_health_check()
-    # Keep each backend's checkpoints and other model files current (added or removed on the server).
-    catalog_sync(backends=[b for b in checked if b.is_online])
-    tasks_recover()
-    dispatch()
-    webhook_retry_due()
-    roll_up()
+    webhook retries and the sweep for missing ones, the dashboard's rollup.
+
+    Each step on its own: one that fails (a backend's odd answer, a database error) is
+    logged and the others still run.
+    """
+    checked: list = []
+
+    def health() -> None:
+        # COMFYUI_URLS may name backends nobody registered yet (web and workers started by hand).
+        backends_from_settings()
+        checked.extend(backends_health_check())
+
+    steps = (
+        ("backend health", health),
+        # Keep each backend's checkpoints and other model files current (added or removed on the server).
+        ("catalog sync", lambda: catalog_sync(backends=[b for b in checked if b.is_online])),
+        ("recovery", tasks_recover),
+        ("dispatch", dispatch),
+        ("webhook retries", webhook_retry_due),
+        ("webhook sweep", webhooks_sweep),
+        ("stats rollup", roll_up),
+    )
+    for name, step in steps:
+        try:
+            step()
+        except Exception:
+            logger.exception("studio tick: %s failed; the other steps still run", name)

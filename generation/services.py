@@ -348,7 +348,7 @@ def generation_enqueue() -> None:
     django-q2 job does it instead, and the schedule would anyway.
     """
     try:
-        dispatch(probe=False)
+        dispatch(probe=False, wait=False)
     except Exception:
         logger.exception("inline dispatch failed; leaving it to a job")
         enqueue("generation_dispatch")

@@ -65,6 +65,9 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
     was_online = backend.is_online
     try:
         stats = client.system_stats()
+        # Prompts Easel moved away while it was away go before anything else: a backend
+        # that resumes must not run them on for nothing.
+        backend_release_abandoned(backend=backend, client=client)
         queue = client.queue()
     except ComfyError as exc:
         ComfyBackend.objects.filter(pk=backend.pk).update(
@@ -86,7 +89,6 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
     )
     backend.is_online, backend.last_error, backend.comfyui_version, backend.is_demo = True, "", version, is_demo
     backend.devices, backend.queue_remaining, backend.last_checked_at = devices, waiting, now
-    backend_release_abandoned(backend=backend, client=client)
     if not was_online:
         logger.info("backend %s is back online", backend.name)
         catalog_sync(backends=[backend])

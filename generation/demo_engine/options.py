@@ -55,6 +55,8 @@ class Faults:
     ``step_delay`` / ``node_delay`` persist. The ``*_at_step`` faults are taken by the next run that starts
     (then cleared), and fire at that sampler step (1-based, like ComfyUI's ``progress.value``).
     ``reject_next_submit`` makes the next ``POST /prompt`` fail with ComfyUI's 500 text body, once.
+    ``hang_next_submit`` queues the next prompt as usual but answers its ``POST /prompt`` only after that many
+    seconds, once: the client sees a timeout for a prompt the server did queue.
     ``refuse_connections_for`` is an action, not a state: setting it closes the listening socket for that many
     seconds; reading it back gives the seconds still remaining (0 when listening).
     """
@@ -66,6 +68,7 @@ class Faults:
     die_at_step: int | None = None
     refuse_connections_for: float = 0.0
     reject_next_submit: bool = False
+    hang_next_submit: float = 0.0
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a JSON body of the same names; unknown names raise ``KeyError``, bad values ``ValueError``."""
@@ -73,7 +76,7 @@ class Faults:
         for name, value in values.items():
             if name not in types:
                 raise KeyError(name)
-            if name in ("step_delay", "node_delay", "refuse_connections_for"):
+            if name in ("step_delay", "node_delay", "refuse_connections_for", "hang_next_submit"):
                 value = max(0.0, float(value or 0))
             elif name == "reject_next_submit":
                 value = bool(value)

@@ -122,8 +122,12 @@ async def post_prompt(request: web.Request) -> web.Response:
         if isinstance(body, dict) and "prompt_id" in body:
             engine.count_submission(str(body["prompt_id"]))
         return _internal_error()
+    hang, engine.options.faults.hang_next_submit = engine.options.faults.hang_next_submit, 0.0
     try:
-        return await _accept_prompt(engine, body)
+        response = await _accept_prompt(engine, body)
+        if hang:
+            await asyncio.sleep(hang)  # queued already: only the answer is late
+        return response
     except Exception:  # noqa: BLE001 - a prompt that is not a dict of dicts crashes ComfyUI the same way
         # Debug level only: a parent process may never drain our stderr pipe.
         log.debug("POST /prompt failed", exc_info=True)

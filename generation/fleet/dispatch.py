@@ -22,10 +22,12 @@ from __future__ import annotations
 import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass
+from datetime import datetime, timezone as dt_timezone
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Count, Max
+from django.db.models import Count
 from django.utils import timezone
 
 from models_catalog.models import Checkpoint, ComfyBackend
@@ -42,6 +44,9 @@ logger = logging.getLogger(__name__)
 # How many waiting tasks one dispatch pass looks at. Enough to fill every backend many
 # times over; the next pass (after any task ends) sees the rest.
 SCAN_LIMIT = 2000
+# Before any time a user was served (a fixed instant: no date arithmetic that a 29
+# February could break).
+EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
 # How often dispatch may re-probe an offline backend.
 PROBE_INTERVAL_SECONDS = 5.0
 
@@ -55,17 +60,26 @@ class _Candidate:
     options: frozenset[int] = frozenset()
 
 
-def dispatch(*, probe: bool = True) -> list[int]:
+def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
     """Assign as many waiting tasks as the backends can take; enqueue their run jobs.
 
     With `probe`, offline backends not checked in the last few seconds are asked first
     whether they are back (only while tasks wait), so a returning backend gets work
-    without waiting for the schedule. Web requests dispatch without probing.
+    without waiting for the schedule. Web requests dispatch without probing, and
+    without `wait`: when another pass holds the lock they queue a dispatch job instead
+    of waiting behind it.
     """
     if probe:
         _probe_offline_backends()
     with transaction.atomic():
-        locks.transaction_lock(locks.DISPATCH)
+        if not wait:
+            if not locks.transaction_try_lock(locks.DISPATCH):
+                # Another pass runs now; a job runs one more after it, so this
+                # request's task is seen without the request waiting for the lock.
+                transaction.on_commit(lambda: enqueue("generation_dispatch"))
+                return []
+        else:
+            locks.transaction_lock(locks.DISPATCH)
         assignments = _plan()
         now = timezone.now()
         done: list[tuple[int, int]] = []
@@ -74,10 +88,22 @@ def dispatch(*, probe: bool = True) -> list[int]:
             if transitions.assign(task_id, backend_id=backend_id, now=now):
                 done.append((task_id, backend_id))
         if done:
-            transaction.on_commit(lambda: enqueue_runs([t for t, _b in done]))
+            users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
+            get_user_model().objects.filter(pk__in=set(users)).update(last_served_at=now)
+            if _queue_in_database():
+                # The ORM broker writes the jobs in this transaction: assigned and queued
+                # commit together, or neither does.
+                enqueue_runs([t for t, _b in done])
+            else:
+                transaction.on_commit(lambda: enqueue_runs([t for t, _b in done]))
     if done:
         logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
     return [t for t, _b in done]
+
+
+def _queue_in_database() -> bool:
+    """django-q2 keeps its queue in this very database (the ORM broker on "default")."""
+    return settings.Q_CLUSTER.get("orm") == "default"
 
 
 def _probe_offline_backends() -> None:
@@ -135,23 +161,19 @@ def _plan() -> list[tuple[int, int]]:
         queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, options(checkpoint_id, files)))
     users = {
         u["id"]: u
-        for u in get_user_model().objects.filter(pk__in=list(queues)).values("id", "priority", "max_concurrent_tasks")
+        for u in get_user_model().objects.filter(pk__in=list(queues)).values(
+            "id", "priority", "max_concurrent_tasks", "last_served_at")
     }
     in_flight = dict(
         GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False, user_id__in=list(queues))
         .values_list("user_id")
         .annotate(n=Count("id"))
     )
-    # Round-robin position: whoever was served longest ago (or never) goes first.
-    last_served = dict(
-        GenerationTask.objects.filter(user_id__in=list(queues), assigned_at__isnull=False)
-        .values_list("user_id")
-        .annotate(t=Max("assigned_at"))
-    )
-    epoch = timezone.now().replace(year=1970)
-
+    # Round-robin position: whoever was served longest ago (or never) goes first. Read
+    # from the user's row (kept by `dispatch`), not from the history, whatever its size.
     def order_key(user_id: int):
-        return (last_served.get(user_id) or epoch, queues[user_id][0].id)
+        served = users.get(user_id, {}).get("last_served_at")
+        return (served is not None, served or EPOCH, queues[user_id][0].id)
 
     tiers: dict[int, list[int]] = defaultdict(list)
     for user_id in queues:

@@ -18,3 +18,16 @@ def transaction_lock(key: int) -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
+
+
+def transaction_try_lock(key: int) -> bool:
+    """`transaction_lock` without waiting: False when another transaction holds `key`.
+
+    SQLite has no such lock: its IMMEDIATE transactions already run one at a time, so
+    this takes the turn (True) once the write lock is had.
+    """
+    if connection.vendor != "postgresql":
+        return True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [key])
+        return bool(cursor.fetchone()[0])

@@ -18,14 +18,18 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.utils import timezone
 from django.utils.translation import gettext_noop
 
 from models_catalog.inputs import UPLOAD_KINDS
 from models_catalog.models import ComfyBackend
-from models_catalog.services import backend_abandon_prompt, backend_mark, comfy_client, prompt_abandon
+from models_catalog.services import (
+    backend_abandon_prompt, backend_mark, backend_release_abandoned, comfy_client, prompt_abandon,
+)
 from models_catalog.templates import task_graph, template_fields
 
 from .. import transitions
@@ -43,7 +47,7 @@ from ..comfy import (
     is_transient,
 )
 from ..gallery.results import UnreadableImage, files_delete, result_store
-from ..models import GeneratedImage, GenerationTask, SourceImage, TaskPreview
+from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
 from .dispatch import dispatch
 from .log import task_log
@@ -285,6 +289,9 @@ class TaskRunner:
         socket = client.open_socket(task.client_id)
         self.last_contact = time.monotonic()
         try:
+            # Prompts Easel moved away from this backend while it was away go first, so a
+            # backend that resumes does not run them on for nothing.
+            backend_release_abandoned(backend=backend, client=client)
             known = self._known_to_backend(client, prompt_id)
             if known is not None:
                 self.log.info("prompt already on %s (%s)", backend.name,
@@ -292,6 +299,12 @@ class TaskRunner:
             else:
                 graph = self._graph(client)
                 self.submitted_to = backend
+                if not task.submitted_at:
+                    # The intent, before the POST: a POST that goes unanswered may still
+                    # have queued the prompt there, so from now on it counts as sent (the
+                    # backend is asked first, or the prompt abandoned on it), never as a
+                    # task that can go elsewhere under the same prompt_id.
+                    self.update(submitted_at=timezone.now())
                 try:
                     client.submit(prompt=graph, prompt_id=prompt_id, client_id=task.client_id)
                 except ComfyPromptRejected as exc:
@@ -330,13 +343,15 @@ class TaskRunner:
         """
         task = self.task
         prompt_id = str(task.prompt_id)
-        started = time.monotonic()
         last_heard = time.monotonic()
         missing = 0
         timeout = (task.template.execution_timeout if task.template else None) or settings.EASEL_EXECUTION_TIMEOUT
+        # From the first start, not from this connection: a backend that keeps dropping
+        # and coming back must not keep a task running for ever.
+        deadline = (task.started_at or timezone.now()) + timedelta(seconds=timeout)
         try:
             while not tracker.done:
-                if time.monotonic() - started > timeout:
+                if timezone.now() > deadline:
                     client.abandon(prompt_id)
                     raise TaskFailed("timeout", text(gettext_noop("Timed out after %(n)d s."), n=timeout))
                 self.heartbeat()
@@ -445,10 +460,17 @@ class TaskRunner:
             raise TaskFailed("bad_output", text(gettext_noop("The backend returned an unreadable image."))) from exc
 
     def _abandon(self) -> None:
-        """The task was deleted or cancelled: make sure its prompt stops on the backend."""
+        """This job no longer owns the task. Only when the task was deleted or cancelled,
+        or moved on under a new prompt, is its prompt stopped on the backend: a job that
+        stalled past its lease (a slow call, a database pause) finds another job
+        following the same prompt, and leaves it running."""
         task = self.task
         backend = self.submitted_to or (task.backend if task.submitted_at else None)
         if backend is None:
+            return
+        now = GenerationTask.objects.filter(pk=task.pk).values("status", "prompt_id", "lease_owner").first()
+        if now is not None and now["status"] in ACTIVE_STATUSES and now["prompt_id"] == task.prompt_id:
+            self.log.warning("lease lost to %s; the prompt runs on under it", now["lease_owner"] or "the queue")
             return
         prompt_abandon(backend_id=backend.pk, prompt_id=str(task.prompt_id))
         self.log.info("gone while running; prompt abandoned on %s", backend.name)

@@ -9,11 +9,14 @@ payload is the task exactly as the API shows it (`generation.representation`).
 from __future__ import annotations
 
 import json
+import logging
+from datetime import timedelta
 from urllib.parse import urljoin
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
@@ -21,6 +24,8 @@ from ..models import TERMINAL_STATUSES, GenerationTask, WebhookDelivery
 from ..queue import enqueue
 from ..representation import TaskSerializer
 from .targets import callback_url_validate
+
+logger = logging.getLogger(__name__)
 
 EVENTS = {status: f"task.{status}" for status in TERMINAL_STATUSES}
 
@@ -95,3 +100,34 @@ def webhook_default_set(*, token, url: str) -> None:
             raise ValidationError({"url": exc.messages}) from None
     token.webhook_url = url
     token.save(update_fields=["webhook_url"])
+
+
+# How far back the sweep looks for finished tasks without their webhook, and how long it
+# leaves the `generation_finished` job to create it first.
+SWEEP_WINDOW = timedelta(days=1)
+SWEEP_GRACE = timedelta(seconds=60)
+SWEEP_BATCH = 200
+
+
+def webhooks_sweep(*, now=None) -> int:
+    """Create the webhook of every task that ended with a callback URL but has none yet
+    (its `generation_finished` job was lost: a worker killed, a database connection cut).
+    Run by the tick; `webhook_enqueue_for_task` is idempotent. Returns how many it made."""
+    now = now or timezone.now()
+    sent = WebhookDelivery.objects.filter(task=OuterRef("pk"), created_at__gte=OuterRef("completed_at"))
+    missing = (
+        GenerationTask.objects.filter(
+            status__in=TERMINAL_STATUSES, completed_at__gte=now - SWEEP_WINDOW, completed_at__lt=now - SWEEP_GRACE,
+        )
+        .exclude(callback_url="")
+        .filter(~Exists(sent))
+        .order_by("completed_at")
+        .values_list("pk", flat=True)[:SWEEP_BATCH]
+    )
+    made = 0
+    for task_id in list(missing):
+        if webhook_enqueue_for_task(task_id=task_id) is not None:
+            made += 1
+    if made:
+        logger.info("webhook sweep: created %d missing webhook(s)", made)
+    return made

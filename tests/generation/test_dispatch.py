@@ -156,3 +156,77 @@ def test_queue_position_counts_waiting_tasks_ahead(fleet, make_user):
     tasks = [create(user) for _ in range(3)]
     dispatch(probe=False)
     assert [queue_position(task=t) for t in tasks] == [1, 2, 3]
+
+
+def test_dispatch_runs_on_the_29th_of_february(fleet, make_user, monkeypatch):
+    """Today's date once took part in the round-robin's arithmetic: on a 29 February
+    (next: 2028) it raised, and nothing was dispatched all day."""
+    from datetime import datetime, timezone as dt_timezone
+
+    from django.utils import timezone
+
+    leap_day = datetime(2028, 2, 29, 12, 0, tzinfo=dt_timezone.utc)
+    monkeypatch.setattr(timezone, "now", lambda: leap_day)
+    task = create(make_user())
+    assert dispatch(probe=False) == [task.pk]
+    assert task.user.__class__.objects.get(pk=task.user_id).last_served_at == leap_day
+
+
+def test_the_round_robin_reads_no_history(fleet, make_user):
+    """Who was served last is on the user's row: a pass costs the same queries and
+    orders users the same way whether a user has 3 or 300 finished tasks."""
+    heavy, light = make_user(max_concurrent_tasks=5, daily_image_quota=1000), make_user(max_concurrent_tasks=5)
+    for _ in range(300):
+        done = create(heavy)
+        GenerationTask.objects.filter(pk=done.pk).update(status=TaskStatus.COMPLETED)
+    dispatch(probe=False)  # nothing waits: the served marks stay as they are
+    first, second = create(heavy), create(light)
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    with CaptureQueriesContext(connection) as queries:
+        dispatch(probe=False)
+    # No query over the tasks' history (the old MAX(assigned_at) per user).
+    assert not [q["sql"] for q in queries.captured_queries if "MAX(" in q["sql"].upper()]
+    # Neither was served before (the finished ones were made complete by hand): the
+    # oldest waiting task goes first, then the other user.
+    assert {assigned(first), assigned(second)} == {"a", "b"}
+    heavy.refresh_from_db()
+    assert heavy.last_served_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_web_request_does_not_wait_for_a_running_dispatch(fleet, make_user, monkeypatch):
+    """With another pass holding the lock (PostgreSQL), a create's inline dispatch does not
+    queue behind it: it asks for one more pass by job and returns."""
+    import threading
+
+    from django.db import connection, connections, transaction
+
+    from generation.fleet import locks
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the try-lock is PostgreSQL's advisory lock; SQLite runs one transaction at a time")
+    queued = []
+    monkeypatch.setattr("generation.fleet.dispatch.enqueue", lambda job, *a, **k: queued.append(job))
+    holding, release = threading.Event(), threading.Event()
+
+    def hold():
+        with transaction.atomic():
+            locks.transaction_lock(locks.DISPATCH)
+            holding.set()
+            release.wait(10)
+        connections.close_all()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert holding.wait(10)
+        task = create(make_user())
+        assert dispatch(probe=False, wait=False) == []
+        assert "generation_dispatch" in queued
+        assert assigned(task) is None
+    finally:
+        release.set()
+        holder.join()
+    assert dispatch(probe=False) == [task.pk]

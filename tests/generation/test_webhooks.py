@@ -592,3 +592,51 @@ def test_the_token_default_url_is_used_for_tasks_created_with_it(
     GenerationTask.objects.filter(pk=task.pk).update(status=TaskStatus.COMPLETED, completed_at=timezone.now())
     webhook_deliver(_enqueue(task, django_capture_on_commit_callbacks).pk)
     assert len(receiver.requests) == 1
+
+
+# --- a lost finishing job -----------------------------------------------------------
+
+
+def test_the_sweep_creates_the_webhook_a_lost_finishing_job_never_made(
+    allow_private, receiver, queued, make_user, api_client_for, django_capture_on_commit_callbacks,
+):
+    """The webhook of a finished task is created by its `generation_finished` job; when
+    that job is lost (a killed worker, a cut connection), the tick's sweep makes it."""
+    from generation.webhooks.services import webhooks_sweep
+
+    user, _client, token = _user_with_token(make_user, api_client_for)
+    lost = _task(user, token, receiver.url)
+    GenerationTask.objects.filter(pk=lost.pk).update(completed_at=timezone.now() - timedelta(minutes=5))
+    sent = _task(user, token, receiver.url)
+    GenerationTask.objects.filter(pk=sent.pk).update(completed_at=timezone.now() - timedelta(minutes=5))
+    _enqueue(sent, django_capture_on_commit_callbacks)
+    just_now = _task(user, token, receiver.url)  # its own job may still be on the way
+    no_url = _task(user, token, "")
+    GenerationTask.objects.filter(pk=no_url.pk).update(completed_at=timezone.now() - timedelta(minutes=5))
+    with django_capture_on_commit_callbacks(execute=True):
+        assert webhooks_sweep() == 1
+    assert set(WebhookDelivery.objects.values_list("task_id", flat=True)) == {lost.pk, sent.pk}
+    assert not WebhookDelivery.objects.filter(task=just_now).exists()
+    # Idempotent: the next tick finds nothing missing.
+    assert webhooks_sweep() == 0
+
+
+def test_one_failing_step_of_the_tick_does_not_stop_the_others(monkeypatch, caplog):
+    from generation import jobs
+
+    ran = []
+    monkeypatch.setattr(jobs, "backends_from_settings", lambda: ran.append("settings"))
+    monkeypatch.setattr(jobs, "backends_health_check", lambda: [])
+    monkeypatch.setattr(jobs, "catalog_sync", lambda backends: ran.append("sync"))
+
+    def broken():
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(jobs, "tasks_recover", broken)
+    monkeypatch.setattr(jobs, "dispatch", lambda: ran.append("dispatch"))
+    monkeypatch.setattr(jobs, "webhook_retry_due", lambda: ran.append("retries"))
+    monkeypatch.setattr(jobs, "webhooks_sweep", lambda: ran.append("sweep"))
+    monkeypatch.setattr(jobs, "roll_up", lambda: ran.append("rollup"))
+    jobs.studio_tick()
+    assert ran == ["settings", "sync", "dispatch", "retries", "sweep", "rollup"]
+    assert "recovery failed" in caplog.text
