@@ -6,7 +6,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _, pgettext_lazy
 
 from .media_types import extension_for
 from .task_text import render, render_fields
@@ -220,7 +220,7 @@ class TaskRun(models.Model):
     """
 
     task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="runs", verbose_name=_("task"))
-    number = models.PositiveIntegerField(_("attempt"))
+    number = models.PositiveIntegerField(_("attempt number"))
     backend = models.ForeignKey(
         "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
         verbose_name=_("backend"),
@@ -247,8 +247,9 @@ class TaskRun(models.Model):
             # The open run is found by this index, whatever the length of the history.
             models.UniqueConstraint(fields=["task"], condition=models.Q(outcome="running"), name="taskrun_one_open"),
         ]
-        verbose_name = _("attempt")
-        verbose_name_plural = _("attempts")
+        # ("attempts" alone is already a webhook delivery's count.)
+        verbose_name = pgettext_lazy("task run", "attempt")
+        verbose_name_plural = pgettext_lazy("task run", "attempts")
 
     def __str__(self) -> str:
         return gettext("Attempt %(n)s on %(backend)s") % {"n": self.number, "backend": self.backend_label}

@@ -150,7 +150,7 @@ class TaskDetailSerializer(TaskSerializer):
     """One task with its attempts (`runs`, oldest first): the status endpoint's answer.
     Lists and webhooks keep the plain shape (no query per task for its runs)."""
 
-    runs = RunSerializer(many=True, read_only=True, help_text="Each attempt, oldest first.")
+    runs = RunSerializer(many=True, read_only=True)  # oldest first
 
     class Meta(TaskSerializer.Meta):
         fields = [*TaskSerializer.Meta.fields, "runs"]

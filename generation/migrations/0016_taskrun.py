@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
             name='TaskRun',
             fields=[
                 ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('number', models.PositiveIntegerField(verbose_name='attempt')),
+                ('number', models.PositiveIntegerField(verbose_name='attempt number')),
                 ('backend_name', models.CharField(blank=True, max_length=100, verbose_name='backend name')),
                 ('prompt_id', models.UUIDField(blank=True, null=True, verbose_name='ComfyUI prompt id')),
                 ('assigned_at', models.DateTimeField(verbose_name='assigned at')),
