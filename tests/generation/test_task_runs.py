@@ -202,9 +202,20 @@ def test_a_run_left_open_ends_as_retried_or_lost(task, backends):
 
 
 @pytest.mark.django_db
-def test_giving_up_waiting_ends_a_lost_run_and_records_none(task, backends):
+def test_giving_up_waiting_records_no_run_but_ends_one_whose_backend_was_deleted(task, backends, catalog):
     assert transitions.give_up_waiting(task.pk, code="backend_unreachable", message="gone")
-    assert runs(task) == []
+    assert runs(task) == []  # it never had a backend
+
+    stranded = GenerationTask.objects.create(
+        user=task.user, prompt="stranded", model_name="demo-sd15", checkpoint=catalog["checkpoint"],
+        width=64, height=64, steps=4, cfg=7, sampler="euler", scheduler="normal", seed=1,
+    )
+    transitions.assign(stranded.pk, backend_id=backends[0].pk)
+    backends[0].delete()  # the task is back to waiting, its run still open
+    assert transitions.give_up_waiting(stranded.pk, code="backend_unreachable", message="gone")
+    [run] = runs(stranded)
+    assert (run.outcome, run.ended_by, run.backend_name) == (RunOutcome.LOST, RunEnd.RECOVERY, "gpu-2")
+    assert run.summary == "Lost on gpu-2 (its backend was removed)."
 
 
 @pytest.mark.django_db
