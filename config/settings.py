@@ -289,7 +289,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
-    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "generation.models.TaskStatus"},
+    "ENUM_NAME_OVERRIDES": {"TaskStatusEnum": "generation.models.TaskStatus", "RunOutcomeEnum": "generation.models.RunOutcome",
+                            "RunEndEnum": "generation.models.RunEnd"},
 }
 from datetime import timedelta  # noqa: E402
 

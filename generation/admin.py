@@ -32,7 +32,7 @@ from django.utils.translation import gettext, gettext_lazy as _
 from models_catalog.models import Checkpoint
 
 from .errors import GenerationError, TaskStateError
-from .models import GeneratedImage, GenerationTask, WebhookDelivery
+from .models import GeneratedImage, GenerationTask, TaskRun, WebhookDelivery
 from .services import generation_cancel, generation_delete, generation_retry
 from .templatetags.easel_time import absolute
 
@@ -113,6 +113,42 @@ class GeneratedImageInline(admin.TabularInline):
         return False
 
 
+class TaskRunInline(admin.TabularInline):
+    """The task's attempts, oldest first: where it ran, how each one ended and why."""
+
+    model = TaskRun
+    extra = 0
+    can_delete = False
+    fields = ("number", "backend_shown", "summary_shown", "outcome", "ended_by", "error_code_shown",
+              "error_shown", "prompt_id", "assigned_at", "submitted_at", "started_at", "ended_at")
+    readonly_fields = fields
+    ordering = ("number",)
+
+    # The name kept on the run: it still reads right after the backend is deleted.
+    @admin.display(description=_("backend"))
+    def backend_shown(self, run):
+        return run.backend_label
+
+    @admin.display(description=_("what happened"))
+    def summary_shown(self, run):
+        return run.summary
+
+    @admin.display(description=_("error code"))
+    def error_code_shown(self, run):
+        return format_html("<code>{}</code>", run.error_code) if run.error_code else "-"
+
+    # Stored in English with its message id: staff read it in their own language.
+    @admin.display(description=_("error message"))
+    def error_shown(self, run):
+        return run.error_text or "-"
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(GenerationTask)
 class GenerationTaskAdmin(admin.ModelAdmin):
     # Owner and model sit under the prompt, the duration under the status and the date
@@ -145,7 +181,7 @@ class GenerationTaskAdmin(admin.ModelAdmin):
         owners = get_user_model().objects.filter(username__icontains=term).values("pk")
         return queryset.filter(Q(prompt__icontains=term) | Q(user_id__in=owners)), False
     list_per_page = 50
-    inlines = [GeneratedImageInline]
+    inlines = [TaskRunInline, GeneratedImageInline]
     actions = ["cancel_tasks", "retry_tasks"]
 
     class Media:

@@ -6,7 +6,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.utils import timezone
-from django.utils.translation import gettext, gettext_lazy as _
+from django.utils.translation import gettext, gettext_lazy as _, pgettext_lazy
 
 from .media_types import extension_for
 from .task_text import render, render_fields
@@ -181,6 +181,117 @@ class GenerationTask(models.Model):
         if not self.progress_max:
             return 0.0
         return min(1.0, self.progress_value / self.progress_max)
+
+
+class RunOutcome(models.TextChoices):
+    """How one attempt (a TaskRun) ended; `running` while it has not."""
+
+    RUNNING = "running", _("running")
+    COMPLETED = "completed", _("completed")  # the images are stored: the task completed
+    FAILED = "failed", _("failed")  # the backend or the run gave up with an error
+    TIMED_OUT = "timed_out", _("timed out")  # ran past its time limit
+    CANCELLED = "cancelled", _("cancelled")  # the owner or staff cancelled the task
+    MOVED = "moved", _("moved")  # its backend went away; the task went back to the queue
+    RETRIED = "retried", _("retried")  # still open when the owner retried the task
+    LOST = "lost", _("lost")  # Easel lost it (its backend was deleted under it)
+
+
+class RunEnd(models.TextChoices):
+    """What ended an attempt."""
+
+    COMPLETION = "completion", _("completion")
+    FAILURE = "failure", _("failure")
+    TIMEOUT = "timeout", _("time limit")
+    CANCEL = "cancel", _("cancellation")
+    HAND_BACK = "hand_back", _("hand-back")  # nothing sent yet; backend unreachable
+    FAIL_OVER = "fail_over", _("fail-over")  # submitted; backend away past the grace period
+    RETRY = "retry", _("retry")
+    RECOVERY = "recovery", _("recovery")  # found open when the task was given a new backend or gave up
+
+
+class TaskRun(models.Model):
+    """One attempt at a task: its time on one backend, from assignment until it ended.
+
+    A run starts when the dispatcher assigns the task to a backend (the moment the task
+    is bound to that backend, even if nothing gets submitted: a hand-back ends such a
+    run) and ends with the transition that takes the task off it (generation.transitions
+    writes both, in the transaction of the task's own update). At most one run of a task
+    is `running`. A task that waited and never got a backend has no run.
+    """
+
+    task = models.ForeignKey(GenerationTask, on_delete=models.CASCADE, related_name="runs", verbose_name=_("task"))
+    number = models.PositiveIntegerField(_("attempt number"))
+    backend = models.ForeignKey(
+        "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="runs",
+        verbose_name=_("backend"),
+    )
+    # Kept so the history still names the backend after it is deleted.
+    backend_name = models.CharField(_("backend name"), max_length=100, blank=True)
+    prompt_id = models.UUIDField(_("ComfyUI prompt id"), null=True, blank=True)
+    assigned_at = models.DateTimeField(_("assigned at"))
+    submitted_at = models.DateTimeField(_("submitted at"), null=True, blank=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    ended_at = models.DateTimeField(_("ended at"), null=True, blank=True)
+    outcome = models.CharField(_("outcome"), max_length=20, choices=RunOutcome.choices, default=RunOutcome.RUNNING)
+    ended_by = models.CharField(_("ended by"), max_length=20, choices=RunEnd.choices, blank=True)
+    error_code = models.CharField(_("error code"), max_length=50, blank=True)
+    # Why it ended when it did not complete (an error, or why it moved), kept like the
+    # task's own messages: English plus message id and parameters (generation.task_text).
+    error_message = models.TextField(_("error message"), blank=True)
+    error_params = models.JSONField(_("error message parameters"), default=dict, blank=True)
+
+    class Meta:
+        ordering = ["task_id", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["task", "number"], name="taskrun_task_number"),
+            # The open run is found by this index, whatever the length of the history.
+            models.UniqueConstraint(fields=["task"], condition=models.Q(outcome="running"), name="taskrun_one_open"),
+        ]
+        # ("attempts" alone is already a webhook delivery's count.)
+        verbose_name = pgettext_lazy("task run", "attempt")
+        verbose_name_plural = pgettext_lazy("task run", "attempts")
+
+    def __str__(self) -> str:
+        return gettext("Attempt %(n)s on %(backend)s") % {"n": self.number, "backend": self.backend_label}
+
+    @property
+    def backend_label(self) -> str:
+        return self.backend_name or (gettext("a removed backend"))
+
+    @property
+    def error_text(self) -> str:
+        """error_message in the active language."""
+        return render(self.error_params, self.error_message)
+
+    @property
+    def summary(self) -> str:
+        """The attempt in plain words, in the active language ("Ran on gpu-2, moved after
+        gpu-2 went away.")."""
+        name = {"backend": self.backend_label}
+        if self.outcome == RunOutcome.RUNNING:
+            if self.started_at:
+                return gettext("Running on %(backend)s.") % name
+            return gettext("Assigned to %(backend)s, not started yet.") % name
+        if self.outcome == RunOutcome.COMPLETED:
+            return gettext("Finished on %(backend)s.") % name
+        if self.outcome == RunOutcome.FAILED:
+            error = self.error_text
+            if error:
+                return gettext("Failed on %(backend)s: %(error)s") % {**name, "error": error}
+            return gettext("Failed on %(backend)s.") % name
+        if self.outcome == RunOutcome.TIMED_OUT:
+            return gettext("Ran out of time on %(backend)s.") % name
+        if self.outcome == RunOutcome.CANCELLED:
+            if self.started_at:
+                return gettext("Cancelled while running on %(backend)s.") % name
+            return gettext("Cancelled while waiting for %(backend)s.") % name
+        if self.outcome == RunOutcome.MOVED:
+            if self.ended_by == RunEnd.HAND_BACK:
+                return gettext("Waited for %(backend)s, moved because it could not be reached.") % name
+            return gettext("Ran on %(backend)s, moved after %(backend)s went away.") % name
+        if self.outcome == RunOutcome.RETRIED:
+            return gettext("Ended on %(backend)s when the task was retried.") % name
+        return gettext("Lost on %(backend)s (its backend was removed).") % name
 
 
 def _image_path(instance: "GeneratedImage", filename: str) -> str:

@@ -9,7 +9,7 @@ from django.urls import reverse
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from .models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus
+from .models import GeneratedImage, GenerationTask, RunEnd, RunOutcome, TaskPreview, TaskRun, TaskStatus
 
 
 def _absolute(request, path: str) -> str:
@@ -122,3 +122,38 @@ class TaskSerializer(serializers.ModelSerializer):
             return []
         # Uses the prefetch when the list selector made one.
         return sorted(task.images.all(), key=lambda i: i.index)
+
+
+class RunSerializer(serializers.ModelSerializer):
+    """One attempt at the task: its time on one backend and how it ended."""
+
+    number = serializers.IntegerField(read_only=True, help_text="1 for the first attempt, then 2, 3…")
+    backend = serializers.CharField(source="backend_name", read_only=True,
+                                    help_text="The backend's name (kept after the backend is removed).")
+    outcome = serializers.ChoiceField(
+        choices=RunOutcome.choices, read_only=True,
+        help_text="`running` until it ends; `moved`: its backend went away and the task went back to the queue.",
+    )
+    ended_by = serializers.ChoiceField(choices=[("", "")] + list(RunEnd.choices), read_only=True,
+                                       help_text="What ended it; empty while running.")
+    error = serializers.SerializerMethodField(
+        help_text="Why it failed or moved, in the request's language; null if nothing to say.")
+
+    class Meta:
+        model = TaskRun
+        fields = ["number", "backend", "submitted_at", "started_at", "ended_at", "outcome", "ended_by", "error"]
+        read_only_fields = fields
+
+    def get_error(self, run) -> str | None:
+        return run.error_text or None
+
+
+class TaskDetailSerializer(TaskSerializer):
+    """One task with its attempts (`runs`, oldest first): the status endpoint's answer.
+    Lists and webhooks keep the plain shape (no query per task for its runs)."""
+
+    runs = RunSerializer(many=True, read_only=True)  # oldest first
+
+    class Meta(TaskSerializer.Meta):
+        fields = [*TaskSerializer.Meta.fields, "runs"]
+        read_only_fields = fields

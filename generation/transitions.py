@@ -13,6 +13,19 @@ did, the task object passed in carries the new values. Nothing else writes `stat
 
 A task that reaches a final state gets its preview dropped and, once committed, the
 `generation_finished` job (webhooks, freed capacity) queued: every ending does both.
+
+Every attempt is recorded as a TaskRun, here and nowhere else, in the transaction of the
+task's own update, whatever machinery drives the runs:
+- `assign` opens run n+1 on the backend (a run is the task's stay on one backend, so a
+  hand-back before anything was sent is an attempt too);
+- `start` stamps it submitted/started (the first time only: a job taking over a stale
+  lease follows the same prompt on the same backend, so the run goes on);
+- complete → completed, fail → failed (timed_out for a time limit), cancel → cancelled,
+  hand_back / fail_over → moved, retry → retried (only a run still open: a failed or
+  cancelled task's run ended with it), give_up_waiting or a new assignment finding a run
+  still open (its backend was deleted under it) → lost, by recovery.
+Each is one or two statements on the open run, found through a unique partial index:
+the cost does not grow with the task's history.
 """
 from __future__ import annotations
 
@@ -21,10 +34,20 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, F, JSONField, Q, When
+from django.db.models import Case, DateTimeField, F, JSONField, Q, Value, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import ACTIVE_STATUSES, GenerationTask, TaskPreview, TaskStatus, new_client_id
+from .models import (
+    ACTIVE_STATUSES,
+    GenerationTask,
+    RunEnd,
+    RunOutcome,
+    TaskPreview,
+    TaskRun,
+    TaskStatus,
+    new_client_id,
+)
 from .queue import enqueue
 from .task_text import Text, field_messages, message_fields
 
@@ -70,6 +93,37 @@ def owned_by(task: TaskRef, owner: str):
     return GenerationTask.objects.filter(pk=_pk(task), lease_owner=owner, status__in=ACTIVE_STATUSES)
 
 
+def _open_run(task: TaskRef):
+    return TaskRun.objects.filter(task_id=_pk(task), outcome=RunOutcome.RUNNING)
+
+
+def _run_start(task: TaskRef, now: datetime) -> None:
+    """The task was just assigned: its next attempt begins on that backend."""
+    row = GenerationTask.objects.filter(pk=_pk(task)).values("prompt_id", "backend_id", "backend__name").get()
+    last = TaskRun.objects.filter(task_id=_pk(task)).order_by("-number").values("pk", "number", "outcome").first()
+    if last and last["outcome"] == RunOutcome.RUNNING:
+        # Left open: its backend was deleted under it (SET_NULL) and the task queued again.
+        TaskRun.objects.filter(pk=last["pk"]).update(
+            outcome=RunOutcome.LOST, ended_by=RunEnd.RECOVERY, ended_at=now)
+    TaskRun.objects.create(
+        task_id=_pk(task), number=(last["number"] if last else 0) + 1, backend_id=row["backend_id"],
+        backend_name=row["backend__name"] or "", prompt_id=row["prompt_id"], assigned_at=now,
+    )
+
+
+def _run_end(task: TaskRef, outcome: str, ended_by: str, *, now: datetime | None = None,
+             code: str = "", error: Text | str = "") -> None:
+    """The task's open attempt (if any) ends this way."""
+    _open_run(task).update(
+        outcome=outcome, ended_by=ended_by, ended_at=now or timezone.now(), error_code=code,
+        **message_fields("error", error),
+    )
+
+
+# How a failure's code ends its attempt (anything else is a plain failure).
+_FAILURE_ENDINGS = {"timeout": (RunOutcome.TIMED_OUT, RunEnd.TIMEOUT)}
+
+
 def _ended(task: TaskRef) -> None:
     """A task reached a final state: its live preview goes, and once the transaction
     commits the `generation_finished` job sends its webhook and lets dispatch use the slot."""
@@ -83,9 +137,13 @@ def _ended(task: TaskRef) -> None:
 
 def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bool:
     """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays cancelled)."""
+    now = now or timezone.now()
     qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
-    return _apply(task, qs, {"backend_id": backend_id, "assigned_at": now or timezone.now(),
-                             **message_fields("status", "")})
+    with transaction.atomic():
+        done = _apply(task, qs, {"backend_id": backend_id, "assigned_at": now, **message_fields("status", "")})
+        if done:
+            _run_start(task, now)
+    return done
 
 
 def claim(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
@@ -109,14 +167,20 @@ def release(task: TaskRef, *, owner: str) -> bool:
 def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> bool:
     """The backend has the prompt (just submitted, or found already there): processing."""
     now = now or timezone.now()
-    return _apply(task, owned_by(task, owner), {
-        "status": TaskStatus.PROCESSING,
-        "submitted_at": task.submitted_at or now,
-        "started_at": task.started_at or now,
-        **message_fields("status", ""),
-        "waiting_since": None,
-        "lease_until": lease_until(now),
-    })
+    with transaction.atomic():
+        done = _apply(task, owned_by(task, owner), {
+            "status": TaskStatus.PROCESSING,
+            "submitted_at": task.submitted_at or now,
+            "started_at": task.started_at or now,
+            **message_fields("status", ""),
+            "waiting_since": None,
+            "lease_until": lease_until(now),
+        })
+        if done:
+            # (The task keeps its first start across fail-overs; each run has its own.)
+            at = Value(now, output_field=DateTimeField())
+            _open_run(task).update(submitted_at=Coalesce("submitted_at", at), started_at=Coalesce("started_at", at))
+    return done
 
 
 def complete(
@@ -128,18 +192,21 @@ def complete(
     requested size, which an img2img workflow ignores (its result has the source's size),
     so the task page, history, API and admin all show the size of what was made.
     """
+    now = now or timezone.now()
     values = {
         "status": TaskStatus.COMPLETED,
         "progress_value": F("progress_max"),
         **message_fields("status", ""),
-        "completed_at": now or timezone.now(),
+        "completed_at": now,
         **_NO_LEASE,
     }
     if size is not None:
         values["width"], values["height"] = size
-    done = _apply(task, owned_by(task, owner), values)
-    if done:
-        _ended(task)
+    with transaction.atomic():
+        done = _apply(task, owned_by(task, owner), values)
+        if done:
+            _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
+            _ended(task)
     return done
 
 
@@ -162,10 +229,14 @@ def _failed(code: str, message: Text | str, fields: dict | None, now: datetime |
 
 def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: dict | None = None) -> bool:
     """The job running the task gives up on it, with a reason for its owner."""
-    done = _apply(task, owned_by(task, owner), _failed(code, message, fields, None))
-    if done:
-        _ended(task)
-    else:
+    with transaction.atomic():
+        values = _failed(code, message, fields, None)
+        done = _apply(task, owned_by(task, owner), values)
+        if done:
+            outcome, ended_by = _FAILURE_ENDINGS.get(code, (RunOutcome.FAILED, RunEnd.FAILURE))
+            _run_end(task, outcome, ended_by, now=values["completed_at"], code=code, error=message)
+            _ended(task)
+    if not done:
         # Not ours any more; a preview left by this job must not outlive it.
         TaskPreview.objects.filter(task_id=_pk(task), task__status__in=RETRYABLE_STATUSES).delete()
     return done
@@ -174,37 +245,47 @@ def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: d
 def give_up_waiting(task: TaskRef, *, code: str, message: Text | str) -> bool:
     """A task waited in Easel's queue, with no backend, longer than it may."""
     qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
-    done = _apply(task, qs, _failed(code, message, None, None))
-    if done:
-        _ended(task)
+    with transaction.atomic():
+        values = _failed(code, message, None, None)
+        done = _apply(task, qs, values)
+        if done:
+            # Its runs ended when it left each backend; one still open lost its backend.
+            _run_end(task, RunOutcome.LOST, RunEnd.RECOVERY, now=values["completed_at"])
+            _ended(task)
     return done
 
 
 def hand_back(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
     """Nothing was sent to the backend yet and it is unreachable: back to the queue."""
-    return _apply(task, owned_by(task, owner), {
-        "status": TaskStatus.PENDING,
-        **_UNASSIGNED,
-        **message_fields("status", reason),
-        "waiting_since": task.waiting_since or timezone.now(),
-        **_NO_LEASE,
-    })
+    with transaction.atomic():
+        done = _apply(task, owned_by(task, owner), {
+            "status": TaskStatus.PENDING,
+            **_UNASSIGNED,
+            **message_fields("status", reason),
+            "waiting_since": task.waiting_since or timezone.now(),
+            **_NO_LEASE,
+        })
+        if done:
+            _run_end(task, RunOutcome.MOVED, RunEnd.HAND_BACK, error=reason)
+    return done
 
 
 def fail_over(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
     """A submitted task's backend stayed away past the grace period: back to the queue
     under a new prompt id (the caller remembers the old prompt to take it off that backend)."""
-    done = _apply(task, owned_by(task, owner), {
-        "status": TaskStatus.PENDING,
-        **_UNASSIGNED,
-        **_fresh_prompt(),
-        **_NO_PROGRESS,
-        **message_fields("status", reason),
-        "waiting_since": task.waiting_since or timezone.now(),
-        **_NO_LEASE,
-    })
-    if done:
-        TaskPreview.objects.filter(task_id=_pk(task)).delete()
+    with transaction.atomic():
+        done = _apply(task, owned_by(task, owner), {
+            "status": TaskStatus.PENDING,
+            **_UNASSIGNED,
+            **_fresh_prompt(),
+            **_NO_PROGRESS,
+            **message_fields("status", reason),
+            "waiting_since": task.waiting_since or timezone.now(),
+            **_NO_LEASE,
+        })
+        if done:
+            _run_end(task, RunOutcome.MOVED, RunEnd.FAIL_OVER, error=reason)
+            TaskPreview.objects.filter(task_id=_pk(task)).delete()
     return done
 
 
@@ -214,14 +295,17 @@ def fail_over(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
 def cancel(task: TaskRef) -> bool:
     """The owner (or staff) stops an unfinished task, wherever it is."""
     qs = GenerationTask.objects.filter(pk=_pk(task), status__in=ACTIVE_STATUSES)
-    done = _apply(task, qs, {
-        "status": TaskStatus.CANCELLED,
-        "completed_at": timezone.now(),
-        **message_fields("status", ""),
-        **_NO_LEASE,
-    })
-    if done:
-        _ended(task)
+    now = timezone.now()
+    with transaction.atomic():
+        done = _apply(task, qs, {
+            "status": TaskStatus.CANCELLED,
+            "completed_at": now,
+            **message_fields("status", ""),
+            **_NO_LEASE,
+        })
+        if done:
+            _run_end(task, RunOutcome.CANCELLED, RunEnd.CANCEL, now=now)
+            _ended(task)
     return done
 
 
@@ -233,13 +317,24 @@ def retry(task: TaskRef) -> bool:
     """
     qs = GenerationTask.objects.filter(pk=_pk(task), status__in=RETRYABLE_STATUSES)
     no_error = Q(error_message="")
+    now = timezone.now()
+    with transaction.atomic():
+        # Its run normally ended with the failure or the cancel; one still open ends here,
+        # before the task is queued again (the next assignment opens the next run).
+        if _retry(task, qs, no_error, now):
+            _run_end(task, RunOutcome.RETRIED, RunEnd.RETRY, now=now)
+            return True
+    return False
+
+
+def _retry(task: TaskRef, qs, no_error: Q, now: datetime) -> bool:
     return _apply(task, qs, {
         "previous_error_message": Case(When(no_error, then=F("previous_error_message")), default=F("error_message")),
         "previous_error_params": Case(
             When(no_error, then=F("previous_error_params")), default=F("error_params"), output_field=JSONField()
         ),
         "status": TaskStatus.PENDING,
-        "queued_at": timezone.now(),
+        "queued_at": now,
         **_fresh_prompt(),
         **_UNASSIGNED,
         "started_at": None,

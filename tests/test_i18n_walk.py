@@ -236,6 +236,14 @@ def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
     cancelled = task("a cancelled sketch")
     transitions.cancel(cancelled)
 
+    # A task moved off a backend that went away and finished on another: two attempts.
+    moved = on_backend(task("a moved harbour at night"), gpu)
+    transitions.fail_over(moved.task, owner=moved.owner,
+                          reason=text("Backend %(name)s went away; moved back to the queue.", name=gpu.name))
+    moved = on_backend(GenerationTask.objects.get(pk=moved.task.pk), demo)
+    result_store(task=moved.task, index=0, data=_png("navy"))
+    transitions.complete(moved.task, owner=moved.owner)
+
     upload = source_image_create(
         user=mei, file=SimpleUploadedFile(written("holiday-photo.png"), _png("orange"), "image/png"),
         name="holiday-photo.png",
@@ -308,7 +316,7 @@ def studio(settings, monkeypatch, tmp_path, operator_group, no_cluster):
     return {
         "boss": boss, "mei": mei, "jun": jun, "operator": operator, "tasks": {
             "queued": queued, "waiting": waiting, "running": running.task, "completed": done.task,
-            "failed": broken.task, "timeout": timed_out.task, "retried": retried.task, "cancelled": cancelled,
+            "failed": broken.task, "timeout": timed_out.task, "retried": retried.task, "cancelled": cancelled, "moved": moved.task,
             "img2img": img2img, "other": other, **rejected_tasks,
         },
         "images": images, "share_token": share_token, "upload": upload, "backends": [demo, gpu, offline],
@@ -391,7 +399,7 @@ def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypat
     # What each task's page must show, so the walk knows the task is in the state it meant.
     shows = {"failed": "LoadImage（节点 1）出错：", "timeout": "已超时（1200 秒）。", "retried": "上一次尝试失败：",
              "running": "第 5 步，共 8 步", "completed": "公开链接", "rejected": "步数不能小于 1",
-             "broken graph": "VAEDecode（节点 8）的输入“vae”："}
+             "broken graph": "VAEDecode（节点 8）的输入“vae”：", "moved": "gpu-east 失联后已转移。"}
     for name, task in tasks.items():
         if name != "other":
             walk.check(f"task {name}", read(mei, f"/tasks/{task.pk}/"), shows=shows.get(name, ""))

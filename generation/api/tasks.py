@@ -27,7 +27,7 @@ from config.bounds import ID_MIN, INT64_MAX
 
 from ..limits import SAMPLERS, SCHEDULERS, SIZE_MULTIPLE, prompt_max_length, ranges
 from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
-from ..representation import ImageSerializer, TaskSerializer
+from ..representation import ImageSerializer, TaskDetailSerializer, TaskSerializer
 from ..selectors import generation_get
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
 from .schema import LOCATION, QUOTA_429, TASK_ID
@@ -223,11 +223,13 @@ class GenerationCreateAsyncApi(APIView):
 
 
 class GenerationStatusApi(APIView):
-    @extend_schema(operation_id="generation_status", summary="A task", parameters=[TASK_ID],
-                   responses={200: TaskSerializer}, tags=["generation"])
+    @extend_schema(operation_id="generation_status", summary="A task",
+                   description="The task, with `runs`: each attempt on a backend (a task moved off a backend "
+                               "that went away, or retried, has several).",
+                   parameters=[TASK_ID], responses={200: TaskDetailSerializer}, tags=["generation"])
     def get(self, request, task_id: int):
         task = generation_get(user=request.user, task_id=task_id)
-        return Response(TaskSerializer(task, context={"request": request}).data)
+        return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
 
 class ResultSerializer(serializers.Serializer):

@@ -23,7 +23,7 @@ from ..gallery.selectors import result_image_get_own
 from ..gallery.sharing import task_share, task_unshare
 from ..gallery.uploads import source_image_from_result
 from ..gallery.zips import images_zip_response
-from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
+from ..models import ACTIVE_STATUSES, GenerationTask, RunOutcome, TaskRun, TaskStatus
 from ..selectors import generation_get
 from ..services import generation_cancel, generation_create, generation_delete, generation_retry
 from .status import live_status, service_health
@@ -154,6 +154,7 @@ def task_detail(request, task_id: int):
         "live": live_status(task, position) if active else None,
         "preview_size": _preview_size(task),
         "generation_time": generation_time(task),
+        "runs": _attempts(task),
         "settings_query": settings_query(task),
         # One click from a result to a tool that acts on it (when staff keep that tool on).
         "tools": _result_tools(task) if owner and images else {},
@@ -171,6 +172,16 @@ def task_detail(request, task_id: int):
         },
     }
     return render(request, "generation/task_detail.html", context)
+
+
+def _attempts(task: GenerationTask) -> list[TaskRun]:
+    """The task's attempts when they tell more than its status does: there were several,
+    or one ended without completing (moved, failed, cancelled…)."""
+    runs = list(task.runs.all())  # oldest first
+    quiet = (RunOutcome.COMPLETED, RunOutcome.RUNNING)
+    if len(runs) > 1 or any(run.outcome not in quiet for run in runs):
+        return runs
+    return []
 
 
 def _preview_size(task: GenerationTask) -> tuple[int, int]:
