@@ -332,6 +332,12 @@ EASEL_CREATE_WAIT_SLOTS = env_int("EASEL_CREATE_WAIT_SLOTS", max(1, env_int("GUN
 EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # A job holds a task for this long without renewing before another may take it over.
 EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
+# The pumps (generation.fleet.pump): how many django-q2 jobs follow the prompts (each one
+# any number of them, up to EASEL_PUMP_SLOTS at once), and how long one runs before it
+# hands over to the next (well below the cluster's timeout).
+EASEL_PUMPS = env_int("EASEL_PUMPS", 1)
+EASEL_PUMP_SLOTS = env_int("EASEL_PUMP_SLOTS", 200)
+EASEL_PUMP_SECONDS = env_int("EASEL_PUMP_SECONDS", 300)
 EASEL_MAX_PROMPT_LENGTH = env_int("EASEL_MAX_PROMPT_LENGTH", 2000)
 EASEL_MIN_SIZE = env_int("EASEL_MIN_SIZE", 64)
 EASEL_MAX_SIZE = env_int("EASEL_MAX_SIZE", 2048)
@@ -364,14 +370,13 @@ EASEL_PUBLIC_URL = os.environ.get("EASEL_PUBLIC_URL", "")
 Q_CLUSTER = {
     "name": "easel",
     "orm": "default",
-    # A run job holds a worker while its generation runs: at least (backends x tasks
-    # in flight per backend) + 1 for dispatch, health checks and webhooks.
+    # The pumps (EASEL_PUMPS workers) plus a few for short jobs (dispatch, health
+    # checks, webhooks): not one per backend, whatever the size of the fleet.
     "workers": env_int("Q_WORKERS", 4),
-    # A job may follow one generation for EASEL_EXECUTION_TIMEOUT plus the wait for an
-    # unreachable backend; `retry` must stay above `timeout` so a running job is never
-    # handed to a second worker while the first still owns it.
-    "timeout": EASEL_EXECUTION_TIMEOUT + int(EASEL_BACKEND_UNREACHABLE_TIMEOUT) + 120,
-    "retry": EASEL_EXECUTION_TIMEOUT + int(EASEL_BACKEND_UNREACHABLE_TIMEOUT) + 300,
+    # The longest job is a pump (EASEL_PUMP_SECONDS, then its hand-over); `retry` stays
+    # above `timeout` so a running job is never handed to a second worker meanwhile.
+    "timeout": EASEL_PUMP_SECONDS + 120,
+    "retry": EASEL_PUMP_SECONDS + 300,
     "max_attempts": 3,
     "ack_failures": True,
     "save_limit": 1000,

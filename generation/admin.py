@@ -36,7 +36,6 @@ from .models import GeneratedImage, GenerationTask, TaskRun, WebhookDelivery
 from .services import generation_cancel, generation_delete, generation_retry
 from .templatetags.easel_time import absolute
 
-
 # The admin's name in its header and every page title, in the reader's language. Set on
 # the default site, which the root URLconf serves.
 admin.site.site_header = _("Easel administration")

@@ -11,6 +11,7 @@ import logging
 from models_catalog.services import backends_from_settings, backends_health_check, catalog_sync, prompt_abandon
 
 from .fleet.dispatch import dispatch
+from .fleet.pump import pump_run as _pump_run, pumps_ensure
 from .fleet.recovery import tasks_recover
 from .fleet.runner import task_run
 from .gallery.retention import retention_run as _retention_run
@@ -22,7 +23,12 @@ logger = logging.getLogger(__name__)
 
 
 def generation_run(task_id: int) -> None:
+    # Jobs of one prompt each, queued before the pump: still run what they name.
     task_run(task_id=task_id)
+
+
+def pump_run(pump_id: int) -> None:
+    _pump_run(pump_id=pump_id)
 
 
 def generation_abandon(backend_id: int, prompt_id: str) -> None:
@@ -55,7 +61,7 @@ def retention_run() -> dict:
 
 
 def studio_tick() -> None:
-    """The periodic housekeeping (a django-q2 schedule): backend health, recovery, dispatch,
+    """The periodic housekeeping (a django-q2 schedule): backend health, the pumps, recovery, dispatch,
     webhook retries and the sweep for missing ones, the dashboard's rollup.
 
     Each step on its own: one that fails (a backend's odd answer, a database error) is
@@ -72,6 +78,7 @@ def studio_tick() -> None:
         ("backend health", health),
         # Keep each backend's checkpoints and other model files current (added or removed on the server).
         ("catalog sync", lambda: catalog_sync(backends=[b for b in checked if b.is_online])),
+        ("pumps", pumps_ensure),
         ("recovery", tasks_recover),
         ("dispatch", dispatch),
         ("webhook retries", webhook_retry_due),

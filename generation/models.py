@@ -482,3 +482,27 @@ class RollupMark(models.Model):
     class Meta:
         verbose_name = _("rollup progress")
         verbose_name_plural = _("rollup progress")
+
+
+class Pump(models.Model):
+    """A pump job: one django-q2 job that follows many prompts at once (generation.fleet.pump).
+
+    The row is made when the job is queued and beats while it runs; a row whose beat
+    is older than a few seconds is a pump that died (or never started), and another
+    is queued in its place. The studio's health, dashboard and doctor read these rows.
+    """
+
+    host = models.CharField(_("host"), max_length=200, blank=True)
+    pid = models.PositiveIntegerField(_("process id"), null=True, blank=True)
+    queued_at = models.DateTimeField(_("queued at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    heartbeat_at = models.DateTimeField(_("last heartbeat"))
+    running = models.PositiveIntegerField(_("prompts followed"), default=0)
+
+    class Meta:
+        ordering = ["queued_at", "id"]
+        verbose_name = _("pump")
+        verbose_name_plural = _("pumps")
+
+    def __str__(self) -> str:
+        return f"pump {self.pk} ({self.host or '-'}:{self.pid or '-'})"

@@ -12,8 +12,8 @@ Pending tasks wait in the database (so the queue survives restarts of every proc
 - without piling up: each backend holds at most `max_in_flight` tasks (one running plus
   one waiting in ComfyUI's own queue keeps it busy between prompts).
 
-A task is "assigned" when it gets a backend (`backend` set, still `pending`); the run
-job then submits it and it becomes `processing`. Dispatch runs in one transaction
+A task is "assigned" when it gets a backend (`backend` set, still `pending`); a pump
+(generation.fleet.pump) then claims it, submits it and it becomes `processing`. Dispatch runs in one transaction
 behind a lock, so two workers dispatching at once cannot overfill a backend or hand
 out a task twice; the run job's claim is a second guard.
 """
@@ -24,7 +24,6 @@ from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.db.models import Count
@@ -61,7 +60,7 @@ class _Candidate:
 
 
 def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
-    """Assign as many waiting tasks as the backends can take; enqueue their run jobs.
+    """Assign as many waiting tasks as the backends can take; a pump runs them.
 
     With `probe`, offline backends not checked in the last few seconds are asked first
     whether they are back (only while tasks wait), so a returning backend gets work
@@ -90,32 +89,27 @@ def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
         if done:
             users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
             get_user_model().objects.filter(pk__in=set(users)).update(last_served_at=now)
-            if _queue_in_database():
-                # The ORM broker writes the jobs in this transaction: assigned and queued
-                # commit together, or neither does.
-                enqueue_runs([t for t, _b in done])
-            else:
-                transaction.on_commit(lambda: enqueue_runs([t for t, _b in done]))
+    if done:
+        # A pump claims assigned tasks within a poll; make sure one runs.
+        ensure_pumps()
     if done:
         logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
     return [t for t, _b in done]
 
 
-def _queue_in_database() -> bool:
-    """django-q2 keeps its queue in this very database (the ORM broker on "default")."""
-    return settings.Q_CLUSTER.get("orm") == "default"
+def ensure_pumps() -> None:
+    from .pump import pumps_ensure  # the pump runs jobs that dispatch again: imported when used
+
+    try:
+        pumps_ensure()
+    except Exception:  # the tick ensures them too; an assignment is never undone for it
+        logger.exception("could not ensure the pumps")
 
 
 def _probe_offline_backends() -> None:
     waiting = GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
     if waiting:
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
-
-
-def enqueue_runs(task_ids: list[int]) -> None:
-    """Queue the run job of each task (the job's claim keeps each task to one runner)."""
-    for task_id in task_ids:
-        enqueue("generation_run", task_id, task_name=f"generation-{task_id}")
 
 
 def _plan() -> list[tuple[int, int]]:

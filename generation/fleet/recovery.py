@@ -1,7 +1,9 @@
 """Recovery: tasks no job follows any more, and tasks that waited too long.
 
-Run every minute by the studio tick. Harmless when nothing is stuck: the run job's
-claim keeps each task to one runner.
+Run every minute by the studio tick. A task whose lease ran out (its pump died) needs
+no job of its own: any live pump claims it (generation.fleet.pump), so recovery only
+makes sure pumps run. Harmless when nothing is stuck: the claim keeps each task to
+one runner.
 """
 from __future__ import annotations
 
@@ -16,27 +18,26 @@ from django.utils.translation import gettext_noop
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
 from ..task_text import text
-from .dispatch import enqueue_runs
+from .dispatch import ensure_pumps
 
 logger = logging.getLogger(__name__)
 
-# An assigned task without a lease gets this long for its job to start before it is re-enqueued.
-UNCLAIMED_GRACE = timedelta(minutes=10)
+# An assigned task without a lease gets this long for a pump to claim it before recovery speaks of it.
+UNCLAIMED_GRACE = timedelta(minutes=1)
 BATCH = 500
 
 
 def tasks_recover() -> int:
-    """Re-enqueue assigned tasks that no job holds (a worker died, a job was lost), and
-    fail tasks that waited too long for an unreachable backend. Returns how many were
-    re-enqueued."""
+    """Make sure pumps run while assigned tasks have no live owner (a pump or worker
+    died: they are claimed again), and fail tasks that waited too long for an
+    unreachable backend. Returns how many tasks were without an owner."""
     now = timezone.now()
     stale = GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False).filter(
         Q(lease_until__lt=now) | Q(lease_until__isnull=True, assigned_at__lt=now - UNCLAIMED_GRACE)
-    )
-    ids = list(stale.order_by("created_at").values_list("pk", flat=True)[:BATCH])
-    enqueue_runs(ids)
-    if ids:
-        logger.info("re-enqueued %d stale task(s)", len(ids))
+    ).count()
+    if stale:
+        logger.info("%d task(s) without a live owner; a pump takes them", stale)
+        ensure_pumps()
 
     limit = settings.EASEL_BACKEND_UNREACHABLE_TIMEOUT
     waited_too_long = GenerationTask.objects.filter(
@@ -46,4 +47,4 @@ def tasks_recover() -> int:
         transitions.give_up_waiting(task_id, code="backend_unreachable", message=text(
             gettext_noop("Backend unreachable: no backend could run this task for %(n)d s."), n=limit,
         ))
-    return len(ids)
+    return stale

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -28,7 +29,11 @@ from django.utils.translation import gettext_noop
 from models_catalog.inputs import UPLOAD_KINDS
 from models_catalog.models import ComfyBackend
 from models_catalog.services import (
-    backend_abandon_prompt, backend_mark, backend_release_abandoned, comfy_client, prompt_abandon,
+    backend_abandon_prompt,
+    backend_mark,
+    backend_release_abandoned,
+    comfy_client,
+    prompt_abandon,
 )
 from models_catalog.templates import task_graph, template_fields
 
@@ -63,6 +68,10 @@ class TaskGone(Exception):
     """The task was deleted, cancelled or taken over while this job worked on it."""
 
 
+class HandOver(Exception):
+    """The pump running this job ends: let go of the task (its prompt runs on) for the next pump."""
+
+
 class TaskFailed(Exception):
     def __init__(self, code: str, message: Text | str, fields: dict | None = None):
         super().__init__(message)
@@ -84,9 +93,13 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
 
 
 class TaskRunner:
-    def __init__(self, task: GenerationTask, owner: str):
+    def __init__(self, task: GenerationTask, owner: str, *, stop: threading.Event | None = None):
         self.task = task
         self.owner = owner
+        # Set when the pump running this job hands over (generation.fleet.pump); not
+        # while the images are being stored (a few seconds), which is better finished.
+        self.stop = stop
+        self.finishing = False
         # Every line about this task carries its id, owner, backend and prompt id.
         self.log = task_log(task)
         self.lease_renewed = time.monotonic()
@@ -111,6 +124,8 @@ class TaskRunner:
 
     def heartbeat(self, *, force: bool = False) -> None:
         """Renew the lease and notice deletion or cancellation, about once a second."""
+        if self.stop is not None and self.stop.is_set() and not self.finishing:
+            raise HandOver()
         now = time.monotonic()
         if not force and now - self.last_check < 1.0:
             return
@@ -137,6 +152,8 @@ class TaskRunner:
     def run(self) -> None:
         try:
             self._run()
+        except HandOver:
+            self.log.info("handed over to the next pump")
         except TaskGone:
             self._abandon()
         except TaskFailed as exc:
@@ -432,6 +449,7 @@ class TaskRunner:
         backend = ComfyBackend.objects.get(pk=self.task.backend_id)
         client = comfy_client(backend)
         stored: list[GeneratedImage] = []
+        self.finishing = True
         try:
             for index, ref in enumerate(outcome.images):
                 self.heartbeat(force=True)

@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
+from ..fleet.pump import pumps_alive
 from . import stats
 from .doctor import run_checks
 
@@ -175,6 +176,7 @@ def dashboard_view(request):
         "periods": PERIODS,
         "n": numbers,
         "clusters": clusters,
+        "pumps": list(pumps_alive().order_by("queued_at", "id")),
         "per_day_chart": bar_chart(numbers["per_day"]),
         "per_hour_chart": bar_chart(numbers["per_hour"]),
         "success_percent": None if totals["success_rate"] is None else round(totals["success_rate"] * 100, 1),

@@ -14,7 +14,6 @@ from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 from django.db.migrations.executor import MigrationExecutor
-from django.db.models import Sum
 from django.utils import timezone
 from django.utils.translation import gettext as _, gettext_lazy
 from django_q.status import Stat
@@ -22,6 +21,7 @@ from django_q.status import Stat
 from models_catalog.models import Checkpoint, ComfyBackend
 from models_catalog.services import backend_check
 
+from ..fleet.pump import pumps_alive
 from ..fleet.workers import worker_status
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -31,6 +31,7 @@ LEVEL_LABELS = {OK: gettext_lazy("ok"), WARNING: gettext_lazy("warning"), ERROR:
 CHECK_LABELS = {
     "migrations": gettext_lazy("Database migrations"),
     "workers": gettext_lazy("Workers"),
+    "pumps": gettext_lazy("Pumps"),
     "backends": gettext_lazy("Backends"),
     "media": gettext_lazy("Media storage"),
     "security": gettext_lazy("Security settings"),
@@ -94,11 +95,6 @@ def _missing_cache_tables() -> list[str]:
     return [t for t in wanted if t not in existing]
 
 
-def generation_slots() -> int:
-    """Tasks the enabled backends may hold at once (their max_in_flight, summed)."""
-    return ComfyBackend.objects.filter(enabled=True).aggregate(n=Sum("max_in_flight"))["n"] or 0
-
-
 def check_workers() -> Check:
     missing = _missing_cache_tables()
     if missing:
@@ -111,16 +107,30 @@ def check_workers() -> Check:
                      _("Start the workers: python manage.py qcluster (or ./run.sh)."))
     workers = sum(c["workers"] for c in status["clusters"])
     hosts = ", ".join(sorted({c["host"] for c in status["clusters"]}))
-    # A run job holds its worker for the whole generation, and housekeeping (dispatch,
-    # health checks, webhooks) needs one more: fewer workers than that leave GPUs idle.
-    needed = generation_slots() + 1
+    # The pumps hold a worker each for as long as they run; short jobs (dispatch,
+    # health checks, webhooks) need one more. The fleet's size does not matter.
+    needed = settings.EASEL_PUMPS + 1
     if workers < needed:
         return Check("workers", WARNING,
-                     _("%(workers)d worker(s) for %(slots)d generation slot(s): some backend capacity stays unused.")
-                     % {"workers": workers, "slots": needed - 1},
-                     _("Set Q_WORKERS to at least %(n)d (one per slot in flight, plus one).") % {"n": needed})
+                     _("%(workers)d worker(s) for %(pumps)d pump(s): short jobs (webhooks, dispatch) will wait.")
+                     % {"workers": workers, "pumps": settings.EASEL_PUMPS},
+                     _("Set Q_WORKERS to at least %(n)d (one per pump, plus one).") % {"n": needed})
     return Check("workers", OK, _("%(clusters)d cluster(s), %(workers)d worker(s) on %(hosts)s.")
                  % {"clusters": len(status["clusters"]), "workers": workers, "hosts": hosts})
+
+
+def check_pumps() -> Check:
+    """The pumps beat, and follow what is assigned (generation.fleet.pump)."""
+    alive = list(pumps_alive().filter(started_at__isnull=False))
+    if not alive:
+        if pumps_alive().exists():
+            return Check("pumps", WARNING, _("A pump is queued but has not started: are the workers busy?"),
+                         _("Set Q_WORKERS to at least %(n)d.") % {"n": settings.EASEL_PUMPS + 1})
+        return Check("pumps", ERROR, _("No pump is running: assigned tasks will not start."),
+                     _("Start the workers (python manage.py qcluster); they start the pumps within a minute."))
+    running = sum(p.running for p in alive)
+    return Check("pumps", OK, _("%(n)d pump(s) following %(running)d prompt(s), on %(hosts)s.")
+                 % {"n": len(alive), "running": running, "hosts": ", ".join(sorted({p.host for p in alive}))})
 
 
 def check_backends(*, probe: bool = True, timeout: float = 3.0) -> list[Check]:
@@ -226,6 +236,8 @@ def run_checks(*, probe: bool = True) -> list[Check]:
     if checks[0].level == ERROR:
         return checks  # the other checks read tables that may not exist yet
     checks.append(check_workers())
+    if checks[-1].level != ERROR:
+        checks.append(check_pumps())  # no workers, no pumps: the workers' check says it
     checks.extend(check_backends(probe=probe))
     checks.append(check_media())
     checks.extend(check_security())

@@ -27,6 +27,7 @@ from rest_framework.views import APIView
 
 from models_catalog.models import ComfyBackend
 
+from ..fleet.pump import pumps_alive
 from ..fleet.workers import worker_status
 
 
@@ -97,6 +98,15 @@ def studio_health() -> tuple[dict, int]:
         return {"status": "unavailable", "checks": checks}, 503
     workers = worker_status()
     checks["worker"] = {"ok": workers["alive"], "clusters": workers["clusters"]}
+    ok = all(check["ok"] for check in checks.values())
+    # The pumps that follow the prompts (shown; the worker check above says whether
+    # any can run: a pump starts within seconds of a task being assigned).
+    pumps = list(pumps_alive().order_by("queued_at", "id"))
+    pump_check = {
+        "ok": any(p.started_at for p in pumps),
+        "items": [{"id": p.pk, "host": p.host, "pid": p.pid, "started_at": p.started_at,
+                   "heartbeat_at": p.heartbeat_at, "prompts": p.running} for p in pumps],
+    }
     backends = list(ComfyBackend.objects.filter(enabled=True).order_by("name"))
     checks["backends"] = {
         "ok": any(b.is_online for b in backends),
@@ -105,7 +115,8 @@ def studio_health() -> tuple[dict, int]:
             for b in backends
         ],
     }
-    ok = all(check["ok"] for check in checks.values())
+    ok = ok and checks["backends"]["ok"]
+    checks["pumps"] = pump_check
     return {"status": "ok" if ok else "degraded", "checks": checks}, 200 if ok else 503
 
 

@@ -11,8 +11,8 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods
 
 from config.uploads import upload_refused, upload_too_large_message
-from models_catalog.models import WorkflowTemplate
 from models_catalog import inputs as kinds
+from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import checkpoint_list_usable, online_holders, template_default, usable_files_online
 from models_catalog.templates import PARAMETER_NAMES
 

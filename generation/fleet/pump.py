@@ -1,0 +1,178 @@
+"""The pump: one django-q2 job follows many prompts at once.
+
+A run used to be one job per prompt, each holding a whole worker process for the
+length of its generation, so a fleet of N backends needed about 2N workers and a
+backend added in the admin gave nothing until someone raised Q_WORKERS. A pump job
+instead claims every assigned task no live job holds (the task's own lease, taken with
+a conditional UPDATE: two pumps never run one task) and follows each in a thread of
+its own (the run logic of `generation.fleet.runner`). Workers no longer depend on the
+number of backends: a new backend's tasks are claimed within a poll.
+
+A pump runs for EASEL_PUMP_SECONDS, well below the cluster's timeout, so it never
+looks like a stuck job; then it hands its prompts over: each runner releases its
+task's lease without touching the prompt, and the successor pump (queued before this
+one ends) finds the prompt on its backend and follows it, never submitting it again.
+A pump that dies (SIGKILL) stops renewing its leases: its tasks are claimed by another
+pump once the lease runs out (EASEL_TASK_LEASE_SECONDS). `pumps_ensure` keeps
+EASEL_PUMPS of them alive; the tick, dispatch and a pump ending call it.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Q
+from django.db.models.functions import Now
+from django.utils import timezone
+from django.utils.translation import gettext_noop
+
+from .. import transitions
+from ..models import ACTIVE_STATUSES, GenerationTask, Pump
+from ..queue import enqueue
+from ..task_text import text
+from .runner import TaskRunner, task_claim
+
+logger = logging.getLogger(__name__)
+
+# How often a pump looks for tasks to claim, and writes its heartbeat.
+POLL_SECONDS = 0.5
+BEAT_SECONDS = 2.0
+# A pump whose beat is older than this is dead, or was queued and never started.
+STALE_SECONDS = 30.0
+# How long an ending pump waits for its runners to hand over (each notices within a second).
+HANDOVER_SECONDS = 30.0
+
+
+def pumps_alive():
+    return Pump.objects.filter(heartbeat_at__gte=Now() - timedelta(seconds=STALE_SECONDS))
+
+
+def pumps_ensure() -> int:
+    """Queue pump jobs until EASEL_PUMPS are alive (or queued); returns how many it queued.
+
+    Cheap (one count), so dispatch and the tick call it every time."""
+    wanted = settings.EASEL_PUMPS
+    missing = wanted - pumps_alive().count()
+    if missing <= 0:
+        return 0
+    with transaction.atomic():
+        Pump.objects.filter(heartbeat_at__lt=Now() - timedelta(seconds=STALE_SECONDS)).delete()
+        for _ in range(missing):
+            # Counted as alive from now: a pump waiting for a free worker is not queued twice.
+            pump = Pump.objects.create(heartbeat_at=timezone.now())
+            enqueue("pump_run", pump.pk, task_name=f"easel-pump-{pump.pk}", group="easel-pump")
+    logger.info("queued %d pump job(s)", missing)
+    return missing
+
+
+class PumpRun:
+    """One pump job: claims tasks, runs each in a thread, beats, then hands over."""
+
+    def __init__(self, pump_id: int, *, seconds: float | None = None, slots: int | None = None,
+                 extra: bool = False):
+        self.pump_id = pump_id
+        # One started by hand (manage.py pump) runs beside the others, whatever EASEL_PUMPS says.
+        self.extra = extra
+        self.seconds = settings.EASEL_PUMP_SECONDS if seconds is None else seconds
+        self.slots = slots or settings.EASEL_PUMP_SLOTS
+        self.stopping = threading.Event()
+        self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.running: dict[int, Future] = {}
+        self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
+
+    def run(self) -> None:
+        now = timezone.now()
+        started = Pump.objects.filter(pk=self.pump_id, started_at__isnull=True).update(
+            host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, heartbeat_at=now)
+        surplus = not self.extra and pumps_alive().filter(started_at__isnull=False).count() > settings.EASEL_PUMPS
+        if not started or surplus:
+            # A stale copy of this job (django-q2 retried it), or more pumps than wanted.
+            Pump.objects.filter(pk=self.pump_id, started_at=now).delete()
+            logger.info("pump %s not needed; ending", self.pump_id)
+            return
+        logger.info("pump %s started (%s, %d slots, %.0f s)", self.pump_id, self.name, self.slots, self.seconds)
+        deadline = time.monotonic() + self.seconds
+        last_beat = 0.0
+        try:
+            while time.monotonic() < deadline and not self.stopping.is_set():
+                self._reap()
+                self._claim()
+                if time.monotonic() - last_beat >= BEAT_SECONDS:
+                    last_beat = time.monotonic()
+                    if not Pump.objects.filter(pk=self.pump_id).update(
+                            heartbeat_at=timezone.now(), running=len(self.running)):
+                        logger.warning("pump %s: its row is gone; ending", self.pump_id)
+                        break
+                time.sleep(POLL_SECONDS)
+        finally:
+            self._hand_over()
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    # --- claiming ----------------------------------------------------------------------
+
+    def _reap(self) -> None:
+        for task_id in [t for t, f in self.running.items() if f.done()]:
+            self.running.pop(task_id)
+
+    def _claim(self) -> None:
+        free = self.slots - len(self.running)
+        if free <= 0:
+            return
+        claimable = (
+            GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
+            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=Now()))
+            .exclude(pk__in=list(self.running))
+            .order_by("assigned_at", "id")
+            .values_list("pk", flat=True)[:free]
+        )
+        for task_id in list(claimable):
+            owner = f"{self.name}:{task_id}"
+            task = task_claim(task_id=task_id, owner=owner)
+            if task is None:
+                continue  # another pump was quicker
+            self.running[task_id] = self.pool.submit(self._follow, task, owner)
+
+    def _follow(self, task: GenerationTask, owner: str) -> None:
+        runner = TaskRunner(task, owner, stop=self.stopping)
+        try:
+            runner.run()
+        except Exception:
+            # A bug must not leave the task spinning forever: fail it readably.
+            logger.exception("run of task %s failed", task.pk)
+            runner.fail("internal_error", text(gettext_noop("Easel hit an internal error while running this task.")))
+        finally:
+            # Leave the task claimable at once if this runner stops without finishing it.
+            transitions.release(task.pk, owner=owner)
+            connection.close()  # this thread's own connection
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _hand_over(self) -> None:
+        """Stop following: each runner lets go of its task at its next heartbeat (the
+        prompt runs on); the successor pump, queued first, takes them over."""
+        self.stopping.set()
+        Pump.objects.filter(pk=self.pump_id).delete()
+        try:
+            pumps_ensure()
+        except Exception:
+            logger.exception("pump %s could not queue its successor; the tick will", self.pump_id)
+        done, pending = wait(list(self.running.values()), timeout=HANDOVER_SECONDS)
+        if pending:
+            logger.warning("pump %s: %d runner(s) still busy after %.0f s", self.pump_id, len(pending),
+                           HANDOVER_SECONDS)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))
+
+
+def pump_run(*, pump_id: int) -> None:
+    PumpRun(pump_id).run()

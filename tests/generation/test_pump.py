@@ -1,0 +1,136 @@
+"""The pump: one django-q2 job follows many prompts; pumps hand over and take over.
+
+Real qcluster processes (started here, with the settings each test needs), demo engines
+on real ports. What the engines were sent is read from their own stats, so "submitted
+once" is the engine's word, not Easel's.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from generation.models import GenerationTask
+from tests.conftest import Cluster, cluster_env, wait_for
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
+
+FINISHED = ("completed", "failed", "cancelled")
+
+
+@pytest.fixture
+def fleet(transactional_db, make_engine, no_cluster):
+    """Three demo engines, two tasks in flight each; no other cluster runs."""
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import Checkpoint, WorkflowTemplate
+    from models_catalog.services import backend_ensure, catalog_sync
+
+    ensure_builtin_templates(WorkflowTemplate)
+    engines = [make_engine() for _ in range(3)]
+    backends = [backend_ensure(name=f"gpu-{i}", base_url=e.url) for i, e in enumerate(engines)]
+    catalog_sync(backends=backends)
+    Checkpoint.objects.update(default_steps=6, default_width=64, default_height=64)
+    yield list(zip(engines, backends))
+
+
+@pytest.fixture
+def clusters():
+    started: list[Cluster] = []
+
+    def start(**env) -> Cluster:
+        cluster = Cluster({**cluster_env(), **{k: str(v) for k, v in env.items()}})
+        cluster.start()
+        started.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in started:
+        cluster.stop()
+
+
+@pytest.fixture
+def client(make_user, api_client_for):
+    return api_client_for(make_user("pumped", max_concurrent_tasks=50, daily_image_quota=1000))
+
+
+def create(client, n: int) -> list[int]:
+    ids = []
+    for _ in range(n):
+        response = client.post("/api/v1/generation/create-async", {"prompt": "a lighthouse", "model_name": "demo-sd15"},
+                               format="json")
+        assert response.status_code == 202, response.content
+        ids.append(response.json()["id"])
+    return ids
+
+
+def finished(ids, timeout=120) -> dict[int, GenerationTask]:
+    def done():
+        rows = {t.pk: t for t in GenerationTask.objects.filter(pk__in=ids)}
+        return rows if all(t.status in FINISHED for t in rows.values()) else None
+
+    return wait_for(done, timeout=timeout, interval=0.3, message="every task to finish")
+
+
+def submissions(fleet) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for engine, _backend in fleet:
+        for prompt_id, n in engine.stats()["submissions"].items():
+            counts[prompt_id] = counts.get(prompt_id, 0) + n
+    return counts
+
+
+def test_one_worker_follows_every_prompt_the_fleet_holds(fleet, clusters, client):
+    """Six prompts in flight on three engines, with two workers: no worker per prompt.
+    (Before the pump each running prompt held a worker, so two workers ran two.)"""
+    for engine, _backend in fleet:
+        engine.faults(step_delay=0.4)
+    clusters(Q_WORKERS=2)
+    ids = create(client, 6)
+    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 6, timeout=60,
+             message="six prompts running at once")
+    rows = finished(ids)
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1] * 6
+
+
+def test_a_pump_hands_over_mid_run_and_nothing_runs_twice(fleet, clusters, client, settings):
+    """A pump's time is up while its prompts run: it lets go, the next pump follows the
+    same prompts on their engines (never submitting them again), and they complete."""
+    for engine, _backend in fleet:
+        engine.faults(step_delay=1.0)  # about 6 s a prompt: longer than a pump runs
+    clusters(EASEL_PUMP_SECONDS=3)
+    ids = create(client, 3)
+    rows = finished(ids)
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1, 1, 1]
+    # Claimed again by the next pump(s) while running.
+    assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
+    assert all(t.images.count() == 1 for t in rows.values())
+
+
+def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters, client):
+    """The cluster running the pump is killed with SIGKILL while its prompts run. The
+    other cluster starts a pump at its next tick (the dead one's heartbeat has stopped),
+    which takes the tasks over once their leases run out and follows them to the end on
+    the engines they run on: every task completes, each prompt was submitted once."""
+    for engine, _backend in fleet:
+        engine.faults(step_delay=1.5)  # about 9 s a prompt
+    env = dict(EASEL_TASK_LEASE_SECONDS=8, EASEL_PUMP_SECONDS=600)
+    victim = clusters(**env)
+    ids = create(client, 6)
+    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 6, timeout=60,
+             message="six prompts running")
+    survivor = clusters(**env)
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    try:
+        rows = finished(ids, timeout=200)
+    except AssertionError:
+        print(survivor.output()[-6000:])
+        raise
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1] * 6
+    # Claimed a second time, by the survivor's pump.
+    assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
+    assert all(t.images.count() == 1 for t in rows.values())
