@@ -139,16 +139,30 @@ def test_strict_makes_warnings_fail(db, monkeypatch):
     assert run("--strict")[0] == 1
 
 
-def test_too_few_workers_for_the_backends_slots_is_a_warning(db, monkeypatch):
+def test_too_few_workers_for_the_pumps_is_a_warning_whatever_the_fleet(db, monkeypatch, settings):
+    """A pump follows many prompts: the workers needed are one per pump plus one, not one
+    per backend slot as when each prompt held a worker."""
     from models_catalog.models import ComfyBackend
 
-    cluster = {"id": "c1", "host": "w1", "status": "Idle", "workers": 4, "started_at": None}
+    cluster = {"id": "c1", "host": "w1", "status": "Idle", "workers": 2, "started_at": None}
     monkeypatch.setattr("generation.ops.doctor.worker_status", lambda: {"alive": True, "clusters": [cluster]})
-    ComfyBackend.objects.create(name="a", base_url="http://10.0.0.1:8188", max_in_flight=2)
-    assert doctor.check_workers().level == "ok"  # 4 workers ≥ 2 slots + 1
-    ComfyBackend.objects.create(name="b", base_url="http://10.0.0.2:8188", max_in_flight=2)
+    for n in range(10):
+        ComfyBackend.objects.create(name=f"gpu-{n}", base_url=f"http://10.0.0.{n}:8188", max_in_flight=2)
+    assert doctor.check_workers().level == "ok"  # 2 workers for 1 pump + 1, twenty slots or not
+    settings.EASEL_PUMPS = 2
     check = doctor.check_workers()
     assert check.level == "warning"
-    assert "4 worker(s) for 4 generation slot(s)" in check.message and "Q_WORKERS to at least 5" in check.fix
-    ComfyBackend.objects.filter(name="b").update(enabled=False)  # a disabled backend takes no work
-    assert doctor.check_workers().level == "ok"
+    assert "2 worker(s) for 2 pump(s)" in check.message and "Q_WORKERS to at least 3" in check.fix
+
+
+def test_the_pumps_check_says_whether_one_runs(db):
+    from django.utils import timezone
+
+    from generation.models import Pump
+
+    assert doctor.check_pumps().level == "error"
+    queued = Pump.objects.create(heartbeat_at=timezone.now())
+    assert doctor.check_pumps().level == "warning"
+    Pump.objects.filter(pk=queued.pk).update(started_at=timezone.now(), host="w1", pid=42, running=3)
+    check = doctor.check_pumps()
+    assert check.level == "ok" and "following 3 prompt(s), on w1" in check.message

@@ -75,9 +75,14 @@ def test_health_ok_with_a_running_cluster_and_an_online_backend(engine_catalog, 
     )
     body = response.json()
     assert body["status"] == "ok"
-    assert set(body["checks"]) == {"database", "worker", "backends"}
+    assert set(body["checks"]) == {"database", "worker", "backends", "pumps"}
     assert body["checks"]["worker"]["ok"] is True and body["checks"]["worker"]["clusters"]
     assert [item["name"] for item in body["checks"]["backends"]["items"]] == ["demo"]
+    # The cluster starts a pump as its workers spawn (or right after a flush took its row).
+    pumps = wait_for(lambda: (p := client.get("/api/v1/health").json()["checks"]["pumps"])["ok"] and p,
+                     timeout=30, message="a pump in the health answer")
+    pump = next(item for item in pumps["items"] if item["started_at"])
+    assert pump["host"] and pump["pid"] and pump["heartbeat_at"] and pump["prompts"] == 0
 
 
 @pytest.mark.django_db
