@@ -215,11 +215,13 @@ class Cluster:
             [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-        from generation.fleet.workers import worker_status
+        from django_q.status import Stat
 
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if worker_status()["alive"]:
+            # This cluster's own heartbeat (one of a cluster stopped a moment ago may
+            # still be in the cache): its sentinel's parent is the process started here.
+            if any(stat.pid == self.proc.pid for stat in Stat.get_all()):
                 Cluster.running = self
                 return
             if self.proc.poll() is not None:
@@ -285,9 +287,15 @@ def _session_cluster(django_db_setup, django_db_blocker):
 def qcluster(_session_cluster, django_db_blocker):
     """One qcluster process for the session, on the test database (started again if a
     test stopped it: see `no_cluster`)."""
-    if _session_cluster.proc is None or _session_cluster.proc.poll() is not None:
-        with django_db_blocker.unblock():
+    with django_db_blocker.unblock():
+        if _session_cluster.proc is None or _session_cluster.proc.poll() is not None:
             _session_cluster.start()
+        # A test's flush empties the pumps' rows and the queue (and the tick's schedule),
+        # which in a studio only migrations and the tick would make again: a pump for
+        # this test, as the tick would queue one.
+        from generation.fleet.pump import pumps_ensure
+
+        pumps_ensure()
     return _session_cluster
 
 

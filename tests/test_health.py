@@ -55,7 +55,10 @@ def test_health_fails_when_no_enabled_backend_is_online(engine_catalog, qcluster
     # Online but disabled by staff: not usable, so not ready.
     ComfyBackend.objects.filter(pk=backend.pk).update(is_online=True, enabled=False)
     ComfyBackend.objects.create(name="gpu-down", base_url="http://127.0.0.1:9", is_online=False)
-    response = client.get("/api/v1/health")
+    # A cluster's heartbeat lives 3 s in the cache and is written each second: on a
+    # loaded machine one can lapse for a moment, so the answer is read until it has it.
+    response = wait_for(lambda: (r := client.get("/api/v1/health")).json()["checks"]["worker"]["ok"] and r,
+                        timeout=20, message="the cluster's heartbeat")
     body = response.json()
     assert response.status_code == 503 and body["status"] == "degraded"
     assert body["checks"]["worker"]["ok"] is True

@@ -114,6 +114,13 @@ def s3_cluster(s3_storage, request, django_db_blocker):
     cluster = Cluster(env)
     try:
         cluster.start()
+        # The session cluster's pump went with it: this cluster's own, now.
+        from generation.fleet.pump import pumps_ensure
+        from generation.models import Pump
+
+        with django_db_blocker.unblock():
+            Pump.objects.all().delete()
+            pumps_ensure()
         yield cluster
     finally:
         cluster.stop()

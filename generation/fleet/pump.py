@@ -45,8 +45,9 @@ logger = logging.getLogger(__name__)
 # How often a pump looks for tasks to claim, and writes its heartbeat.
 POLL_SECONDS = 0.5
 BEAT_SECONDS = 2.0
-# A pump whose beat is older than this is dead, or was queued and never started.
-STALE_SECONDS = 30.0
+# A pump whose beat is older than this is dead (it beats every BEAT_SECONDS), or was
+# queued and never started (a copy that starts late finds itself surplus and ends).
+STALE_SECONDS = 10.0
 # How long an ending pump waits for its runners to hand over (each notices within a second).
 HANDOVER_SECONDS = 30.0
 
@@ -84,6 +85,9 @@ class PumpRun:
         self.seconds = settings.EASEL_PUMP_SECONDS if seconds is None else seconds
         self.slots = slots or settings.EASEL_PUMP_SLOTS
         self.stopping = threading.Event()
+        # Set when a runner ends: its slot is free and its dispatch may have assigned
+        # more, so the pump claims at once rather than at its next poll.
+        self.wake = threading.Event()
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[int, Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
@@ -111,7 +115,8 @@ class PumpRun:
                             heartbeat_at=timezone.now(), running=len(self.running)):
                         logger.warning("pump %s: its row is gone; ending", self.pump_id)
                         break
-                time.sleep(POLL_SECONDS)
+                self.wake.wait(POLL_SECONDS)
+                self.wake.clear()
         finally:
             self._hand_over()
 
@@ -154,6 +159,7 @@ class PumpRun:
             # Leave the task claimable at once if this runner stops without finishing it.
             transitions.release(task.pk, owner=owner)
             connection.close()  # this thread's own connection
+            self.wake.set()
 
     # --- ending ------------------------------------------------------------------------
 

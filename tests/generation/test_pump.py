@@ -114,6 +114,11 @@ def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters,
     other cluster starts a pump at its next tick (the dead one's heartbeat has stopped),
     which takes the tasks over once their leases run out and follows them to the end on
     the engines they run on: every task completes, each prompt was submitted once."""
+    from django_q.models import Schedule
+
+    # The tick's schedule, as migrations make it (an earlier test's flush may have taken it).
+    Schedule.objects.update_or_create(name="easel-tick", defaults={
+        "func": "generation.jobs.studio_tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1})
     for engine, _backend in fleet:
         engine.faults(step_delay=1.5)  # about 9 s a prompt
     env = dict(EASEL_TASK_LEASE_SECONDS=8, EASEL_PUMP_SECONDS=600)
