@@ -283,9 +283,19 @@ def write_manifest(cursor, manifest: dict) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held open while choosing, or an engine not yet
+    listening could see its port handed to the next one (seen with 32 engines)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
 
 
 def pct(values: list[float], q: float) -> float:
@@ -336,8 +346,7 @@ def start_engines(procs: Processes, work: Path, env: dict, count: int, *, step_d
                   node_delay: float) -> list[str]:
     """`count` demo engines, each on a free port; their base URLs once all listen."""
     started = []
-    for i in range(count):
-        port = free_port()
+    for i, port in enumerate(free_ports(count)):
         procs.start(
             f"engine{i}",
             [sys.executable, "-m", "generation.demo_engine", "--port", str(port), "--step-delay", f"{step_delay:.4f}",

@@ -13,7 +13,8 @@ API, each user submitting its share from a thread of its own.
 Prints:
 - Easel: completed tasks per second (first submission -> last task completed);
 - the time from an engine finishing a prompt (its own `execution_success` timestamp) to
-  the task being `completed` with its thumbnail (p50/p95);
+  the task being `completed` with its thumbnail (p50/p95), and each engine's idle time
+  between two of Easel's prompts (p50/p95);
 - the processes Easel runs (gunicorn, the qcluster) and their memory: PSS from
   /proc/<pid>/smaps_rollup summed over each one's process tree (engines excluded), idle
   before the tasks come and at the peak of the run;
@@ -91,8 +92,7 @@ def run(args, work: Path, procs, database_url: str) -> int:
     tokens = prepare_database(env, engines, args.users)
     base = start_web_and_cluster(procs, env)
     leaders = {name: procs.procs[name].pid for name in ("gunicorn", "qcluster")}
-    time.sleep(2)  # the cluster's workers and the first pump settle before the idle figure
-    idle = memory(leaders)
+    idle = settled_memory(leaders)
     sampler = MemorySampler(leaders)
     sampler.start()
     try:
@@ -117,6 +117,14 @@ def run(args, work: Path, procs, database_url: str) -> int:
           f"(submitted in {submit_seconds:.1f}s; {end_load})")
     print(f"engine finished -> task completed: p50={pct(lag, .5) * 1000:.0f}ms p95={pct(lag, .95) * 1000:.0f}ms "
           f"(n={len(lag)})")
+    # Where the time goes when Easel is slower than the engines: each engine's idle time
+    # between the end of one of Easel's prompts and the start of its next.
+    gaps = []
+    for url in engines:
+        mine = sorted((s, e) for u, _p, s, e in runs if u == url)
+        gaps += [max(0.0, b[0] - a[1]) for a, b in zip(mine, mine[1:])]
+    print(f"engine idle between Easel's prompts: p50={pct(gaps, .5) * 1000:.0f}ms p95={pct(gaps, .95) * 1000:.0f}ms "
+          f"(n={len(gaps)})")
     peak = sampler.peak or idle
     print(f"easel memory (PSS, engines excluded): idle={mb(idle)}MB peak={mb(peak)}MB")
     for name in leaders:
@@ -228,6 +236,22 @@ def memory(leaders: dict[str, int]) -> dict[str, tuple[int, list[int]]]:
             todo += tree.get(p, [])
         out[name] = (sum(_pss_kb(p) for p in pids), pids)
     return out
+
+
+def settled_memory(leaders: dict[str, int], longest: float = 15.0) -> dict[str, tuple[int, list[int]]]:
+    """The idle figure, once the cluster's workers and its first pump have started: the
+    same processes and a total within 1 % over three samples half a second apart (or
+    whatever it is after `longest` seconds)."""
+    deadline = time.monotonic() + longest
+    samples = [memory(leaders)]
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        samples = [*samples[-2:], memory(leaders)]
+        totals = [sum(kb for kb, _pids in s.values()) for s in samples]
+        same_processes = len({tuple(sorted(p for _kb, pids in s.values() for p in pids)) for s in samples}) == 1
+        if len(samples) == 3 and same_processes and max(totals) - min(totals) <= 0.01 * max(totals):
+            break
+    return samples[-1]
 
 
 def mb(sample: dict[str, tuple[int, list[int]]]) -> str:

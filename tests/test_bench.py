@@ -302,6 +302,7 @@ def smoke_capacity(bench: Bench) -> None:
     out = result.output
     assert re.search(r"^easel: completed=10 failed=0 in \d+\.\d+s = \d+\.\d+ tasks/s .*load average: ", out, re.M), out
     assert re.search(r"^engine finished -> task completed: p50=-?\d+ms p95=-?\d+ms \(n=10\)$", out, re.M), out
+    assert re.search(r"^engine idle between Easel's prompts: p50=\d+ms p95=\d+ms \(n=9\)$", out, re.M), out
     memory = re.search(r"^easel memory \(PSS, engines excluded\): idle=(\d+\.\d)MB peak=(\d+\.\d)MB$", out, re.M)
     assert memory and 0 < float(memory[1]) <= float(memory[2]), out
     # Both of Easel's processes, each with the workers it started (gunicorn's two at least).
