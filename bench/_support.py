@@ -7,12 +7,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import socket
 import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import dj_database_url
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MARKER_TABLE = "easel_bench"
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -270,3 +277,196 @@ def write_manifest(cursor, manifest: dict) -> None:
     """Record, through the caller's (Django) connection and inside its transaction, what
     the database now holds: a run stopped before the commit leaves no manifest behind."""
     cursor.execute(f"UPDATE {MARKER_TABLE} SET manifest = %s", [json.dumps(manifest, sort_keys=True)])
+
+
+# --- figures ------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct free ports: all held open while choosing, or an engine not yet
+    listening could see its port handed to the next one (seen with 32 engines)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            s = stack.enter_context(socket.socket())
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+        return ports
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
+
+
+# --- an Easel of the run's own ------------------------------------------------------
+#
+# The way dispatch.py and capacity.py bring up what they measure: demo engines, the
+# schema with the engines registered and their catalog synced, bench users with tokens,
+# then gunicorn and a qcluster, each a process of the run's `Processes`.
+
+
+def bench_env(work: Path, database_url: str, **overrides: str) -> dict:
+    """The environment of every process the run starts."""
+    env = dict(os.environ)
+    (work / "tmp").mkdir(exist_ok=True)
+    env.update(
+        EASEL_DATA_DIR=str(work),
+        # What the processes put in temporary folders goes with the run's own folder (the
+        # demo engine, for one, never removes the one it makes for its temp files).
+        TMPDIR=str(work / "tmp"),
+        # Set even when the caller's environment names another database: the bench only
+        # ever writes to its own.
+        DATABASE_URL=database_url,
+        DEBUG="0",
+        EASEL_DEMO_ENGINE="0",
+        # The bench client polls hard; the per-user API rate limit is not what is measured.
+        EASEL_API_RATE_USER="1000000/min",
+    )
+    env.update(overrides)
+    return env
+
+
+def manage_shell(env: dict, code: str) -> str:
+    """Run Python in `manage.py shell` on the bench's database; its output."""
+    done = subprocess.run([sys.executable, "manage.py", "shell", "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"manage.py shell exited with {done.returncode}:\n{done.stderr[-3000:]}")
+    return done.stdout
+
+
+def start_engines(procs: Processes, work: Path, env: dict, count: int, *, step_delay: float,
+                  node_delay: float) -> list[str]:
+    """`count` demo engines, each on a free port; their base URLs once all listen."""
+    started = []
+    for i, port in enumerate(free_ports(count)):
+        procs.start(
+            f"engine{i}",
+            [sys.executable, "-m", "generation.demo_engine", "--port", str(port), "--step-delay", f"{step_delay:.4f}",
+             "--node-delay", f"{node_delay:.4f}", "--output-dir", str(work / f"engine{i}" / "output"),
+             "--input-dir", str(work / f"engine{i}" / "input")],
+            cwd=ROOT, env=env,
+        )
+        started.append((f"engine{i}", f"http://127.0.0.1:{port}"))
+    for name, _url in started:
+        procs.wait_for_output(name, "listening")
+    return [url for _name, url in started]
+
+
+def prepare_database(env: dict, engines: list[str], users: int) -> list[str]:
+    """One Django start-up for the schema, the engines as backends with their catalog
+    synced (64 x 64 by default), and `users` bench users; their API tokens."""
+    setup = (
+        "from django.core.management import call_command\n"
+        "call_command('migrate', interactive=False, verbosity=0)\n"
+        "call_command('createcachetable', verbosity=0)\n"
+        "from models_catalog.services import backend_ensure, catalog_sync\n"
+        "from models_catalog.models import Checkpoint\n"
+        "from django.contrib.auth import get_user_model\n"
+        "from accounts.services import token_create\n"
+        f"bs=[backend_ensure(name=f'bench{{i}}', base_url=u) for i,u in enumerate({engines!r})]\n"
+        "catalog_sync(backends=bs)\n"
+        "Checkpoint.objects.update(default_width=64, default_height=64)\n"
+        "User=get_user_model()\n"
+        f"for i in range({users}):\n"
+        "    u=User.objects.create_user(username=f'bench{i}', password='bench-password-123',"
+        " daily_image_quota=100000, max_concurrent_tasks=1000)\n"
+        "    print(token_create(user=u)[1])\n"
+    )
+    out = manage_shell(env, setup)
+    return [line.strip() for line in out.splitlines() if line.strip()][-users:]
+
+
+def start_web_and_cluster(procs: Processes, env: dict) -> str:
+    """gunicorn (2 workers x 4 threads) and a qcluster; the API's base URL once the
+    health check sees a worker."""
+    web_port = free_port()
+    procs.start(
+        "gunicorn",
+        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
+         "--workers", "2", "--threads", "4"],
+        cwd=ROOT, env=env,
+    )
+    procs.start("qcluster", [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{web_port}/api/v1"
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(f"{base}/health", timeout=1).json()["checks"]["worker"]["ok"]:
+                break
+        except (requests.RequestException, ValueError, KeyError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("the web server or the qcluster did not come up within 60 s")
+        time.sleep(0.2)
+    print(f"web and qcluster up on 127.0.0.1:{web_port}", flush=True)
+    return base
+
+
+def engine_runs(engines: list[str]) -> list[tuple[str, str, float, float]]:
+    """(engine, prompt_id, execution start, execution success) of every prompt the
+    engines ran to the end, from their own history (epoch seconds)."""
+    runs = []
+    for url in engines:
+        history = requests.get(f"{url}/history", params={"max_items": 1000000}, timeout=60).json()
+        for prompt_id, entry in history.items():
+            messages = {name: data for name, data in entry["status"]["messages"]}
+            if "execution_start" in messages and "execution_success" in messages:
+                runs.append((url, prompt_id, messages["execution_start"]["timestamp"] / 1000,
+                             messages["execution_success"]["timestamp"] / 1000))
+    return runs
+
+
+def completed_task_rows(env: dict) -> list[list[str]]:
+    """[id, username, prompt_id, created, submitted, completed] (epoch seconds) of every
+    completed task."""
+    out = manage_shell(
+        env,
+        "from generation.models import GenerationTask as T\n"
+        "for t in T.objects.filter(status='completed').select_related('user'):\n"
+        "    print('ROW', t.pk, t.user.username, str(t.prompt_id), t.created_at.timestamp(),"
+        " t.submitted_at.timestamp(), t.completed_at.timestamp())\n",
+    )
+    return [line.split()[1:] for line in out.splitlines() if line.startswith("ROW ")]
+
+
+@contextlib.contextmanager
+def bench_run(script: str, database_url: str = ""):
+    """What one run owns, gone when it ends (also on Ctrl+C, SIGTERM or an error): a
+    temporary folder (media, logs and, by default, the SQLite database), the processes,
+    and with `database_url` a PostgreSQL database created for the run and dropped after
+    it (one left by a run that was killed outright is dropped and made again; a database
+    the bench did not create is never used). Yields (folder, processes, database URL);
+    on an error, the tail of every process's log is printed."""
+    exit_on_termination()
+    work = Path(tempfile.mkdtemp(prefix=f"easel-bench-{script}-"))
+    procs = Processes(work / "logs")
+    scratch = None
+    try:
+        if database_url:
+            database = BenchDatabase(database_url, script=script)
+            # Exits, before the database counts as the run's (and is dropped at the end),
+            # when it is somebody else's.
+            if database.claim() == "ours":
+                print(f"{database.describe()}: left by an earlier run; dropping it and starting over")
+                database.reset()
+            scratch = database
+        else:
+            database_url = f"sqlite:///{work / 'bench.sqlite3'}"
+        yield work, procs, database_url
+    except Exception:
+        print(procs.log_tails(), file=sys.stderr)
+        raise
+    finally:
+        with signals_held():
+            procs.stop()
+            if scratch is not None:
+                scratch.drop()
+            shutil.rmtree(work, ignore_errors=True)

@@ -292,8 +292,45 @@ def smoke_dispatch(bench: Bench) -> None:
     assert_refuses_foreign_database(bench, "dispatch.py", *sizes)
 
 
+def smoke_capacity(bench: Bench) -> None:
+    sizes = ["--engines", "1", "--tasks", "10", "--users", "2"]
+    url = bench.database_url("capacity") if bench.pg_server else None
+    database = ["--database-url", url] if url else []
+
+    result = bench.run("capacity.py", *sizes, *database)
+    assert result.returncode == 0, result.output
+    out = result.output
+    assert re.search(r"^easel: completed=10 failed=0 in \d+\.\d+s = \d+\.\d+ tasks/s .*load average: ", out, re.M), out
+    assert re.search(r"^engine finished -> task completed: p50=-?\d+ms p95=-?\d+ms \(n=10\)$", out, re.M), out
+    assert re.search(r"^engine idle between Easel's prompts: p50=\d+ms p95=\d+ms \(n=9\)$", out, re.M), out
+    memory = re.search(r"^easel memory \(PSS, engines excluded\): idle=(\d+\.\d)MB peak=(\d+\.\d)MB$", out, re.M)
+    assert memory and 0 < float(memory[1]) <= float(memory[2]), out
+    # Both of Easel's processes, each with the workers it started (gunicorn's two at least).
+    assert re.search(r"^  gunicorn \(pid \d+\): [3-9]\d* process\(es\), \d+\.\dMB ", out, re.M), out
+    assert re.search(r"^  qcluster \(pid \d+\): [3-9]\d* process\(es\), \d+\.\dMB ", out, re.M), out
+    assert re.search(r"^direct: completed=10 in \d+\.\d+s = \d+\.\d+ tasks/s ", out, re.M), out
+    assert re.search(r"^easel/direct = \d+\.\d{3}$", out, re.M), out
+    if url:
+        assert not bench.exists(url), "capacity left its database behind"
+
+    skipped = bench.run("capacity.py", *sizes, *database, "--skip-direct")
+    assert skipped.returncode == 0, skipped.output
+    assert "easel: completed=10 failed=0" in skipped.output, skipped.output
+    assert "direct:" not in skipped.output and "easel/direct" not in skipped.output, skipped.output
+
+    # Ctrl+C with every process up: everything stopped and gone (checked by run()).
+    stopped = bench.run("capacity.py", *sizes, *database, "--skip-direct", interrupt_after="web and qcluster up")
+    assert stopped.returncode != 0, stopped.output
+    assert "easel: completed=" not in stopped.output, stopped.output
+    if url:
+        assert not bench.exists(url), "capacity left its database behind after Ctrl+C"
+
+    assert_refuses_foreign_database(bench, "capacity.py", *sizes)
+
+
 SMOKE = {
     "admin_scale.py": smoke_admin_scale,
+    "capacity.py": smoke_capacity,
     "dispatch.py": smoke_dispatch,
 }
 
@@ -301,7 +338,7 @@ SMOKE = {
 def test_the_glob_finds_the_bench_scripts():
     # Guards the discovery itself: a moved folder or a changed pattern must not make
     # the parametrized test below silently run nothing.
-    assert {"admin_scale.py", "dispatch.py"} <= set(SCRIPTS)
+    assert {"admin_scale.py", "capacity.py", "dispatch.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)
