@@ -202,8 +202,8 @@ def _database_url(settings_dict: dict) -> str:
 
 
 class Cluster:
-    # The session's cluster once started: a test whose data no job may touch stops it.
-    running: "Cluster | None" = None
+    # Every cluster running now: a test whose data no job may touch stops them all.
+    running: "set[Cluster]" = set()
 
     def __init__(self, env: dict):
         self.env = env
@@ -222,7 +222,7 @@ class Cluster:
             # This cluster's own heartbeat (one of a cluster stopped a moment ago may
             # still be in the cache): its sentinel's parent is the process started here.
             if any(stat.pid == self.proc.pid for stat in Stat.get_all()):
-                Cluster.running = self
+                Cluster.running.add(self)
                 return
             if self.proc.poll() is not None:
                 break
@@ -243,8 +243,7 @@ class Cluster:
             except ProcessLookupError:
                 pass
         self.proc = None
-        if Cluster.running is self:
-            Cluster.running = None
+        Cluster.running.discard(self)
 
     def output(self) -> str:
         return Path(self.log.name).read_text()
@@ -303,11 +302,10 @@ def qcluster(_session_cluster, django_db_blocker):
 def no_cluster():
     """No qcluster runs during the test: a test that stages tasks by hand (a task "waiting
     for its backend", a runner half way) must not see the session's cluster run or
-    recover them. The session's cluster, if one was started, is stopped; the next test
+    recover them. Every cluster running (the session's, one a test left) is stopped; the next test
     that asks for `qcluster` starts it again (not this one's teardown: a cluster
     starting while the database is flushed can deadlock the flush on PostgreSQL)."""
-    cluster = Cluster.running
-    if cluster is not None:
+    for cluster in list(Cluster.running):
         cluster.stop()
     yield
 
