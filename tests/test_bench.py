@@ -283,7 +283,10 @@ def smoke_dispatch(bench: Bench) -> None:
 
     # Ctrl+C with every process up: all of them stopped, the folder and database gone
     # (checked by run() and below), and the exit status says it was interrupted.
-    stopped = bench.run("dispatch.py", *sizes, *database, interrupt_after="web and qcluster up")
+    # A run long enough not to end first (with the pump, six tiny tasks can finish
+    # between the line and the signal).
+    long_run = ["--engines", "1", "--tasks", "200", "--users", "2", "--prompt-seconds", "0.5", "--steps", "2"]
+    stopped = bench.run("dispatch.py", *long_run, *database, interrupt_after="web and qcluster up")
     assert stopped.returncode != 0, stopped.output
     assert "completed=" not in stopped.output, stopped.output
     if url:
@@ -319,7 +322,8 @@ def smoke_capacity(bench: Bench) -> None:
     assert "direct:" not in skipped.output and "easel/direct" not in skipped.output, skipped.output
 
     # Ctrl+C with every process up: everything stopped and gone (checked by run()).
-    stopped = bench.run("capacity.py", *sizes, *database, "--skip-direct", interrupt_after="web and qcluster up")
+    long_run = ["--engines", "1", "--tasks", "2000", "--users", "2"]  # not over before the signal
+    stopped = bench.run("capacity.py", *long_run, *database, "--skip-direct", interrupt_after="web and qcluster up")
     assert stopped.returncode != 0, stopped.output
     assert "easel: completed=" not in stopped.output, stopped.output
     if url:
