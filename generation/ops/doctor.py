@@ -5,6 +5,7 @@ and, when something is wrong, one line saying how to fix it.
 """
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import asdict, dataclass
 from datetime import timedelta
@@ -38,6 +39,8 @@ CHECK_LABELS = {
     "clock": gettext_lazy("Clocks"),
 }
 BACKEND_CHECK = "backend:"
+# Longer than a heartbeat's life in the cache (3 s) plus a beat.
+HEARTBEAT_GRACE = 4.0
 # Worker and web clocks further apart than this make leases and schedules misbehave.
 CLOCK_SKEW_TOLERANCE = timedelta(seconds=30)
 # Django's own insecure default prefix, and the length below which a key is too short.
@@ -95,13 +98,21 @@ def _missing_cache_tables() -> list[str]:
     return [t for t in wanted if t not in existing]
 
 
-def check_workers() -> Check:
+def check_workers(*, wait: bool = False) -> Check:
+    """`wait`: a missed heartbeat is looked at again for a few seconds (the command
+    line can wait; the dashboard answers at once)."""
     missing = _missing_cache_tables()
     if missing:
         # Workers write their heartbeats there: without it no worker is ever seen.
         return Check("workers", ERROR, _("The cache table %(tables)s does not exist: worker heartbeats are lost.")
                      % {"tables": ", ".join(missing)}, _("Run: python manage.py createcachetable"))
     status = worker_status()
+    # A cluster's heartbeat lives 3 s in the cache and is written each guard cycle: a
+    # loaded host can miss one for a moment. A dead cluster stays silent; look again.
+    deadline = time.monotonic() + (HEARTBEAT_GRACE if wait else 0)
+    while not status["alive"] and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = worker_status()
     if not status["alive"]:
         return Check("workers", ERROR, _("No qcluster heartbeat: tasks will stay pending."),
                      _("Start the workers: python manage.py qcluster (or ./run.sh)."))
@@ -235,7 +246,7 @@ def run_checks(*, probe: bool = True) -> list[Check]:
     checks = [check_migrations()]
     if checks[0].level == ERROR:
         return checks  # the other checks read tables that may not exist yet
-    checks.append(check_workers())
+    checks.append(check_workers(wait=probe))
     if checks[-1].level != ERROR:
         checks.append(check_pumps())  # no workers, no pumps: the workers' check says it
     checks.extend(check_backends(probe=probe))
