@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import socket
 import threading
 import time
@@ -33,6 +34,8 @@ from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
+from django_q.conf import Conf
+from django_q.status import Stat
 
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
@@ -78,8 +81,9 @@ class PumpRun:
     """One pump job: claims tasks, runs each in a thread, beats, then hands over."""
 
     def __init__(self, pump_id: int, *, seconds: float | None = None, slots: int | None = None,
-                 extra: bool = False):
+                 extra: bool = False, watch: "ClusterWatch | None" = None):
         self.pump_id = pump_id
+        self.watch = watch
         # One started by hand (manage.py pump) runs beside the others, whatever EASEL_PUMPS says.
         self.extra = extra
         self.seconds = settings.EASEL_PUMP_SECONDS if seconds is None else seconds
@@ -114,6 +118,9 @@ class PumpRun:
                     if not Pump.objects.filter(pk=self.pump_id).update(
                             heartbeat_at=timezone.now(), running=len(self.running)):
                         logger.warning("pump %s: its row is gone; ending", self.pump_id)
+                        break
+                    if self.watch is not None and self.watch.stopping():
+                        logger.info("pump %s: its cluster is stopping; handing over", self.pump_id)
                         break
                 self.wake.wait(POLL_SECONDS)
                 self.wake.clear()
@@ -180,5 +187,53 @@ class PumpRun:
         logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))
 
 
+class ClusterWatch:
+    """Is the qcluster this worker belongs to stopping?
+
+    django-q2 stops a cluster by letting each worker finish its job first: a pump would
+    hold the stop for up to EASEL_PUMP_SECONDS (and be killed by a supervisor's timeout
+    without handing over). The sentinel writes its state ("Stopping") into the cluster's
+    heartbeat, and a sentinel that is gone leaves its workers to another parent."""
+
+    def __init__(self):
+        self.parent = os.getppid()
+        self.cluster_id = None
+        try:
+            for stat in Stat.get_all():
+                if stat.sentinel == self.parent:
+                    self.cluster_id = stat.cluster_id
+        except Exception:  # no cache, no heartbeat: the parent check still works
+            logger.warning("pump: could not read the cluster's heartbeat", exc_info=True)
+
+    def stopping(self) -> bool:
+        if os.getppid() != self.parent:
+            return True  # the sentinel died (the whole group was signalled)
+        if self.cluster_id is None:
+            return False
+        try:
+            # A lapsed heartbeat reads as a plain Status ("Stopped"): only "Stopping" counts.
+            return Stat.get(pid=0, cluster_id=self.cluster_id).status == Conf.STOPPING
+        except Exception:
+            return False
+
+
 def pump_run(*, pump_id: int) -> None:
-    PumpRun(pump_id).run()
+    run = PumpRun(pump_id, watch=ClusterWatch())
+    if threading.current_thread() is not threading.main_thread():
+        run.run()  # signals reach only the main thread (a test running jobs in-process)
+        return
+    # SIGTERM (a supervisor stopping the studio's process group, or django-q2's own
+    # timeout) hands over first, then ends the worker as it would have.
+    terminated = threading.Event()
+
+    def on_term(signum, frame):
+        terminated.set()
+        run.stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        run.run()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    if terminated.is_set():
+        os.kill(os.getpid(), signal.SIGTERM)

@@ -139,3 +139,78 @@ def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters,
     # Claimed a second time, by the survivor's pump.
     assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
     assert all(t.images.count() == 1 for t in rows.values())
+
+
+@pytest.mark.parametrize("how", ["cluster", "worker"])
+def test_a_stopping_cluster_s_pump_hands_over_at_once(fleet, clusters, client, how):
+    """The cluster is stopped while its pump follows prompts, as a supervisor (and the
+    studio) stops a qcluster: SIGTERM to its main process, after which django-q2 waits
+    for every job to end. Or the pump's worker itself gets SIGTERM (django-q2's timeout,
+    a signal to the whole group). The pump lets go of its tasks at once instead of
+    holding the stop for EASEL_PUMP_SECONDS, and the next cluster's pump follows the
+    same prompts to the end, submitting none again."""
+    from generation.models import Pump
+
+    for engine, _backend in fleet:
+        engine.faults(step_delay=1.0)  # about 6 s a prompt
+    env = dict(EASEL_PUMP_SECONDS=600, EASEL_TASK_LEASE_SECONDS=120)
+    first = clusters(**env)
+    ids = create(client, 3)
+    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 3, timeout=60,
+             message="three prompts running")
+    if how == "cluster":
+        first.proc.terminate()
+    else:
+        os.kill(Pump.objects.get(started_at__isnull=False).pid, signal.SIGTERM)
+    # Let go (no lease held) while the prompts still run on their engines; the lease
+    # (120 s) would otherwise keep them from any other pump for two minutes.
+    wait_for(lambda: not GenerationTask.objects.filter(pk__in=ids).exclude(lease_owner="").exists(), timeout=15,
+             message="the pump to let go of its tasks")
+    if how == "cluster":
+        first.proc.wait(20)  # and the cluster is not held for the pump's 600 s
+    else:
+        first.stop()
+    assert GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 3
+    clusters(**env)
+    rows = finished(ids)
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1, 1, 1]
+    assert all(t.images.count() == 1 for t in rows.values())
+
+
+def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, clusters, client):
+    """A cluster frozen with SIGSTOP (a stalled host, a long pause) past its tasks'
+    leases: the other cluster's pump takes them over and follows them. When the frozen
+    one resumes, its runners find their leases gone and let go quietly: no prompt is
+    interrupted or submitted again, every task completes once."""
+    from django_q.models import Schedule
+
+    Schedule.objects.update_or_create(name="easel-tick", defaults={
+        "func": "generation.jobs.studio_tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1})
+    for engine, _backend in fleet:
+        engine.faults(step_delay=2.0)  # about 12 s a prompt: still running when the pause ends
+    env = dict(EASEL_TASK_LEASE_SECONDS=5, EASEL_PUMP_SECONDS=600)
+    frozen = clusters(**env)
+    ids = create(client, 3)
+    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 3, timeout=60,
+             message="three prompts running")
+    owners = dict(GenerationTask.objects.filter(pk__in=ids).values_list("pk", "lease_owner"))
+    survivor = clusters(**env)
+    os.killpg(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        # The survivor's pump claims each task once its lease has run out.
+        wait_for(lambda: all(owner and owner != owners[pk] for pk, owner in
+                             GenerationTask.objects.filter(pk__in=ids).values_list("pk", "lease_owner")),
+                 timeout=90, message="the survivor to take the tasks over")
+    finally:
+        os.killpg(frozen.proc.pid, signal.SIGCONT)
+    try:
+        rows = finished(ids, timeout=120)
+    except AssertionError:
+        print(survivor.output()[-6000:])
+        raise
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1, 1, 1]
+    executed = [p for engine, _b in fleet for p in engine.stats()["executed"]]
+    assert sorted(executed) == sorted({str(t.prompt_id) for t in rows.values()})  # none started twice
+    assert all(t.images.count() == 1 for t in rows.values())

@@ -168,7 +168,11 @@ class Command(BaseCommand):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(self.children):
             if child.proc.poll() is None:
-                _kill_group(child.proc.pid, signal.SIGTERM)
+                # To the child itself, which stops its own in order (gunicorn its workers;
+                # the qcluster lets each job end, and a pump hands over when it sees its
+                # cluster stopping). A SIGTERM to the whole group would kill django-q2's
+                # sentinel mid-step and can leave the qcluster waiting on it for ever.
+                child.proc.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + STOP_GRACE
         for child in self.children:
             try:
