@@ -51,7 +51,7 @@ from ..comfy import (
     describe_rejection,
     is_transient,
 )
-from ..gallery.results import UnreadableImage, files_delete, result_store
+from ..gallery.results import StorageFailed, UnreadableImage, files_delete, result_store
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
 from .dispatch import dispatch
@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 
 # Ask the backend about a prompt directly when its socket has said nothing for this long.
 SILENCE_CHECK_SECONDS = 10.0
+# Storing finished images again after a storage error: the first pause, and the longest.
+STORAGE_RETRY_FIRST_DELAY = 0.5
+STORAGE_RETRY_MAX_DELAY = 5.0
 
 
 class TaskGone(Exception):
@@ -343,6 +346,16 @@ class TaskRunner:
         finally:
             socket.close()
 
+    def _deadline(self):
+        """The task's execution timeout in seconds, and when it runs out.
+
+        From the first start, not from this connection: a backend that keeps dropping
+        and coming back, or a storage that stays broken, must not keep a task running
+        for ever."""
+        task = self.task
+        timeout = (task.template.execution_timeout if task.template else None) or settings.EASEL_EXECUTION_TIMEOUT
+        return timeout, (task.started_at or timezone.now()) + timedelta(seconds=timeout)
+
     def _known_to_backend(self, client: ComfyClient, prompt_id: str):
         """The history entry, "running"/"pending", or None when the backend never saw it."""
         entry = client.history(prompt_id)
@@ -362,10 +375,7 @@ class TaskRunner:
         prompt_id = str(task.prompt_id)
         last_heard = time.monotonic()
         missing = 0
-        timeout = (task.template.execution_timeout if task.template else None) or settings.EASEL_EXECUTION_TIMEOUT
-        # From the first start, not from this connection: a backend that keeps dropping
-        # and coming back must not keep a task running for ever.
-        deadline = (task.started_at or timezone.now()) + timedelta(seconds=timeout)
+        timeout, deadline = self._deadline()
         try:
             while not tracker.done:
                 if timezone.now() > deadline:
@@ -460,8 +470,12 @@ class TaskRunner:
                 first = stored[0]
                 if not transitions.complete(self.task, owner=self.owner, size=(first.width, first.height)):
                     raise TaskGone()
-                # An earlier attempt may have stored images before dying: keep one set.
-                GeneratedImage.objects.filter(task_id=self.task.pk).exclude(pk__in=[i.pk for i in stored]).delete()
+                # An earlier attempt may have stored images before dying: keep one set
+                # (their files go once this commits).
+                earlier = list(GeneratedImage.objects.filter(task_id=self.task.pk).exclude(pk__in=[i.pk for i in stored]))
+                if earlier:
+                    GeneratedImage.objects.filter(pk__in=[i.pk for i in earlier]).delete()
+                    transaction.on_commit(lambda: files_delete(earlier))
         except BaseException:
             files_delete(stored)
             GeneratedImage.objects.filter(pk__in=[i.pk for i in stored if i.pk]).delete()
@@ -470,12 +484,38 @@ class TaskRunner:
         self._dispatch_soon()  # its backend slot is free
 
     def _store_image(self, client: ComfyClient, index: int, ref: dict) -> GeneratedImage:
+        """Download one output and store it; a storage error is retried with backoff until
+        the task's execution timeout, then the task fails with `storage_error`.
+
+        The pictures stored before stay (the set is finished once the storage is back);
+        result_store leaves nothing behind of one that failed. While it waits, the lease
+        is renewed, and a cancel, a delete or the pump's hand-over ends it (_finish then
+        removes what this attempt stored; the next attempt downloads again)."""
         buffer = io.BytesIO()
         client.download(ref, buffer)
-        try:
-            return result_store(task=self.task, index=index, data=buffer.getvalue())
-        except UnreadableImage as exc:
-            raise TaskFailed("bad_output", text(gettext_noop("The backend returned an unreadable image."))) from exc
+        data = buffer.getvalue()
+        delay = STORAGE_RETRY_FIRST_DELAY
+        while True:
+            try:
+                return result_store(task=self.task, index=index, data=data)
+            except UnreadableImage as exc:
+                raise TaskFailed("bad_output", text(gettext_noop("The backend returned an unreadable image."))) from exc
+            except StorageFailed as exc:
+                self.log.warning("could not store output %d: %s", index, exc)
+                left = (self._deadline()[1] - timezone.now()).total_seconds()
+                if left <= 0:
+                    raise TaskFailed("storage_error", text(gettext_noop(
+                        "Storage failed: the finished images could not be saved. Try again later."))) from exc
+            reason = text(gettext_noop("The images are finished but could not be saved yet; retrying."))
+            if self.task.status_message != str(reason):
+                self.update(**message_fields("status", reason))
+            # Waiting is no longer "finishing in a few seconds": let the pump hand over.
+            self.finishing = False
+            try:
+                self.wait(min(delay, left))
+            finally:
+                self.finishing = True
+            delay = min(delay * 2, STORAGE_RETRY_MAX_DELAY)
 
     def _abandon(self) -> None:
         """This job no longer owns the task. Only when the task was deleted or cancelled,

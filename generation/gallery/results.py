@@ -21,12 +21,37 @@ class UnreadableImage(ValueError):
     """The bytes a backend returned are not a picture Pillow can read."""
 
 
+class StorageFailed(Exception):
+    """Django's storage could not write a file (a full, read-only or unmounted disk, an
+    S3 endpoint that is away or refusing). Usually passes: the caller retries."""
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    # What the storage backends raise when they cannot write: OSError for local files,
+    # botocore's and boto3's own errors for S3 (boto3 wraps a failed upload in
+    # S3UploadFailedError, which is not a botocore error). Anything else is a bug, and
+    # stays one.
+    errors: list[type[BaseException]] = [OSError]
+    try:
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+    except ImportError:  # django-storages' S3 backend not installed
+        pass
+    else:
+        errors += [Boto3Error, BotoCoreError, ClientError]
+    return tuple(errors)
+
+
+STORAGE_ERRORS = _storage_errors()
+
+
 def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedImage:
     """Store one output picture of `task` (as the backend wrote it) with a WebP thumbnail.
 
     `index` is the output's place; when an earlier attempt already stored that index,
     the next free one in steps of 100 is used (0, 100, 200… keep the output order).
-    Raises UnreadableImage when the bytes are not a picture.
+    Raises UnreadableImage when the bytes are not a picture, StorageFailed when the
+    storage could not write (nothing of this picture is left behind then).
     """
     try:
         with Image.open(io.BytesIO(data)) as picture:
@@ -49,9 +74,17 @@ def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedI
     while image.index in taken:
         image.index += 100
     extension = extension_for(content_type, default=pillow_format.lower())
-    image.file.save(f"{uuid.uuid4().hex[:8]}.{extension}", ContentFile(data), save=False)
-    image.thumbnail.save("thumb.webp", ContentFile(thumb_buffer.getvalue()), save=False)
-    image.save()
+    try:
+        image.file.save(f"{uuid.uuid4().hex[:8]}.{extension}", ContentFile(data), save=False)
+        image.thumbnail.save("thumb.webp", ContentFile(thumb_buffer.getvalue()), save=False)
+    except STORAGE_ERRORS as exc:
+        files_delete([image])  # the picture may have been written before its thumbnail failed
+        raise StorageFailed(f"{type(exc).__name__}: {exc}") from exc
+    try:
+        image.save()
+    except BaseException:
+        files_delete([image])
+        raise
     return image
 
 
@@ -62,7 +95,7 @@ def files_delete(images) -> None:
             if field and field.name:
                 try:
                     field.storage.delete(field.name)
-                except OSError:
+                except STORAGE_ERRORS:
                     logger.warning("could not delete %s", field.name, exc_info=True)
 
 
