@@ -27,6 +27,7 @@ from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
 from config.bounds import ID_MIN, INT64_MAX
+from config.db import RETRY_AFTER_SECONDS, close_lost_connection, connection_lost
 from config.uploads import UploadTooLarge
 
 logger = logging.getLogger(__name__)
@@ -92,7 +93,26 @@ def too_large_message() -> str:
     return _("The request body is too large.")
 
 
+def unavailable_message() -> str:
+    return _("The service is briefly unavailable. Please try again in a moment.")
+
+
+def database_lost_response() -> JsonResponse:
+    """503 for a request whose database connection died (config.db): the connection is
+    closed so the next request opens a fresh one, and the client is told when to retry.
+    `ConnectionLostMiddleware` runs a read once more before answering this."""
+    close_lost_connection()
+    response = JsonResponse(
+        error_body("unavailable", unavailable_message(), retry_after=RETRY_AFTER_SECONDS), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.database_lost = True
+    return response
+
+
 def api_exception_handler(exc, context):
+    if connection_lost(exc):
+        logger.warning("database connection lost during an API request", exc_info=exc)
+        return database_lost_response()
     if isinstance(exc, DjangoValidationError):
         return validation_error_response(exc)
     if isinstance(exc, ServiceError):
@@ -168,7 +188,7 @@ class ErrorDetailSerializer(serializers.Serializer):
         help_text=gettext_lazy("Messages per input field (`__all__` for the request as a whole); empty if none."),
     )
     retry_after = serializers.IntegerField(
-        required=False, help_text=gettext_lazy("Seconds to wait before trying again (429 only).")
+        required=False, help_text=gettext_lazy("Seconds to wait before trying again (429 and 503 only).")
     )
     resets_at = serializers.DateTimeField(required=False, help_text=gettext_lazy("When the daily quota resets."))
     limit = serializers.IntegerField(required=False, help_text=gettext_lazy("The daily image quota."))
@@ -201,6 +221,8 @@ ERROR_EXAMPLES = {
     429: _example("Throttled", "throttled", "Request was throttled. Expected available in 12 seconds.", 429,
                   retry_after=12),
     500: _example("Server error", "server_error", "Something went wrong on our side.", 500),
+    503: _example("Unavailable", "unavailable", "The service is briefly unavailable. Please try again in a moment.",
+                  503, retry_after=2),
 }
 ERROR_DESCRIPTIONS = {
     400: gettext_lazy("Invalid input; `fields` names each problem."),
@@ -213,6 +235,9 @@ ERROR_DESCRIPTIONS = {
     415: gettext_lazy("Unsupported request content type."),
     429: gettext_lazy("Too many requests; wait `retry_after` seconds (also in `Retry-After`)."),
     500: gettext_lazy("Server error."),
+    503: gettext_lazy("The database was briefly out of reach (a restart, a failover). Try again after "
+                      "`retry_after` seconds (also in `Retry-After`); a write answered so may have been done "
+                      "(look before repeating it)."),
 }
 
 
@@ -232,7 +257,8 @@ class EaselAutoSchema(AutoSchema):
     Views document their own successes and business errors (409, quota 429); this adds
     the cross-cutting ones so that every operation, including views written later,
     lists the error body: 401/403 for authenticated views, 404 with a path parameter,
-    400/413/415 on writes, 414 (URI too long), 429 (rate limits) and 500 everywhere.
+    400/413/415 on writes, 414 (URI too long), 429 (rate limits), and 500 and 503 (the
+    database out of reach) everywhere.
     It also states the rules every parameter follows (`_parameter_rules`).
     """
 
@@ -284,7 +310,7 @@ class EaselAutoSchema(AutoSchema):
         return responses
 
     def _error_codes(self) -> list[int]:
-        codes = [414, 500]
+        codes = [414, 500, 503]
         view = self.view
         if view.get_authenticators():
             codes.append(401)  # a bad or expired token is refused even on open views

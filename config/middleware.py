@@ -8,6 +8,10 @@ error pages (CSRF failure, handler400/403) for paths under /api/.
 
 `RequestLimitsMiddleware` refuses an over-long URI (414) and an id in the path beyond
 what the database can hold (404), for pages and the API alike.
+
+`ConnectionLostMiddleware` answers a request whose database connection died (config.db)
+with 503 and Retry-After, the error body under /api/ and Easel's page elsewhere, after
+running a read (GET, HEAD) once more on a fresh connection.
 """
 from __future__ import annotations
 
@@ -19,8 +23,9 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from config.api_errors import error_body, too_large_message
+from config.api_errors import database_lost_response, error_body, too_large_message
 from config.bounds import INT64_MAX
+from config.db import RETRY_AFTER_SECONDS, close_lost_connection, connection_lost
 from config.uploads import MULTIPART_ALLOWANCE
 
 logger = logging.getLogger(__name__)
@@ -112,6 +117,50 @@ class ApiErrorMiddleware:
         return replacement
 
 
+def database_lost_page() -> HttpResponse:
+    """Easel's 503 page. Rendered without the request: its context processors would
+    read the user from the database that just went away."""
+    close_lost_connection()
+    response = HttpResponse(render_to_string("503.html"), status=503)
+    response["Retry-After"] = str(RETRY_AFTER_SECONDS)
+    response.database_lost = True
+    return response
+
+
+class ConnectionLostMiddleware:
+    """A database connection that died under a request (a restart, a failover,
+    `pg_terminate_backend` of a kept connection) is not a 500.
+
+    The dead connection is closed (config.db) and the request answered 503 with
+    Retry-After: the API's error body (by the API's exception handler, or here for plain
+    views), Easel's page elsewhere. A read (GET, HEAD) is first run once more on a fresh
+    connection, which usually answers it. A write is not: ATOMIC_REQUESTS is off, so
+    part of it may have been committed before the cut, and only the client can tell
+    whether to send it again.
+
+    Placed after ApiErrorMiddleware, so that its `process_exception` sees a view's
+    exception first, and before the session-reading middleware it runs again.
+    """
+
+    SAFE_METHODS = ("GET", "HEAD")
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        if getattr(response, "database_lost", False) and request.method in self.SAFE_METHODS:
+            logger.warning("database connection lost on %s %s; running it once more", request.method, request.path)
+            response = self.get_response(request)
+        return response
+
+    def process_exception(self, request, exception):
+        if not connection_lost(exception):
+            return None
+        logger.warning("database connection lost on %s %s", request.method, request.path, exc_info=exception)
+        return database_lost_response() if _is_api(request) else database_lost_page()
+
+
 def _uri_length(request) -> int:
     # gunicorn passes the request target as the client sent it; elsewhere (tests, other
     # servers) the path and query, escaped again, come to the same length.
@@ -153,4 +202,4 @@ class RequestLimitsMiddleware:
         return HttpResponse(render_to_string("414.html", {"limit": limit}), status=414)
 
 
-__all__ = ["ApiErrorMiddleware", "RequestLimitsMiddleware"]
+__all__ = ["ApiErrorMiddleware", "ConnectionLostMiddleware", "RequestLimitsMiddleware", "database_lost_page"]

@@ -97,6 +97,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     # Keeps answers under /api/ in the API's error body (413, HTML error pages, 500).
     "config.middleware.ApiErrorMiddleware",
+    # A database connection that died under a request: a read runs once more, else 503.
+    "config.middleware.ConnectionLostMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -125,10 +127,15 @@ TEMPLATES = [
 
 # --- Database ---------------------------------------------------------------------
 
+db_conn_max_age = env_int("DB_CONN_MAX_AGE", 0)
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL", f"sqlite:///{DATA_DIR / 'easel.sqlite3'}"),
-        conn_max_age=env_int("DB_CONN_MAX_AGE", 0),
+        conn_max_age=db_conn_max_age,
+        # A kept connection the server dropped while it sat idle (a restart, a failover,
+        # pg_terminate_backend) is found before a request's or a job's first query uses
+        # it, and replaced, instead of failing that query (config/db.py covers the rest).
+        conn_health_checks=db_conn_max_age > 0,
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":

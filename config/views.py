@@ -1,7 +1,11 @@
 """Error pages: the API's error body under /api/, Easel's own pages elsewhere (templates/4xx.html)."""
+import sys
+
 from django.views import defaults
 
 from config import api_errors
+from config.db import connection_lost
+from config.middleware import database_lost_page
 
 
 def _api(request) -> bool:
@@ -27,6 +31,10 @@ def not_found(request, exception=None):
 
 
 def server_error(request):
+    # Django calls this inside its `except`: a database connection that died outside a
+    # view (the session saved after it) is a 503, as in a view (ConnectionLostMiddleware).
+    if connection_lost(sys.exc_info()[1]):
+        return api_errors.database_lost_response() if _api(request) else database_lost_page()
     if _api(request):
         return api_errors.json_500(request)
     return defaults.server_error(request)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 
+from config.db import retry_once_if_lost
 from models_catalog.services import backends_from_settings, backends_health_check, catalog_sync, prompt_abandon
 
 from .fleet.dispatch import dispatch
@@ -37,11 +38,14 @@ def generation_abandon(backend_id: int, prompt_id: str) -> None:
 
 def generation_finished(task_id: int) -> None:
     """After a task ends: send its webhook, let the dispatcher use the freed capacity."""
+    # Both steps are idempotent, so each is run again once on a new connection when the
+    # database connection dies under it: django-q2 does not retry a failed job
+    # (ack_failures), and the tick's sweep would only make the webhook a minute later.
     try:
-        dispatch()
+        retry_once_if_lost(dispatch, what="dispatch after a task ended")
     finally:
         # Freed capacity first; a webhook problem must not hold back the queue.
-        webhook_enqueue_for_task(task_id=task_id)
+        retry_once_if_lost(lambda: webhook_enqueue_for_task(task_id=task_id), what=f"webhook of task {task_id}")
 
 
 def generation_dispatch() -> None:
@@ -65,7 +69,9 @@ def studio_tick() -> None:
     webhook retries and the sweep for missing ones, the dashboard's rollup.
 
     Each step on its own: one that fails (a backend's odd answer, a database error) is
-    logged and the others still run.
+    logged and the others still run. A database connection that dies under a step is
+    replaced and the step run once more (they are all idempotent), so one cut does not
+    fail every step after it.
     """
     checked: list = []
 
@@ -87,6 +93,6 @@ def studio_tick() -> None:
     )
     for name, step in steps:
         try:
-            step()
+            retry_once_if_lost(step, what=f"studio tick: {name}")
         except Exception:
             logger.exception("studio tick: %s failed; the other steps still run", name)

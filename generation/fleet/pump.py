@@ -29,13 +29,15 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 from django_q.conf import Conf
 from django_q.status import Stat
+
+from config.db import close_lost_connection, connection_lost, retry_once_if_lost
 
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
@@ -111,17 +113,28 @@ class PumpRun:
         last_beat = 0.0
         try:
             while time.monotonic() < deadline and not self.stopping.is_set():
-                self._reap()
-                self._claim()
-                if time.monotonic() - last_beat >= BEAT_SECONDS:
-                    last_beat = time.monotonic()
-                    if not Pump.objects.filter(pk=self.pump_id).update(
-                            heartbeat_at=timezone.now(), running=len(self.running)):
-                        logger.warning("pump %s: its row is gone; ending", self.pump_id)
-                        break
-                    if self.watch is not None and self.watch.stopping():
-                        logger.info("pump %s: its cluster is stopping; handing over", self.pump_id)
-                        break
+                try:
+                    self._reap()
+                    self._claim()
+                    if time.monotonic() - last_beat >= BEAT_SECONDS:
+                        last_beat = time.monotonic()
+                        if not Pump.objects.filter(pk=self.pump_id).update(
+                                heartbeat_at=timezone.now(), running=len(self.running)):
+                            logger.warning("pump %s: its row is gone; ending", self.pump_id)
+                            break
+                        if self.watch is not None and self.watch.stopping():
+                            logger.info("pump %s: its cluster is stopping; handing over", self.pump_id)
+                            break
+                except (OperationalError, InterfaceError) as exc:
+                    if not connection_lost(exc):
+                        raise
+                    # The database went away (a restart, a failover, a cut connection):
+                    # the runners go on with their own connections; this loop connects
+                    # again at its next poll. A pump that stays away past STALE_SECONDS
+                    # is replaced, and finds its row gone when it is back.
+                    logger.warning("pump %s: database connection lost; trying again", self.pump_id)
+                    close_lost_connection()
+                    last_beat = 0.0
                 self.wake.wait(POLL_SECONDS)
                 self.wake.clear()
         finally:
@@ -149,7 +162,15 @@ class PumpRun:
         )
         for task_id in list(claimable):
             owner = f"{self.name}:{task_id}"
-            task = task_claim(task_id=task_id, owner=owner)
+            try:
+                task = task_claim(task_id=task_id, owner=owner)
+            except (OperationalError, InterfaceError) as exc:
+                if connection_lost(exc):
+                    # The claim may have been committed before the cut: let go of it
+                    # rather than hold the task, with no runner, until its lease ends.
+                    close_lost_connection()
+                    _release_quietly(task_id, owner)
+                raise
             if task is None:
                 continue  # another pump was quicker
             self.running[task_id] = self.pool.submit(self._follow, task, owner)
@@ -158,15 +179,25 @@ class PumpRun:
         runner = TaskRunner(task, owner, stop=self.stopping)
         try:
             runner.run()
-        except Exception:
-            # A bug must not leave the task spinning forever: fail it readably.
-            logger.exception("run of task %s failed", task.pk)
-            runner.fail("internal_error", text(gettext_noop("Easel hit an internal error while running this task.")))
+        except Exception as exc:
+            if connection_lost(exc):
+                # The database went away under the run, not the run itself: the prompt
+                # runs on, the lease is let go below on a new connection, and the next
+                # claim follows the prompt on its backend (never submitting it again).
+                logger.warning("run of task %s: database connection lost; handing it back", task.pk)
+                close_lost_connection()
+            else:
+                # A bug must not leave the task spinning forever: fail it readably.
+                logger.exception("run of task %s failed", task.pk)
+                runner.fail("internal_error",
+                            text(gettext_noop("Easel hit an internal error while running this task.")))
         finally:
-            # Leave the task claimable at once if this runner stops without finishing it.
-            transitions.release(task.pk, owner=owner)
-            connection.close()  # this thread's own connection
-            self.wake.set()
+            try:
+                # Leave the task claimable at once if this runner stops without finishing it.
+                _release_quietly(task.pk, owner)
+            finally:
+                connection.close()  # this thread's own connection
+                self.wake.set()
 
     # --- ending ------------------------------------------------------------------------
 
@@ -174,7 +205,10 @@ class PumpRun:
         """Stop following: each runner lets go of its task at its next heartbeat (the
         prompt runs on); the successor pump, queued first, takes them over."""
         self.stopping.set()
-        Pump.objects.filter(pk=self.pump_id).delete()
+        try:
+            retry_once_if_lost(lambda: Pump.objects.filter(pk=self.pump_id).delete(), what="pump row")
+        except Exception:  # a stale row is deleted by the next pumps_ensure
+            logger.exception("pump %s could not delete its row", self.pump_id)
         try:
             pumps_ensure()
         except Exception:
@@ -185,6 +219,15 @@ class PumpRun:
                            HANDOVER_SECONDS)
         self.pool.shutdown(wait=False, cancel_futures=True)
         logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))
+
+
+def _release_quietly(task_id: int, owner: str) -> None:
+    """Let go of a task's lease, on a new connection if the old one died; when the
+    database stays away the lease runs out by itself (EASEL_TASK_LEASE_SECONDS)."""
+    try:
+        retry_once_if_lost(lambda: transitions.release(task_id, owner=owner), what=f"release of task {task_id}")
+    except Exception:
+        logger.exception("could not release task %s; its lease runs out", task_id)
 
 
 class ClusterWatch:

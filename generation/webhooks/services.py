@@ -16,7 +16,8 @@ from urllib.parse import urljoin
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import CharField, Exists, OuterRef, Value
+from django.db.models.functions import Cast, Concat
 from django.utils import timezone
 from rest_framework.renderers import JSONRenderer
 
@@ -62,7 +63,7 @@ def webhook_enqueue_for_task(*, task_id: int) -> WebhookDelivery | None:
     if task is None or task.status not in TERMINAL_STATUSES or not task.callback_url:
         return None
     event = EVENTS[task.status]
-    message_id = f"msg_task{task.pk}_{task.status}_{task.retries}"
+    message_id = _message_id(task)
     existing = WebhookDelivery.objects.filter(message_id=message_id).first()
     if existing is not None:
         return existing
@@ -84,6 +85,17 @@ def webhook_enqueue_for_task(*, task_id: int) -> WebhookDelivery | None:
     delivery_id = delivery.pk
     transaction.on_commit(lambda: delivery_enqueue(delivery_id))
     return delivery
+
+
+def _message_id(task: GenerationTask) -> str:
+    """One webhook per task, outcome and retry round (`_MESSAGE_ID` is the same in SQL)."""
+    return f"msg_task{task.pk}_{task.status}_{task.retries}"
+
+
+_MESSAGE_ID = Concat(
+    Value("msg_task"), Cast("pk", CharField()), Value("_"), "status", Value("_"), Cast("retries", CharField()),
+    output_field=CharField(),
+)
 
 
 def delivery_enqueue(delivery_id: int) -> None:
@@ -114,9 +126,12 @@ def webhooks_sweep(*, now=None) -> int:
     (its `generation_finished` job was lost: a worker killed, a database connection cut).
     Run by the tick; `webhook_enqueue_for_task` is idempotent. Returns how many it made."""
     now = now or timezone.now()
-    sent = WebhookDelivery.objects.filter(task=OuterRef("pk"), created_at__gte=OuterRef("completed_at"))
+    # Made or not is read from the message id the task's webhook would carry, not from
+    # the clocks: a delivery stored by a host whose clock runs behind the one that
+    # finished the task is still its webhook (and is not looked for again every tick).
+    sent = WebhookDelivery.objects.filter(message_id=OuterRef("webhook_message_id"))
     missing = (
-        GenerationTask.objects.filter(
+        GenerationTask.objects.annotate(webhook_message_id=_MESSAGE_ID).filter(
             status__in=TERMINAL_STATUSES, completed_at__gte=now - SWEEP_WINDOW, completed_at__lt=now - SWEEP_GRACE,
         )
         .exclude(callback_url="")
