@@ -124,11 +124,20 @@ def _run_end(task: TaskRef, outcome: str, ended_by: str, *, now: datetime | None
 _FAILURE_ENDINGS = {"timeout": (RunOutcome.TIMED_OUT, RunEnd.TIMEOUT)}
 
 
-def _ended(task: TaskRef) -> None:
+def _ended(task: TaskRef, *, caller_dispatches: bool = False) -> None:
     """A task reached a final state: its live preview goes, and once the transaction
-    commits the `generation_finished` job sends its webhook and lets dispatch use the slot."""
+    commits the `generation_finished` job sends its webhook and lets dispatch use the slot.
+
+    `caller_dispatches`: the pump ending it dispatches for the freed slot itself (one
+    pass for many endings), so the job is queued only when there is a webhook to send
+    (the tick's sweep sends one a lost job missed)."""
     task_id = _pk(task)
     TaskPreview.objects.filter(task_id=task_id).delete()
+    if caller_dispatches:
+        callback = (task.callback_url if isinstance(task, GenerationTask)
+                    else GenerationTask.objects.filter(pk=task_id).values_list("callback_url", flat=True).first())
+        if not callback:
+            return
     transaction.on_commit(lambda: enqueue("generation_finished", task_id))
 
 
@@ -184,7 +193,8 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
 
 
 def complete(
-    task: TaskRef, *, owner: str, size: tuple[int, int] | None = None, now: datetime | None = None
+    task: TaskRef, *, owner: str, size: tuple[int, int] | None = None, now: datetime | None = None,
+    caller_dispatches: bool = False,
 ) -> bool:
     """The images are stored: completed. Call inside the transaction that keeps them.
 
@@ -206,7 +216,7 @@ def complete(
         done = _apply(task, owned_by(task, owner), values)
         if done:
             _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
-            _ended(task)
+            _ended(task, caller_dispatches=caller_dispatches)
     return done
 
 
@@ -227,7 +237,8 @@ def _failed(code: str, message: Text | str, fields: dict | None, now: datetime |
     }
 
 
-def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: dict | None = None) -> bool:
+def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: dict | None = None,
+         caller_dispatches: bool = False) -> bool:
     """The job running the task gives up on it, with a reason for its owner."""
     with transaction.atomic():
         values = _failed(code, message, fields, None)
@@ -235,7 +246,7 @@ def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: d
         if done:
             outcome, ended_by = _FAILURE_ENDINGS.get(code, (RunOutcome.FAILED, RunEnd.FAILURE))
             _run_end(task, outcome, ended_by, now=values["completed_at"], code=code, error=message)
-            _ended(task)
+            _ended(task, caller_dispatches=caller_dispatches)
     if not done:
         # Not ours any more; a preview left by this job must not outlive it.
         TaskPreview.objects.filter(task_id=_pk(task), task__status__in=RETRYABLE_STATUSES).delete()

@@ -206,7 +206,13 @@ class WorkflowTemplate(models.Model):
     # `self.inputs.all()`, so a prefetch serves every call.
     @property
     def input_list(self) -> list[TemplateInput]:
-        return list(self.inputs.all()) if self.pk else []
+        if not self.pk:
+            return []
+        # Read once per instance (a create asks `takes()` several times); kept where a
+        # prefetch would keep it, so `refresh_from_db()` forgets it.
+        if "inputs" not in getattr(self, "_prefetched_objects_cache", {}):
+            models.prefetch_related_objects([self], "inputs")
+        return list(self.inputs.all())
 
     @property
     def bindings(self) -> dict[str, list]:

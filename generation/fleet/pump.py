@@ -43,6 +43,7 @@ from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
+from .dispatch import dispatch
 from .runner import TaskRunner, task_claim
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,7 @@ class PumpRun:
         # Set when a runner ends: its slot is free and its dispatch may have assigned
         # more, so the pump claims at once rather than at its next poll.
         self.wake = threading.Event()
+        self.dispatch_due = threading.Event()
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[int, Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
@@ -115,6 +117,7 @@ class PumpRun:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     self._reap()
+                    self._dispatch_due()
                     self._claim()
                     if time.monotonic() - last_beat >= BEAT_SECONDS:
                         last_beat = time.monotonic()
@@ -144,6 +147,25 @@ class PumpRun:
         self.stopping.set()
 
     # --- claiming ----------------------------------------------------------------------
+
+    def _slot_freed(self) -> None:
+        """A runner ended its task (from its own thread): dispatch in the loop, once for
+        every ending since the last pass, then claim what it assigned."""
+        self.dispatch_due.set()
+        self.wake.set()
+
+    def _dispatch_due(self) -> None:
+        if not self.dispatch_due.is_set():
+            return
+        self.dispatch_due.clear()
+        try:
+            dispatch()
+        except Exception as exc:
+            if connection_lost(exc):
+                self.dispatch_due.set()
+                raise
+            # The tick dispatches again; never stop the pump over it.
+            logger.exception("pump %s: dispatch failed", self.pump_id)
 
     def _reap(self) -> None:
         for task_id in [t for t, f in self.running.items() if f.done()]:
@@ -176,7 +198,7 @@ class PumpRun:
             self.running[task_id] = self.pool.submit(self._follow, task, owner)
 
     def _follow(self, task: GenerationTask, owner: str) -> None:
-        runner = TaskRunner(task, owner, stop=self.stopping)
+        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed)
         try:
             runner.run()
         except Exception as exc:

@@ -19,6 +19,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Callable
 from datetime import timedelta
 
 from django.conf import settings
@@ -67,6 +68,16 @@ STORAGE_RETRY_FIRST_DELAY = 0.5
 STORAGE_RETRY_MAX_DELAY = 5.0
 
 
+# A backend marked online and seen this recently (as read when the task was claimed) is
+# not written again for every prompt it takes: many runners share one backend row.
+SEEN_REFRESH_SECONDS = 10.0
+
+
+def _seen_lately(backend: ComfyBackend) -> bool:
+    return bool(backend.is_online and backend.last_seen_at and not backend.last_error
+                and timezone.now() - backend.last_seen_at < timedelta(seconds=SEEN_REFRESH_SECONDS))
+
+
 class TaskGone(Exception):
     """The task was deleted, cancelled or taken over while this job worked on it."""
 
@@ -96,9 +107,13 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
 
 
 class TaskRunner:
-    def __init__(self, task: GenerationTask, owner: str, *, stop: threading.Event | None = None):
+    def __init__(self, task: GenerationTask, owner: str, *, stop: threading.Event | None = None,
+                 on_slot_free: Callable[[], None] | None = None):
         self.task = task
         self.owner = owner
+        # A pump dispatches for every freed slot in one pass of its own loop (set here);
+        # a runner on its own dispatches at once.
+        self.on_slot_free = on_slot_free
         # Set when the pump running this job hands over (generation.fleet.pump); not
         # while the images are being stored (a few seconds), which is better finished.
         self.stop = stop
@@ -145,7 +160,8 @@ class TaskRunner:
             time.sleep(min(0.25, max(0.0, deadline - time.monotonic())))
 
     def fail(self, code: str, message: Text | str, fields: dict | None = None) -> None:
-        done = transitions.fail(self.task, owner=self.owner, code=code, message=message, fields=fields)
+        done = transitions.fail(self.task, owner=self.owner, code=code, message=message, fields=fields,
+                                caller_dispatches=self.on_slot_free is not None)
         self.log.info("failed: %s", message)
         if done:
             self._dispatch_soon()  # its backend slot is free
@@ -208,6 +224,7 @@ class TaskRunner:
                         "backend_error", text(gettext_noop("The backend answered unexpectedly: %(e)s"), e=exc)
                     ) from exc
                 backend_mark(backend_id=backend.pk, online=False, error=str(exc))
+                backend.is_online = False  # so reaching it again is written (_seen_lately)
                 self.log.info("backend %s unreachable: %s", backend.name, exc)
             now = time.monotonic()
             if failing_since is None or self.last_contact > failing_since:
@@ -265,6 +282,9 @@ class TaskRunner:
         self._dispatch_soon()
 
     def _dispatch_soon(self) -> None:
+        if self.on_slot_free is not None:
+            self.on_slot_free()
+            return
         try:
             dispatch()
         except Exception:  # the schedule dispatches again; never lose the task over it
@@ -287,8 +307,6 @@ class TaskRunner:
             graph = task_graph(task.template, values)
         except BindingError as exc:
             raise TaskFailed("template_error", text(gettext_noop("The workflow template is broken: %(e)s"), e=exc)) from exc
-        if task.rendered_prompt != graph:
-            self.update(rendered_prompt=graph)
         return graph
 
     def _upload(self, client: ComfyClient, source: SourceImage) -> str:
@@ -312,19 +330,23 @@ class TaskRunner:
             # Prompts Easel moved away from this backend while it was away go first, so a
             # backend that resumes does not run them on for nothing.
             backend_release_abandoned(backend=backend, client=client)
-            known = self._known_to_backend(client, prompt_id)
+            # A prompt never sent (no intent recorded) is unknown everywhere: no need to ask.
+            known = self._known_to_backend(client, prompt_id) if task.submitted_at else None
             if known is not None:
                 self.log.info("prompt already on %s (%s)", backend.name,
                             "finished" if isinstance(known, dict) else known)
             else:
                 graph = self._graph(client)
                 self.submitted_to = backend
-                if not task.submitted_at:
+                intent = {} if task.submitted_at else {"submitted_at": timezone.now()}
+                if task.rendered_prompt != graph:
+                    intent["rendered_prompt"] = graph
+                if intent:
                     # The intent, before the POST: a POST that goes unanswered may still
                     # have queued the prompt there, so from now on it counts as sent (the
                     # backend is asked first, or the prompt abandoned on it), never as a
                     # task that can go elsewhere under the same prompt_id.
-                    self.update(submitted_at=timezone.now())
+                    self.update(**intent)
                 try:
                     client.submit(prompt=graph, prompt_id=prompt_id, client_id=task.client_id)
                 except ComfyPromptRejected as exc:
@@ -332,13 +354,14 @@ class TaskRunner:
                     # back off its queue by the client.)
                     raise rejected(exc, task.template.bindings) from exc
                 self.log.info("submitted prompt to %s", backend.name)
-                ComfyBackend.objects.filter(pk=backend.pk).update(
-                    loaded_checkpoint=task.checkpoint.ckpt_name if task.checkpoint else ""
-                )
+                loaded = task.checkpoint.ckpt_name if task.checkpoint else ""
+                if backend.loaded_checkpoint != loaded:  # as read when the task was claimed
+                    ComfyBackend.objects.filter(pk=backend.pk).update(loaded_checkpoint=loaded)
             if not transitions.start(task, owner=self.owner):
                 raise TaskGone()
             self.lease_renewed = time.monotonic()
-            backend_mark(backend_id=backend.pk, online=True)
+            if not _seen_lately(backend):
+                backend_mark(backend_id=backend.pk, online=True)
             if isinstance(known, dict):
                 tracker.apply_history(known)
                 return self._outcome(client, tracker)
@@ -468,7 +491,8 @@ class TaskRunner:
                 # The first output's size is the task's size from now on (img2img keeps
                 # the source's size, whatever width and height the request carried).
                 first = stored[0]
-                if not transitions.complete(self.task, owner=self.owner, size=(first.width, first.height)):
+                if not transitions.complete(self.task, owner=self.owner, size=(first.width, first.height),
+                                            caller_dispatches=self.on_slot_free is not None):
                     raise TaskGone()
                 # An earlier attempt may have stored images before dying: keep one set
                 # (their files go once this commits).
