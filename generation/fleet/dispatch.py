@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
 
 from django.contrib.auth import get_user_model
+from django.core.cache import caches
 from django.db import transaction
 from django.db.models import Count
 from django.utils import timezone
@@ -35,7 +36,6 @@ from models_catalog.services import backends_health_check
 
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, TaskStatus
-from ..queue import enqueue
 from . import locks
 
 logger = logging.getLogger(__name__)
@@ -46,6 +46,8 @@ SCAN_LIMIT = 2000
 # Before any time a user was served (a fixed instant: no date arithmetic that a 29
 # February could break).
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+# "Run dispatch again": in the cache every process shares (the cluster's heartbeats').
+AGAIN_CACHE, AGAIN_KEY = "qcluster", "easel:dispatch-again"
 # How often dispatch may re-probe an offline backend.
 PROBE_INTERVAL_SECONDS = 5.0
 
@@ -70,13 +72,43 @@ def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
     """
     if probe:
         _probe_offline_backends()
+    done = _pass(wait=wait)
+    if done is None:
+        return []
+    # Asked for while this pass held the lock: one more, which sees what they added.
+    # (One asked for after this check is run by the pump, which looks every poll.)
+    while again_take():
+        done += _pass(wait=True) or []
+    if done:
+        logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
+    return [t for t, _b in done]
+
+
+def again_request() -> None:
+    """Another pass holds the lock: ask for one more after it, without waiting for it.
+
+    A flag, not a job per request: a burst of creates asks once, and the pass that
+    holds the lock (or the pump's next poll) runs it."""
+    caches[AGAIN_CACHE].set(AGAIN_KEY, 1, timeout=None)
+
+
+def again_requested() -> bool:
+    return caches[AGAIN_CACHE].get(AGAIN_KEY) is not None
+
+
+def again_take() -> bool:
+    return bool(caches[AGAIN_CACHE].delete(AGAIN_KEY))
+
+
+def _pass(*, wait: bool) -> list[tuple[int, int]] | None:
+    """One dispatch pass under the lock; None when `wait` is off and another pass holds it."""
     with transaction.atomic():
         if not wait:
             if not locks.transaction_try_lock(locks.DISPATCH):
-                # Another pass runs now; a job runs one more after it, so this
-                # request's task is seen without the request waiting for the lock.
-                transaction.on_commit(lambda: enqueue("generation_dispatch"))
-                return []
+                # Another pass runs now: this request's task is seen by one more pass
+                # after it, without the request waiting for the lock.
+                transaction.on_commit(again_request)
+                return None
         else:
             locks.transaction_lock(locks.DISPATCH)
         assignments = _plan()
@@ -92,9 +124,7 @@ def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
     if done:
         # A pump claims assigned tasks within a poll; make sure one runs.
         ensure_pumps()
-    if done:
-        logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
-    return [t for t, _b in done]
+    return done
 
 
 def ensure_pumps() -> None:

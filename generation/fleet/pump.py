@@ -43,7 +43,7 @@ from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
-from .dispatch import dispatch
+from .dispatch import again_requested, dispatch
 from .runner import TaskRunner, task_claim
 
 logger = logging.getLogger(__name__)
@@ -54,6 +54,9 @@ BEAT_SECONDS = 2.0
 # A pump whose beat is older than this is dead (it beats every BEAT_SECONDS), or was
 # queued and never started (a copy that starts late finds itself surplus and ends).
 STALE_SECONDS = 10.0
+# Runner threads keep their database connection between prompts while the pump follows
+# at most this many (more would hold connections PostgreSQL may not have to spare).
+KEEP_CONNECTIONS = 32
 # How long an ending pump waits for its runners to hand over (each notices within a second).
 HANDOVER_SECONDS = 30.0
 
@@ -155,7 +158,8 @@ class PumpRun:
         self.wake.set()
 
     def _dispatch_due(self) -> None:
-        if not self.dispatch_due.is_set():
+        # Its runners ended tasks, or a create found dispatch busy and asked for one more pass.
+        if not self.dispatch_due.is_set() and not again_requested():
             return
         self.dispatch_due.clear()
         try:
@@ -198,6 +202,9 @@ class PumpRun:
             self.running[task_id] = self.pool.submit(self._follow, task, owner)
 
     def _follow(self, task: GenerationTask, owner: str) -> None:
+        # This thread's connection, kept from its last task, may have died meanwhile.
+        if connection.connection is not None and not connection.is_usable():
+            connection.close()
         runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed)
         try:
             runner.run()
@@ -218,7 +225,11 @@ class PumpRun:
                 # Leave the task claimable at once if this runner stops without finishing it.
                 _release_quietly(task.pk, owner)
             finally:
-                connection.close()  # this thread's own connection
+                # This thread's own connection: kept for its next task (a new PostgreSQL
+                # connection per prompt costs more than the prompt's own queries), unless
+                # it saw an error or the pump is busier than connections are kept for.
+                if connection.errors_occurred or len(self.running) > KEEP_CONNECTIONS:
+                    connection.close()
                 self.wake.set()
 
     # --- ending ------------------------------------------------------------------------

@@ -149,8 +149,6 @@ def test_a_stopping_cluster_s_pump_hands_over_at_once(fleet, clusters, client, h
     a signal to the whole group). The pump lets go of its tasks at once instead of
     holding the stop for EASEL_PUMP_SECONDS, and the next cluster's pump follows the
     same prompts to the end, submitting none again."""
-    from generation.models import Pump
-
     for engine, _backend in fleet:
         engine.faults(step_delay=1.0)  # about 6 s a prompt
     env = dict(EASEL_PUMP_SECONDS=600, EASEL_TASK_LEASE_SECONDS=120)
@@ -161,7 +159,9 @@ def test_a_stopping_cluster_s_pump_hands_over_at_once(fleet, clusters, client, h
     if how == "cluster":
         first.proc.terminate()
     else:
-        os.kill(Pump.objects.get(started_at__isnull=False).pid, signal.SIGTERM)
+        # The worker of the pump holding them (its name, in each lease, ends "-<pid>-<uuid>").
+        owner = GenerationTask.objects.get(pk=ids[0]).lease_owner
+        os.kill(int(owner.split(":")[0].split("-")[-2]), signal.SIGTERM)
     # Let go (no lease held) while the prompts still run on their engines; the lease
     # (120 s) would otherwise keep them from any other pump for two minutes.
     wait_for(lambda: not GenerationTask.objects.filter(pk__in=ids).exclude(lease_owner="").exists(), timeout=15,
@@ -183,10 +183,6 @@ def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, cl
     leases: the other cluster's pump takes them over and follows them. When the frozen
     one resumes, its runners find their leases gone and let go quietly: no prompt is
     interrupted or submitted again, every task completes once."""
-    from django_q.models import Schedule
-
-    Schedule.objects.update_or_create(name="easel-tick", defaults={
-        "func": "generation.jobs.studio_tick", "schedule_type": Schedule.MINUTES, "minutes": 1, "repeats": -1})
     for engine, _backend in fleet:
         engine.faults(step_delay=2.0)  # about 12 s a prompt: still running when the pause ends
     env = dict(EASEL_TASK_LEASE_SECONDS=5, EASEL_PUMP_SECONDS=600)
@@ -198,6 +194,12 @@ def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, cl
     survivor = clusters(**env)
     os.killpg(frozen.proc.pid, signal.SIGSTOP)
     try:
+        # The frozen pump's heartbeat lapses; a pump is queued for the survivor, as the
+        # tick would (its minute is not what this test is about).
+        from generation.fleet.pump import pumps_alive, pumps_ensure
+
+        wait_for(lambda: not pumps_alive().exists(), timeout=30, message="the frozen pump to go stale")
+        pumps_ensure()
         # The survivor's pump claims each task once its lease has run out.
         wait_for(lambda: all(owner and owner != owners[pk] for pk, owner in
                              GenerationTask.objects.filter(pk__in=ids).values_list("pk", "lease_owner")),
@@ -214,3 +216,22 @@ def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, cl
     executed = [p for engine, _b in fleet for p in engine.stats()["executed"]]
     assert sorted(executed) == sorted({str(t.prompt_id) for t in rows.values()})  # none started twice
     assert all(t.images.count() == 1 for t in rows.values())
+
+
+def test_a_pass_asked_for_while_dispatch_was_busy_is_run_by_the_pump(fleet, clusters, client):
+    """A create that finds dispatch busy asks for one more pass and returns; when no pass
+    is left to take that request, the pump's next poll runs it: the task starts within
+    seconds, with no job queued per request and no wait for the minute's tick."""
+    from models_catalog.models import ComfyBackend
+
+    from generation.fleet.dispatch import again_request, again_requested
+
+    clusters()
+    ComfyBackend.objects.update(draining=True)  # no backend takes the task when it is created
+    [task_id] = create(client, 1)
+    assert GenerationTask.objects.get(pk=task_id).backend_id is None
+    ComfyBackend.objects.update(draining=False)  # free again, but nobody dispatches...
+    again_request()  # ...except the pass the busy create asked for
+    rows = finished([task_id], timeout=30)
+    assert rows[task_id].status == "completed"
+    assert not again_requested()
