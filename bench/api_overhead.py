@@ -16,8 +16,8 @@ What is asked, each by --clients closed-loop client processes on keep-alive conn
 for --seconds per round, the targets taking turns for --rounds rounds (so a busy moment
 of the machine falls on all of them):
 - bare: the bare view, for a completed task;
-- status: the status call for that task (one image, one run) with a Bearer token, as
-  the clients poll it;
+- status: the status call for that task (the default template, the graph it sent to
+  ComfyUI, one image, one run) with a Bearer token, as the clients poll it;
 - history: `GET /api/v1/generation/history` (20 completed tasks of two images each).
 
 Prints each target's requests per second (median of the rounds, and each round) with
@@ -50,13 +50,19 @@ from django.contrib.auth import get_user_model
 from django.utils import timezone
 from accounts.services import token_create
 from generation.models import GeneratedImage, GenerationTask, TaskRun
+from models_catalog.builtin import ensure_builtin_templates
+from models_catalog.models import WorkflowTemplate
+from models_catalog.selectors import template_default
+ensure_builtin_templates(WorkflowTemplate)
+template = template_default()
 user = get_user_model().objects.create_user(username='bench', password='bench-password-123')
 now = timezone.now()
 def task(i):
+    # As a task the studio ran: its template, and the ComfyUI graph it sent.
     t = GenerationTask.objects.create(
         user=user, prompt=f'a lighthouse at dusk {i}', model_name='demo-sd15', width=64, height=64, steps=4,
         cfg=7, sampler='euler', scheduler='normal', seed=i, status='completed', started_at=now,
-        completed_at=now + timedelta(seconds=2))
+        completed_at=now + timedelta(seconds=2), template=template, rendered_prompt=template.graph)
     for index in range(2 if i else 1):
         image = GeneratedImage(task=t, index=index, width=64, height=64, seed=i, size_bytes=1000)
         image.file.name = f'results/bench/{t.pk}-{index}.png'
