@@ -94,6 +94,9 @@ def token_create(
     with transaction.atomic():
         # One issue at a time per user, so two sign-ins at once cannot both pass the count.
         User.objects.select_for_update().filter(pk=user.pk).exists()
+        # The user's expired tokens go now: the token check on each request only looks
+        # at the token presented (accounts.authentication).
+        ApiToken.objects.filter(user=user, expiry__lte=timezone.now()).delete()
         if limit:
             live = ApiToken.objects.filter(user=user).filter(live_tokens())
             excess = live.count() + 1 - limit

@@ -19,6 +19,19 @@ def generation_get(*, user, task_id: int) -> GenerationTask:
     return get_object_or_404(task_visible_to(user=user).select_related("backend"), pk=task_id)
 
 
+def _as_answered(qs: QuerySet[GenerationTask]) -> QuerySet[GenerationTask]:
+    """What an answer reads of a task, in the task's own query: its template's name and
+    slug (not the template's graph), and not the prompt it sent to ComfyUI (that whole
+    graph is the admin's to show): JSON decoded on every poll for nothing otherwise."""
+    return qs.select_related("template").defer("rendered_prompt", "template__graph", "template__description")
+
+
+def generation_get_answered(*, user, task_id: int) -> GenerationTask:
+    """`generation_get` for the status poll (what app clients call every 2 s): the task
+    with its template, without the backend it ran on (the answer never names it)."""
+    return get_object_or_404(_as_answered(task_visible_to(user=user)), pk=task_id)
+
+
 def generation_list(
     *,
     user,
@@ -45,9 +58,8 @@ def generation_list(
     if search:
         qs = qs.filter(prompt__icontains=search)
     # (-created_at, -id) is total and matches the task_user_recent index.
-    return (
+    return _as_answered(
         qs.order_by("-created_at", "-id")
-        .select_related("template")
         .prefetch_related(Prefetch("images", queryset=GeneratedImage.objects.order_by("index")))
     )
 

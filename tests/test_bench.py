@@ -332,8 +332,34 @@ def smoke_capacity(bench: Bench) -> None:
     assert_refuses_foreign_database(bench, "capacity.py", *sizes)
 
 
+def smoke_api_overhead(bench: Bench) -> None:
+    sizes = ["--seconds", "0.3", "--rounds", "1", "--clients", "2", "--workers", "1"]
+    url = bench.database_url("api_overhead") if bench.pg_server else None
+    database = ["--database-url", url] if url else []
+
+    result = bench.run("api_overhead.py", *sizes, *database)
+    assert result.returncode == 0, result.output
+    out = result.output
+    for target in ("bare", "status", "history"):
+        assert re.search(rf"^{target} +\d+\.\d req/s \(rounds: \d+\) p50=\d+\.\dms p95=\d+\.\dms$", out, re.M), out
+    assert re.search(r"^status/bare = \d+\.\d{3} \(target: at least 0\.5\)$", out, re.M), out
+    assert re.search(r"^history/bare = \d+\.\d{3}$", out, re.M), out
+    if url:
+        assert not bench.exists(url), "api_overhead left its database behind"
+
+    # Ctrl+C with gunicorn up: stopped and gone (checked by run()).
+    stopped = bench.run("api_overhead.py", "--seconds", "30", *database, interrupt_after="gunicorn up")
+    assert stopped.returncode != 0, stopped.output
+    assert "status/bare" not in stopped.output, stopped.output
+    if url:
+        assert not bench.exists(url), "api_overhead left its database behind after Ctrl+C"
+
+    assert_refuses_foreign_database(bench, "api_overhead.py", *sizes)
+
+
 SMOKE = {
     "admin_scale.py": smoke_admin_scale,
+    "api_overhead.py": smoke_api_overhead,
     "capacity.py": smoke_capacity,
     "dispatch.py": smoke_dispatch,
 }
@@ -342,7 +368,7 @@ SMOKE = {
 def test_the_glob_finds_the_bench_scripts():
     # Guards the discovery itself: a moved folder or a changed pattern must not make
     # the parametrized test below silently run nothing.
-    assert {"admin_scale.py", "capacity.py", "dispatch.py"} <= set(SCRIPTS)
+    assert {"admin_scale.py", "api_overhead.py", "capacity.py", "dispatch.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

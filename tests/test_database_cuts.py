@@ -144,7 +144,7 @@ def test_pages_answer_a_cut_with_easel_s_own_page_or_a_retried_read(pg, make_use
 
 def test_kept_connections_are_health_checked_so_an_idle_cut_costs_no_request(pg, catalog, make_user,
                                                                              api_client_for):
-    """With DB_CONN_MAX_AGE (compose: 60) connections outlive requests; one the server
+    """With DB_CONN_MAX_AGE (default: 60) connections outlive requests; one the server
     dropped while idle is found and replaced before the next request's first query."""
     env = {**os.environ, "DB_CONN_MAX_AGE": "60"}
     code = ("import django, json; django.setup(); from django.conf import settings; "

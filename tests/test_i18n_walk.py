@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -392,10 +393,14 @@ def test_the_studio_pages_in_chinese_show_no_english(studio, settings, monkeypat
 
     for url in ("/", "/?template=img2img-basic", f"/?source=s{studio['upload'].pk}",
                 "/?prompt=again&model=sdxl-base&seed=5&template=portrait-hires",
-                "/history/", "/history/?page=2", "/history/?status=failed&q=broken",
+                "/history/", "/history/?status=failed&q=broken",
                 "/history/?q=nothing+like+this&date_from=2020-01-01&date_to=2020-01-02",
                 "/accounts/me/", "/accounts/password/", "/accounts/password/done/"):
         walk.check(url, read(mei, url))
+    # The history's older page, through its link (it names a place in the list).
+    older = re.search(r'href="(\?older=[^"]+)" rel="next"', read(mei, "/history/"))
+    assert older, "the history has no older page"
+    walk.check("/history/ (older)", read(mei, "/history/" + older[1].replace("&amp;", "&")))
     # What each task's page must show, so the walk knows the task is in the state it meant.
     shows = {"failed": "LoadImage（节点 1）出错：", "timeout": "已超时（1200 秒）。", "retried": "上一次尝试失败：",
              "running": "第 5 步，共 8 步", "completed": "公开链接", "rejected": "步数不能小于 1",

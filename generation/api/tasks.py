@@ -28,7 +28,7 @@ from config.bounds import ID_MIN, INT64_MAX
 from ..limits import SAMPLERS, SCHEDULERS, SIZE_MULTIPLE, prompt_max_length, ranges
 from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
 from ..representation import ImageSerializer, TaskDetailSerializer, TaskSerializer
-from ..selectors import generation_get
+from ..selectors import generation_get, generation_get_answered
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
 from .schema import LOCATION, QUOTA_429, TASK_ID
 from .waits import wait_slot
@@ -228,7 +228,7 @@ class GenerationStatusApi(APIView):
                                "that went away, or retried, has several).",
                    parameters=[TASK_ID], responses={200: TaskDetailSerializer}, tags=["generation"])
     def get(self, request, task_id: int):
-        task = generation_get(user=request.user, task_id=task_id)
+        task = generation_get_answered(user=request.user, task_id=task_id)
         return Response(TaskDetailSerializer(task, context={"request": request}).data)
 
 

@@ -355,7 +355,8 @@ class HistoryFilterForm(forms.Form):
     def __init__(self, *args, models=(), statuses=(), **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["status"].choices = [("", _("Any status")), *statuses]
-        self.fields["model"].choices = [("", _("Any model")), *((m, m) for m in models)]
+        # (name, label) pairs: the catalog's names with their display names.
+        self.fields["model"].choices = [("", _("Any model")), *models]
 
     def clean(self):
         data = super().clean()

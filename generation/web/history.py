@@ -1,11 +1,13 @@
 """The history page: the user's tasks with search and filters, bulk delete and zip download."""
 from __future__ import annotations
 
-from datetime import datetime, time as dtime, timedelta
+import re
+from dataclasses import dataclass
+from datetime import datetime, time as dtime, timedelta, timezone as dt_timezone
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
+from django.db.models import Q, QuerySet
 from django.http import QueryDict
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -13,6 +15,9 @@ from django.utils import timezone
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _, ngettext
 from django.views.decorators.http import require_GET, require_POST
+
+from config.bounds import INT64_MAX
+from models_catalog.models import Checkpoint
 
 from ..gallery.zips import images_zip_response
 from ..models import GeneratedImage, GenerationTask, TaskStatus
@@ -22,20 +27,34 @@ from .forms import HistoryFilterForm
 
 HISTORY_PAGE_SIZE = 24
 BULK_LIMIT = 200
+# Where a page starts: after (older than) or before (newer than) a task's place.
+OLDER, NEWER = "older", "newer"
 # The history's own query parameters: what a bulk action carries back to the list.
-HISTORY_PARAMS = ("q", "status", "model", "date_from", "date_to", "page")
+HISTORY_PARAMS = ("q", "status", "model", "date_from", "date_to", OLDER, NEWER)
+MODEL_MAX_LENGTH = 300
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
+_PLACE = re.compile(r"(-?\d{1,18})\.(\d{1,19})")
 
 
 def _day_start(day) -> datetime:
     return timezone.make_aware(datetime.combine(day, dtime.min))
 
 
+def _model_choices(request) -> list[tuple[str, str]]:
+    """The model filter's choices: the catalog's checkpoints (a few rows staff keep),
+    never the user's tasks (a DISTINCT over all of them costs more the longer the
+    history). A name asked for that the catalog no longer has (a removed model, an old
+    link) is offered too, so its tasks can still be found."""
+    choices = [(c.name, c.shown_name) for c in Checkpoint.objects.order_by("display_name", "name")]
+    asked = request.GET.get("model", "")
+    if asked and len(asked) <= MODEL_MAX_LENGTH and asked not in {name for name, _label in choices}:
+        choices.append((asked, asked))
+    return choices
+
+
 def _history_filters(request) -> tuple[HistoryFilterForm, dict]:
-    models = (
-        GenerationTask.objects.filter(user=request.user).order_by("model_name").values_list("model_name", flat=True)
-        .distinct()
-    )
-    form = HistoryFilterForm(request.GET or None, models=list(models), statuses=TaskStatus.choices)
+    form = HistoryFilterForm(request.GET or None, models=_model_choices(request), statuses=TaskStatus.choices)
     filters: dict = {}
     if form.is_bound and form.is_valid():
         data = form.cleaned_data
@@ -50,20 +69,83 @@ def _history_filters(request) -> tuple[HistoryFilterForm, dict]:
     return form, filters
 
 
+def _place(task: GenerationTask) -> str:
+    """A task's place in the list (newest first) for a link: its creation time in
+    microseconds since 1970, then its id (the list's order: -created_at, -id)."""
+    delta = task.created_at - _EPOCH
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return f"{micros}.{task.pk}"
+
+
+def _parse_place(text: str | None) -> tuple[datetime, int] | None:
+    """The place of a link; None for anything else (the list then starts at the top)."""
+    match = _PLACE.fullmatch(text or "")
+    if not match or int(match[2]) > INT64_MAX:
+        return None
+    try:
+        return _EPOCH + timedelta(microseconds=int(match[1])), int(match[2])
+    except OverflowError:
+        return None
+
+
+@dataclass
+class HistoryPage:
+    """One page of the history: its tasks, and whether older and newer ones follow."""
+
+    object_list: list[GenerationTask]
+    has_older: bool
+    has_newer: bool
+
+    @property
+    def older(self) -> str:
+        return _place(self.object_list[-1])
+
+    @property
+    def newer(self) -> str:
+        return _place(self.object_list[0])
+
+    @property
+    def whole(self) -> bool:
+        """Everything the filters match is on this page (so its length is their count)."""
+        return not (self.has_older or self.has_newer)
+
+
+def history_page(tasks: QuerySet[GenerationTask], *, older: str | None = None, newer: str | None = None,
+                 size: int = HISTORY_PAGE_SIZE) -> HistoryPage:
+    """A page of `tasks` (ordered newest first, by -created_at and -id) older or newer
+    than a place, found through the (user, -created_at, -id) index: keyset paging, so a
+    page costs the same at the top of a long history as at its end, nothing counts all of
+    it, and tasks created meanwhile never shift a page (as the API's cursor pages)."""
+    if place := _parse_place(older):
+        when, pk = place
+        rows = list(tasks.filter(Q(created_at__lt=when) | Q(created_at=when, pk__lt=pk))[: size + 1])
+        if rows:
+            return HistoryPage(rows[:size], has_older=len(rows) > size, has_newer=True)
+    elif place := _parse_place(newer):
+        when, pk = place
+        rows = list(tasks.filter(Q(created_at__gt=when) | Q(created_at=when, pk__gt=pk)).reverse()[: size + 1])
+        # A full page, or else this is the top of the list: shown as the first page is.
+        if len(rows) >= size:
+            return HistoryPage(rows[:size][::-1], has_older=True, has_newer=len(rows) > size)
+    # The top of the list (also for a place that leads nowhere: tasks deleted meanwhile).
+    rows = list(tasks[: size + 1])
+    return HistoryPage(rows[:size], has_older=len(rows) > size, has_newer=False)
+
+
 @login_required
 def history(request):
     form, filters = _history_filters(request)
-    paginator = Paginator(generation_list(user=request.user, **filters), HISTORY_PAGE_SIZE)
-    page = paginator.get_page(request.GET.get("page"))
+    page = history_page(generation_list(user=request.user, **filters),
+                        older=request.GET.get(OLDER), newer=request.GET.get(NEWER))
     query = request.GET.copy()
-    query.pop("page", None)
+    for key in (OLDER, NEWER, "page"):  # "page": the numbered pages of old links
+        query.pop(key, None)
     context = {
         "page": page,
-        "paginator": paginator,
         "filter_form": form,
         "filtered": any(v for v in filters.values()),
         "query": query.urlencode(),
-        # Bulk delete comes back to this very list (filters and page).
+        # Bulk delete comes back to this very list (filters and place).
         "filters": request.GET.urlencode(),
     }
     return render(request, "generation/history.html", context)

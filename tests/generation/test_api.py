@@ -436,3 +436,137 @@ def test_models_say_whether_an_online_backend_has_them(catalog, make_user, api_c
     catalog["backend"].save()
     [online] = client.get("/api/v1/models").json()["results"]
     assert online["online"] is True
+
+
+# --- what a poll costs (issue 14) ----------------------------------------------------
+
+
+def _ran(task, runs: int = 1) -> None:
+    from django.utils import timezone
+
+    from generation.models import TaskRun
+
+    for number in range(1, runs + 1):
+        TaskRun.objects.create(task=task, number=number, backend_name=f"gpu{number}", assigned_at=timezone.now(),
+                               outcome="running" if number == runs and task.status == TaskStatus.PROCESSING
+                               else "moved")
+
+
+def _images(task, count: int) -> None:
+    for index in range(count):
+        image = GeneratedImage(task=task, index=index, width=8, height=8, seed=1, size_bytes=10)
+        image.file.name = f"results/x/{task.pk}-{index}.png"
+        image.save()
+
+
+def _queries_on(captured, table: str) -> list[str]:
+    return [q["sql"] for q in captured if f'FROM "{table}"' in q["sql"]]
+
+
+def test_the_status_poll_costs_a_few_queries_whatever_the_task_holds(catalog, make_user, api_client_for,
+                                                                      django_assert_num_queries):
+    from models_catalog.models import WorkflowTemplate
+
+    user = make_user()
+    client = api_client_for(user)
+    template = WorkflowTemplate.objects.order_by("pk").first()  # as the studio makes tasks: with one
+
+    pending = _task(user, template=template)
+    processing = _task(user, status=TaskStatus.PROCESSING, template=template)
+    _ran(processing)
+    TaskPreview.objects.create(task=processing, image=b"frame")
+    small = _task(user, status=TaskStatus.COMPLETED, template=template)
+    _images(small, 1)
+    _ran(small)
+    large = _task(user, status=TaskStatus.COMPLETED, template=template)
+    _images(large, 4)
+    _ran(large, runs=3)
+    # The token (with its user), the task, its runs; a running task's stored frame, or a
+    # finished one's images: each read once.
+    for task, queries in ((pending, 3), (processing, 4), (small, 4), (large, 4)):
+        with django_assert_num_queries(queries) as captured:
+            response = client.get(f"/api/v1/generation/status/{task.pk}")
+        assert response.status_code == 200, response.content
+        assert len(_queries_on(captured, "generation_generatedimage")) == (task.status == TaskStatus.COMPLETED)
+    body = response.json()
+    assert len(body["images"]) == 4 and body["result_id"] == body["images"][0]["id"] and len(body["runs"]) == 3
+    assert body["template"] == template.slug
+
+
+def test_a_token_is_read_once_per_request(catalog, make_user, api_client_for):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    user = make_user()
+    client = api_client_for(user)
+    for _ in range(3):  # more tokens of the same user, which the check never needs to read
+        api_client_for(user)
+    task = _task(user)
+    for path in (f"/api/v1/generation/status/{task.pk}", "/api/v1/generation/history", "/api/v1/auth/me"):
+        with CaptureQueriesContext(connection) as captured:
+            assert client.get(path).status_code == 200, path
+        assert len(_queries_on(captured, "accounts_apitoken")) == 1, (path, _queries_on(captured, "accounts_apitoken"))
+
+
+def test_expired_tokens_go_when_the_user_is_issued_a_new_one(make_user, api_client_for):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from accounts.models import ApiToken
+    from accounts.services import token_create
+
+    user, other = make_user(), make_user()
+    client = api_client_for(user)
+    old, _ = token_create(user=user)
+    others, _ = token_create(user=other)
+    ApiToken.objects.filter(pk__in=[old.pk, others.pk]).update(expiry=timezone.now() - timedelta(seconds=1))
+    token_create(user=user)
+    assert not ApiToken.objects.filter(pk=old.pk).exists()
+    assert client.get("/api/v1/auth/me").status_code == 200  # the live ones still work
+    assert ApiToken.objects.filter(pk=others.pk).exists()  # another user's are theirs to lose
+    assert ApiToken.objects.filter(user=user).count() == 2
+
+
+def test_task_answers_build_their_fields_once_and_write_what_drf_writes(catalog, make_user, api_client_for,
+                                                                        monkeypatch, rf):
+    from rest_framework import serializers
+    from rest_framework.request import Request
+
+    from generation.representation import ImageSerializer, RunSerializer, TaskDetailSerializer, TaskSerializer
+    from models_catalog.models import WorkflowTemplate
+
+    user = make_user()
+    client = api_client_for(user)
+    tasks = []
+    for status in (TaskStatus.PENDING, TaskStatus.PROCESSING, TaskStatus.COMPLETED, TaskStatus.FAILED):
+        task = _task(user, status=status, error_code="x" if status == TaskStatus.FAILED else "",
+                     template=WorkflowTemplate.objects.order_by("pk").first() if status != TaskStatus.PENDING else None)
+        _ran(task, runs=2)
+        if status == TaskStatus.COMPLETED:
+            _images(task, 2)
+        tasks.append(task)
+    client.get(f"/api/v1/generation/status/{tasks[0].pk}")  # every class's fields built once here
+    client.get("/api/v1/generation/history")
+    built = []
+    real = serializers.ModelSerializer.get_fields
+    monkeypatch.setattr(serializers.ModelSerializer, "get_fields", lambda self: built.append(self) or real(self))
+    for task in tasks:
+        assert client.get(f"/api/v1/generation/status/{task.pk}").status_code == 200
+    assert len(client.get("/api/v1/generation/history").json()["results"]) == 4
+    assert built == []  # neither per request nor per task or image
+
+    # The same answer as DRF's own field-by-field loop over freshly built fields.
+    monkeypatch.undo()
+    request = Request(rf.get("/api/v1/generation/history"))
+    for task in GenerationTask.objects.filter(pk__in=[t.pk for t in tasks]):
+        for cls in (TaskSerializer, TaskDetailSerializer):
+            fast = cls(task, context={"request": request}).data
+            slow = serializers.Serializer.to_representation(cls(task, context={"request": request}), task)
+            images = [serializers.Serializer.to_representation(ImageSerializer(i, context={"request": request}), i)
+                      for i in sorted(task.images.all(), key=lambda i: i.index)] if task.status == "completed" else []
+            assert slow["images"] == images
+            if cls is TaskDetailSerializer:
+                slow["runs"] = [serializers.Serializer.to_representation(RunSerializer(r), r)
+                                for r in task.runs.order_by("number")]
+            assert fast == slow, cls
