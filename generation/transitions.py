@@ -34,8 +34,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DateTimeField, F, JSONField, Q, Value, When
-from django.db.models.functions import Coalesce
+from django.db.models import Case, DateTimeField, ExpressionWrapper, F, JSONField, Q, Value, When
+from django.db.models.functions import Coalesce, Now
 from django.utils import timezone
 
 from .models import (
@@ -65,8 +65,17 @@ def _fresh_prompt() -> dict:
     return {"prompt_id": uuid.uuid4(), "client_id": new_client_id(), "submitted_at": None}
 
 
-def lease_until(now: datetime | None = None) -> datetime:
-    return (now or timezone.now()) + timedelta(seconds=settings.EASEL_TASK_LEASE_SECONDS)
+def lease_until():
+    """When a lease taken or renewed now runs out, by the database's clock: leases are
+    taken and judged on several hosts, whose clocks may disagree; the database's is the
+    one all of them see (a host running ahead must not take a live lease)."""
+    return ExpressionWrapper(Now() + timedelta(seconds=settings.EASEL_TASK_LEASE_SECONDS),
+                             output_field=DateTimeField())
+
+
+def lease_lapsed() -> Q:
+    """No live lease, by the database's clock (see `lease_until`)."""
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=Now())
 
 
 TaskRef = GenerationTask | int
@@ -155,14 +164,13 @@ def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bo
     return done
 
 
-def claim(task: TaskRef, *, owner: str, now: datetime | None = None) -> bool:
+def claim(task: TaskRef, *, owner: str) -> bool:
     """A job takes the lease on an assigned, unfinished task no live job holds."""
-    now = now or timezone.now()
     qs = (
         GenerationTask.objects.filter(pk=_pk(task), backend__isnull=False, status__in=ACTIVE_STATUSES)
-        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .filter(lease_lapsed())
     )
-    return _apply(task, qs, {"lease_owner": owner, "lease_until": lease_until(now), "attempts": F("attempts") + 1})
+    return _apply(task, qs, {"lease_owner": owner, "lease_until": lease_until(), "attempts": F("attempts") + 1})
 
 
 def release(task: TaskRef, *, owner: str) -> bool:
@@ -183,7 +191,7 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
             "started_at": task.started_at or now,
             **message_fields("status", ""),
             "waiting_since": None,
-            "lease_until": lease_until(now),
+            "lease_until": lease_until(),
         })
         if done:
             # (The task keeps its first start across fail-overs; each run has its own.)

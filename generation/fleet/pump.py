@@ -30,7 +30,6 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -181,7 +180,7 @@ class PumpRun:
             return
         claimable = (
             GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
-            .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=Now()))
+            .filter(transitions.lease_lapsed())
             .exclude(pk__in=list(self.running))
             .order_by("assigned_at", "id")
             .values_list("pk", flat=True)[:free]

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -33,7 +34,7 @@ def tasks_recover() -> int:
     unreachable backend. Returns how many tasks were without an owner."""
     now = timezone.now()
     stale = GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False).filter(
-        Q(lease_until__lt=now) | Q(lease_until__isnull=True, assigned_at__lt=now - UNCLAIMED_GRACE)
+        Q(lease_until__lt=Now()) | Q(lease_until__isnull=True, assigned_at__lt=now - UNCLAIMED_GRACE)
     ).count()
     if stale:
         logger.info("%d task(s) without a live owner; a pump takes them", stale)

@@ -138,7 +138,8 @@ class TaskRunner:
             raise TaskGone()
         self.lease_renewed = time.monotonic()
         for key, value in values.items():
-            setattr(self.task, key, value)
+            if not hasattr(value, "resolve_expression"):  # the lease is the database's to compute
+                setattr(self.task, key, value)
 
     def heartbeat(self, *, force: bool = False) -> None:
         """Renew the lease and notice deletion or cancellation, about once a second."""

@@ -52,6 +52,19 @@ def test_claim_needs_a_backend_and_a_free_or_lapsed_lease(task, catalog):
     assert row.lease_owner == "b" and row.attempts == 2
 
 
+def test_a_lease_is_judged_by_the_database_s_clock(task, catalog, monkeypatch):
+    """Leases are taken on several hosts: one whose clock runs ten minutes ahead must
+    not find a live lease lapsed (nor give its own a longer life)."""
+    transitions.assign(task.pk, backend_id=catalog["backend"].pk)
+    assert transitions.claim(task.pk, owner="a")
+    lease = reload(task).lease_until
+    real_now = timezone.now
+    monkeypatch.setattr(timezone, "now", lambda: real_now() + timedelta(minutes=10))
+    assert not transitions.claim(task.pk, owner="b")  # held, whatever this host thinks
+    monkeypatch.setattr(timezone, "now", real_now)
+    assert abs((lease - timezone.now()).total_seconds() - 60) < 5  # EASEL_TASK_LEASE_SECONDS from now
+
+
 def test_only_the_lease_owner_starts_completes_or_fails(task, catalog, queued, django_capture_on_commit_callbacks):
     transitions.assign(task.pk, backend_id=catalog["backend"].pk)
     transitions.claim(task.pk, owner="a")
