@@ -52,8 +52,8 @@ def main() -> int:
 
 
 def run(args, work, procs, database_url: str) -> int:
-    env = bench_env(work, database_url, Q_WORKERS=str(args.engines * 2 + 2), Q_POLL="0.1",
-                    EASEL_PROGRESS_WRITE_INTERVAL="0.5")
+    # The studio's own defaults (workers, broker poll, pumps): what a team runs is measured.
+    env = bench_env(work, database_url)
     # Per prompt: the sampler steps plus 6 light nodes of 10 ms each.
     step_delay = max(0.0, (args.prompt_seconds - 0.06) / args.steps)
     engines = start_engines(procs, work, env, args.engines, step_delay=step_delay, node_delay=0.01)

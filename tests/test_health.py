@@ -86,6 +86,7 @@ def test_health_ok_with_a_running_cluster_and_an_online_backend(engine_catalog, 
                      timeout=30, message="a pump in the health answer")
     pump = next(item for item in pumps["items"] if item["started_at"])
     assert pump["host"] and pump["pid"] and pump["heartbeat_at"] and pump["prompts"] == 0
+    assert pump["backends"] == [] and pumps["unfollowed"] == 0  # nothing to follow yet
 
 
 @pytest.mark.django_db

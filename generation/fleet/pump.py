@@ -30,6 +30,7 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.db.models.functions import Now
 from django.utils import timezone
 from django.utils.translation import gettext_noop
@@ -62,6 +63,31 @@ HANDOVER_SECONDS = 30.0
 
 def pumps_alive():
     return Pump.objects.filter(heartbeat_at__gte=Now() - timedelta(seconds=STALE_SECONDS))
+
+
+def pump_holdings() -> dict[int, list[str]]:
+    """Pump id → the backends of the prompts it follows now (its runners' leases name it)."""
+    held: dict[int, set[str]] = {}
+    rows = (GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, lease_owner__startswith="pump")
+            .exclude(backend__isnull=True).values_list("lease_owner", "backend__name").distinct())
+    for owner, backend in rows:
+        prefix = owner.split("-", 1)[0]  # "pump<id>"
+        if prefix[4:].isdigit():
+            held.setdefault(int(prefix[4:]), set()).add(backend)
+    return {pump_id: sorted(names) for pump_id, names in held.items()}
+
+
+# An assigned task no live pump holds for this long is "not followed" (a claim takes a poll).
+UNFOLLOWED_AFTER = timedelta(seconds=30)
+
+
+def tasks_unfollowed() -> int:
+    """Assigned, unfinished tasks whose lease lapsed (or was never taken) a while ago."""
+    return (GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
+            .filter(transitions.lease_lapsed())
+            .filter(Q(lease_until__lt=Now() - UNFOLLOWED_AFTER)
+                    | Q(lease_until__isnull=True, assigned_at__lt=Now() - UNFOLLOWED_AFTER))
+            .count())
 
 
 def pumps_ensure() -> int:

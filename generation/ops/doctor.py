@@ -22,7 +22,7 @@ from django_q.status import Stat
 from models_catalog.models import Checkpoint, ComfyBackend
 from models_catalog.services import backend_check
 
-from ..fleet.pump import pumps_alive
+from ..fleet.pump import pump_holdings, pumps_alive, tasks_unfollowed
 from ..fleet.workers import worker_status
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -140,8 +140,19 @@ def check_pumps() -> Check:
         return Check("pumps", ERROR, _("No pump is running: assigned tasks will not start."),
                      _("Start the workers (python manage.py qcluster); they start the pumps within a minute."))
     running = sum(p.running for p in alive)
-    return Check("pumps", OK, _("%(n)d pump(s) following %(running)d prompt(s), on %(hosts)s.")
-                 % {"n": len(alive), "running": running, "hosts": ", ".join(sorted({p.host for p in alive}))})
+    held = pump_holdings()
+    backends = sorted({name for p in alive for name in held.get(p.pk, [])})
+    unfollowed = tasks_unfollowed()
+    if unfollowed:
+        return Check("pumps", WARNING,
+                     _("%(n)d assigned task(s) are not followed by any pump (a pump died? they are taken "
+                       "over once their leases run out).") % {"n": unfollowed},
+                     _("Check the workers' log; if it lasts, restart the qcluster."))
+    message = _("%(n)d pump(s) following %(running)d prompt(s), on %(hosts)s.") % {
+        "n": len(alive), "running": running, "hosts": ", ".join(sorted({p.host for p in alive}))}
+    if backends:
+        message += " " + _("Backends followed: %(names)s.") % {"names": ", ".join(backends)}
+    return Check("pumps", OK, message)
 
 
 def check_backends(*, probe: bool = True, timeout: float = 3.0) -> list[Check]:

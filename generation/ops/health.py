@@ -27,7 +27,7 @@ from rest_framework.views import APIView
 
 from models_catalog.models import ComfyBackend
 
-from ..fleet.pump import pumps_alive
+from ..fleet.pump import pump_holdings, pumps_alive, tasks_unfollowed
 from ..fleet.workers import worker_status
 
 
@@ -102,10 +102,15 @@ def studio_health() -> tuple[dict, int]:
     # The pumps that follow the prompts (shown; the worker check above says whether
     # any can run: a pump starts within seconds of a task being assigned).
     pumps = list(pumps_alive().order_by("queued_at", "id"))
+    held = pump_holdings()
     pump_check = {
         "ok": any(p.started_at for p in pumps),
         "items": [{"id": p.pk, "host": p.host, "pid": p.pid, "started_at": p.started_at,
-                   "heartbeat_at": p.heartbeat_at, "prompts": p.running} for p in pumps],
+                   "heartbeat_at": p.heartbeat_at, "prompts": p.running, "backends": held.get(p.pk, [])}
+                  for p in pumps],
+        # Assigned tasks no pump has followed for a while (a pump died; one takes them
+        # once their leases run out).
+        "unfollowed": tasks_unfollowed(),
     }
     backends = list(ComfyBackend.objects.filter(enabled=True).order_by("name"))
     checks["backends"] = {
