@@ -149,13 +149,16 @@ def easel_submit_and_wait(base: str, tokens: list[str], database_url: str, tasks
     compete with the run for the CPU). (start, seconds to submit, counts by status)."""
     shares = [tasks // len(tokens) + (1 if i < tasks % len(tokens) else 0) for i in range(len(tokens))]
     errors: list[str] = []
+    latencies: list[float] = []  # each create's answer time, as its client saw it
 
     def submit(token: str, count: int, user: int) -> None:
         with requests.Session() as session:
             session.headers["Authorization"] = f"Bearer {token}"
             for i in range(count):
+                sent = time.perf_counter()
                 r = session.post(f"{base}/generation/create-async", timeout=60,
                                  json={"prompt": f"capacity {user}-{i}", "steps": steps, "seed": i})
+                latencies.append(time.perf_counter() - sent)
                 if r.status_code >= 300:
                     errors.append(f"{r.status_code} {r.text[:300]}")
                     return
@@ -170,7 +173,8 @@ def easel_submit_and_wait(base: str, tokens: list[str], database_url: str, tasks
     submit_seconds = time.time() - started
     if errors:
         raise RuntimeError(f"create-async refused {len(errors)} task(s): {errors[0]}")
-    print(f"submitted {tasks} tasks in {submit_seconds:.1f} s", flush=True)
+    print(f"submitted {tasks} tasks in {submit_seconds:.1f} s ({len(tokens)} clients at once; create-async "
+          f"p50={pct(latencies, .5) * 1000:.0f}ms p95={pct(latencies, .95) * 1000:.0f}ms)", flush=True)
 
     limit = 120 + tasks * 1.0
     with _database(database_url) as conn:

@@ -125,6 +125,7 @@ class TaskRunner:
         self.last_check = 0.0
         self.last_contact = 0.0  # monotonic time Easel last reached the backend
         self.submitted_to: ComfyBackend | None = None  # set just before POST /prompt
+        self.backend_lost = False  # Easel failed to reach the task's backend during this run
 
     # --- database writes, all conditional on still owning the lease ----------------
 
@@ -226,6 +227,7 @@ class TaskRunner:
                     ) from exc
                 backend_mark(backend_id=backend.pk, online=False, error=str(exc))
                 backend.is_online = False  # so reaching it again is written (_seen_lately)
+                self.backend_lost = True
                 self.log.info("backend %s unreachable: %s", backend.name, exc)
             now = time.monotonic()
             if failing_since is None or self.last_contact > failing_since:
@@ -330,7 +332,10 @@ class TaskRunner:
         try:
             # Prompts Easel moved away from this backend while it was away go first, so a
             # backend that resumes does not run them on for nothing.
-            backend_release_abandoned(backend=backend, client=client)
+            # (The backend row read with the claim says whether it holds any; once Easel
+            # lost it, the database is asked again: a fail-over may have added some.)
+            if backend.abandoned_prompts or self.backend_lost:
+                backend_release_abandoned(backend=backend, client=client)
             # A prompt never sent (no intent recorded) is unknown everywhere: no need to ask.
             known = self._known_to_backend(client, prompt_id) if task.submitted_at else None
             if known is not None:
