@@ -366,5 +366,27 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1, message: s
     raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
+def api_create(client, n: int, **extra) -> list[int]:
+    """Create n tasks through the API (`create-async`); their ids."""
+    ids = []
+    for _ in range(n):
+        response = client.post("/api/v1/generation/create-async",
+                               {"prompt": "a lighthouse", "model_name": "demo-sd15", **extra}, format="json")
+        assert response.status_code == 202, response.content
+        ids.append(response.json()["id"])
+    return ids
+
+
+def tasks_finished(ids, timeout: float = 120, interval: float = 0.3) -> dict:
+    """Wait until every task of `ids` is completed, failed or cancelled; id → row."""
+    from generation.models import GenerationTask
+
+    def done():
+        rows = {t.pk: t for t in GenerationTask.objects.filter(pk__in=ids)}
+        return rows if all(t.status in ("completed", "failed", "cancelled") for t in rows.values()) else None
+
+    return wait_for(done, timeout=timeout, interval=interval, message="every task to finish")
+
+
 def strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)

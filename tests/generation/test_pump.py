@@ -12,12 +12,9 @@ import signal
 import pytest
 
 from generation.models import GenerationTask
-from tests.conftest import Cluster, cluster_env, wait_for
+from tests.conftest import Cluster, api_create, cluster_env, tasks_finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
-
-FINISHED = ("completed", "failed", "cancelled")
-
 
 @pytest.fixture
 def fleet(transactional_db, make_engine, no_cluster):
@@ -55,21 +52,23 @@ def client(make_user, api_client_for):
 
 
 def create(client, n: int) -> list[int]:
-    ids = []
-    for _ in range(n):
-        response = client.post("/api/v1/generation/create-async", {"prompt": "a lighthouse", "model_name": "demo-sd15"},
-                               format="json")
-        assert response.status_code == 202, response.content
-        ids.append(response.json()["id"])
-    return ids
+    return api_create(client, n)
 
 
 def finished(ids, timeout=120) -> dict[int, GenerationTask]:
-    def done():
-        rows = {t.pk: t for t in GenerationTask.objects.filter(pk__in=ids)}
-        return rows if all(t.status in FINISHED for t in rows.values()) else None
+    return tasks_finished(ids, timeout=timeout)
 
-    return wait_for(done, timeout=timeout, interval=0.3, message="every task to finish")
+
+def running(ids) -> None:
+    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == len(ids), timeout=60,
+             message=f"{len(ids)} prompts running")
+
+
+def completed_once(fleet, rows) -> None:
+    """Every task completed with one image; the engines saw each prompt submitted once."""
+    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
+    assert sorted(submissions(fleet).values()) == [1] * len(rows)
+    assert all(t.images.count() == 1 for t in rows.values())
 
 
 def submissions(fleet) -> dict[str, int]:
@@ -87,11 +86,10 @@ def test_one_worker_follows_every_prompt_the_fleet_holds(fleet, clusters, client
         engine.faults(step_delay=0.4)
     clusters(Q_WORKERS=2)
     ids = create(client, 6)
-    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 6, timeout=60,
-             message="six prompts running at once")
+    running(ids)
     rows = finished(ids)
     assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
-    assert sorted(submissions(fleet).values()) == [1] * 6
+    assert sorted(submissions(fleet).values()) == [1] * 6  # (images: the tests below)
 
 
 def test_a_pump_hands_over_mid_run_and_nothing_runs_twice(fleet, clusters, client, settings):
@@ -102,11 +100,9 @@ def test_a_pump_hands_over_mid_run_and_nothing_runs_twice(fleet, clusters, clien
     clusters(EASEL_PUMP_SECONDS=3)
     ids = create(client, 3)
     rows = finished(ids)
-    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
-    assert sorted(submissions(fleet).values()) == [1, 1, 1]
+    completed_once(fleet, rows)
     # Claimed again by the next pump(s) while running.
     assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
-    assert all(t.images.count() == 1 for t in rows.values())
 
 
 def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters, client):
@@ -124,8 +120,7 @@ def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters,
     env = dict(EASEL_TASK_LEASE_SECONDS=8, EASEL_PUMP_SECONDS=600)
     victim = clusters(**env)
     ids = create(client, 6)
-    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 6, timeout=60,
-             message="six prompts running")
+    running(ids)
     survivor = clusters(**env)
     os.killpg(victim.proc.pid, signal.SIGKILL)
     victim.proc.wait(10)
@@ -134,11 +129,9 @@ def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters,
     except AssertionError:
         print(survivor.output()[-6000:])
         raise
-    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
-    assert sorted(submissions(fleet).values()) == [1] * 6
+    completed_once(fleet, rows)
     # Claimed a second time, by the survivor's pump.
     assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
-    assert all(t.images.count() == 1 for t in rows.values())
 
 
 @pytest.mark.parametrize("how", ["cluster", "worker"])
@@ -154,8 +147,7 @@ def test_a_stopping_cluster_s_pump_hands_over_at_once(fleet, clusters, client, h
     env = dict(EASEL_PUMP_SECONDS=600, EASEL_TASK_LEASE_SECONDS=120)
     first = clusters(**env)
     ids = create(client, 3)
-    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 3, timeout=60,
-             message="three prompts running")
+    running(ids)
     if how == "cluster":
         first.proc.terminate()
     else:
@@ -172,9 +164,7 @@ def test_a_stopping_cluster_s_pump_hands_over_at_once(fleet, clusters, client, h
         clusters(**env)
     # (A worker that ended: its cluster's next pump follows them, well before the lease ran out.)
     rows = finished(ids, timeout=60)
-    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
-    assert sorted(submissions(fleet).values()) == [1, 1, 1]
-    assert all(t.images.count() == 1 for t in rows.values())
+    completed_once(fleet, rows)
 
 
 def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, clusters, client):
@@ -187,8 +177,7 @@ def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, cl
     env = dict(EASEL_TASK_LEASE_SECONDS=5, EASEL_PUMP_SECONDS=600)
     frozen = clusters(**env)
     ids = create(client, 3)
-    wait_for(lambda: GenerationTask.objects.filter(pk__in=ids, status="processing").count() == 3, timeout=60,
-             message="three prompts running")
+    running(ids)
     owners = dict(GenerationTask.objects.filter(pk__in=ids).values_list("pk", "lease_owner"))
     survivor = clusters(**env)
     os.killpg(frozen.proc.pid, signal.SIGSTOP)
@@ -210,11 +199,9 @@ def test_a_pump_paused_past_its_lease_interrupts_nothing_when_it_wakes(fleet, cl
     except AssertionError:
         print(survivor.output()[-6000:])
         raise
-    assert all(t.status == "completed" for t in rows.values()), {t.pk: t.error_message for t in rows.values()}
-    assert sorted(submissions(fleet).values()) == [1, 1, 1]
+    completed_once(fleet, rows)
     executed = [p for engine, _b in fleet for p in engine.stats()["executed"]]
     assert sorted(executed) == sorted({str(t.prompt_id) for t in rows.values()})  # none started twice
-    assert all(t.images.count() == 1 for t in rows.values())
 
 
 def test_a_pass_asked_for_while_dispatch_was_busy_is_run_by_the_pump(fleet, clusters, client):

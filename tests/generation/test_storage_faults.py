@@ -15,11 +15,10 @@ import pytest
 from django.urls import reverse
 
 from generation.models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, TaskStatus
-from tests.conftest import Cluster, cluster_env, wait_for
+from tests.conftest import Cluster, api_create, cluster_env, tasks_finished, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
-FINISHED = ("completed", "failed", "cancelled")
 RETRYING = "could not be saved yet"
 
 
@@ -94,21 +93,11 @@ class BrokenFolder:
 
 
 def create(client, n: int, **extra) -> list[int]:
-    ids = []
-    for _ in range(n):
-        response = client.post("/api/v1/generation/create-async",
-                               {"prompt": "a lighthouse", "model_name": "demo-sd15", **extra}, format="json")
-        assert response.status_code == 202, response.content
-        ids.append(response.json()["id"])
-    return ids
+    return api_create(client, n, **extra)
 
 
 def finished(ids, timeout=60) -> dict[int, GenerationTask]:
-    def done():
-        rows = {t.pk: t for t in GenerationTask.objects.filter(pk__in=ids)}
-        return rows if all(t.status in FINISHED for t in rows.values()) else None
-
-    return wait_for(done, timeout=timeout, interval=0.2, message="every task to finish")
+    return tasks_finished(ids, timeout=timeout, interval=0.2)
 
 
 def files_under(media: Path, folder: str) -> list[Path]:
