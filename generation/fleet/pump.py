@@ -44,6 +44,7 @@ from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
 from .dispatch import again_requested, dispatch
+from .progress import ProgressBatch
 from .runner import TaskRunner, task_claim
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,7 @@ class PumpRun:
         # more, so the pump claims at once rather than at its next poll.
         self.wake = threading.Event()
         self.dispatch_due = threading.Event()
+        self.progress = ProgressBatch()
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.running: dict[int, Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
@@ -140,13 +142,16 @@ class PumpRun:
             return
         logger.info("pump %s started (%s, %d slots, %.0f s)", self.pump_id, self.name, self.slots, self.seconds)
         deadline = time.monotonic() + self.seconds
-        last_beat = 0.0
+        last_beat = last_progress = 0.0
         try:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     self._reap()
                     self._dispatch_due()
                     self._claim()
+                    if time.monotonic() - last_progress >= settings.EASEL_PROGRESS_WRITE_INTERVAL:
+                        last_progress = time.monotonic()
+                        self.progress.flush()
                     if time.monotonic() - last_beat >= BEAT_SECONDS:
                         last_beat = time.monotonic()
                         if not Pump.objects.filter(pk=self.pump_id).update(
@@ -230,7 +235,7 @@ class PumpRun:
         # This thread's connection, kept from its last task, may have died meanwhile.
         if connection.connection is not None and not connection.is_usable():
             connection.close()
-        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed)
+        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed, progress=self.progress)
         try:
             runner.run()
         except Exception as exc:

@@ -57,6 +57,7 @@ from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImag
 from ..task_text import Text, message_fields, text
 from .dispatch import dispatch
 from .log import task_log
+from .progress import ProgressBatch
 
 logger = logging.getLogger(__name__)
 
@@ -108,12 +109,13 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
 
 class TaskRunner:
     def __init__(self, task: GenerationTask, owner: str, *, stop: threading.Event | None = None,
-                 on_slot_free: Callable[[], None] | None = None):
+                 on_slot_free: Callable[[], None] | None = None, progress: "ProgressBatch | None" = None):
         self.task = task
         self.owner = owner
         # A pump dispatches for every freed slot in one pass of its own loop (set here);
         # a runner on its own dispatches at once.
         self.on_slot_free = on_slot_free
+        self.progress = progress
         # Set when the pump running this job hands over (generation.fleet.pump); not
         # while the images are being stored (a few seconds), which is better finished.
         self.stop = stop
@@ -465,11 +467,17 @@ class TaskRunner:
         if not force and now - self.last_write < settings.EASEL_PROGRESS_WRITE_INTERVAL:
             return
         self.last_write = now
-        self.update(
-            progress_value=tracker.progress_value,
-            progress_max=tracker.progress_max,
-            progress_node=_node_label(self.task, tracker.current_node),
-        )
+        progress = {
+            "progress_value": tracker.progress_value,
+            "progress_max": tracker.progress_max,
+            "progress_node": _node_label(self.task, tracker.current_node),
+        }
+        if self.progress is not None:
+            # The pump writes every runner's progress in one statement (the lease is
+            # renewed by the heartbeat, which also notices a cancel).
+            self.progress.put(self.task.pk, self.owner, progress)
+        else:
+            self.update(**progress)
         if tracker.preview is not None:
             TaskPreview.objects.update_or_create(
                 task_id=self.task.pk,

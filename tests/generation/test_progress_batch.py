@@ -1,0 +1,57 @@
+"""A pump writes the progress of every prompt it follows in one statement per interval,
+and only where the runner that reported it still holds an unfinished task."""
+from __future__ import annotations
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from generation.fleet.progress import ProgressBatch
+from generation.models import GenerationTask, TaskStatus
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def tasks(make_user, catalog):
+    user = make_user()
+
+    def make(owner: str, status: str = TaskStatus.PROCESSING) -> GenerationTask:
+        return GenerationTask.objects.create(
+            user=user, prompt="a lighthouse", model_name="demo-sd15", checkpoint=catalog["checkpoint"],
+            backend=catalog["backend"], width=64, height=64, steps=20, cfg=7, sampler="euler", scheduler="normal",
+            seed=1, status=status, lease_owner=owner, progress_max=20)
+
+    return make
+
+
+def progress(row: GenerationTask) -> tuple:
+    row.refresh_from_db()
+    return row.progress_value, row.progress_max, row.progress_node
+
+
+def test_one_statement_writes_every_runner_s_latest_progress(tasks):
+    first, second, idle = tasks("pump1:a"), tasks("pump1:b"), tasks("pump1:c")
+    batch = ProgressBatch()
+    batch.put(first.pk, "pump1:a", {"progress_value": 3, "progress_max": 20, "progress_node": "KSampler"})
+    batch.put(first.pk, "pump1:a", {"progress_value": 5, "progress_max": 20, "progress_node": "KSampler"})
+    batch.put(second.pk, "pump1:b", {"progress_value": 9, "progress_max": 30, "progress_node": "VAE Decode"})
+    with CaptureQueriesContext(connection) as queries:
+        assert batch.flush() == 2
+    assert len(queries) == 1
+    assert progress(first) == (5, 20, "KSampler")  # the latest report, not each one
+    assert progress(second) == (9, 30, "VAE Decode")
+    assert progress(idle) == (0, 20, "")  # nothing reported: untouched
+    with CaptureQueriesContext(connection) as queries:
+        assert batch.flush() == 0  # written once
+    assert len(queries) == 0
+
+
+def test_a_late_report_touches_no_task_its_runner_no_longer_holds(tasks):
+    taken_over, finished = tasks("pump2:a"), tasks("pump1:b", status=TaskStatus.COMPLETED)
+    batch = ProgressBatch()
+    batch.put(taken_over.pk, "pump1:a", {"progress_value": 7, "progress_max": 20, "progress_node": "KSampler"})
+    batch.put(finished.pk, "pump1:b", {"progress_value": 7, "progress_max": 20, "progress_node": "KSampler"})
+    assert batch.flush() == 0
+    assert progress(taken_over) == (0, 20, "")
+    assert progress(finished) == (0, 20, "")
