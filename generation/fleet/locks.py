@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from django.db import connection
 
-# PostgreSQL advisory lock keys, one per kind of work ("EASL", "ESTA").
+# PostgreSQL advisory lock keys, one per kind of work ("EASL", "ESTA", "EPUM").
 DISPATCH = 0x4541534C
 STATS_ROLLUP = 0x45535441
+PUMPS = 0x4550554D  # "EPUM": queueing pumps
 
 
 def transaction_lock(key: int) -> None:

@@ -43,6 +43,7 @@ from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
+from . import locks
 from .dispatch import again_requested, dispatch
 from .progress import ProgressBatch
 from .runner import TaskRunner, task_claim
@@ -96,10 +97,15 @@ def pumps_ensure() -> int:
 
     Cheap (one count), so dispatch and the tick call it every time."""
     wanted = settings.EASEL_PUMPS
-    missing = wanted - pumps_alive().count()
-    if missing <= 0:
+    if wanted - pumps_alive().count() <= 0:
         return 0
     with transaction.atomic():
+        # Counted again under a lock: two callers at once (each worker of a starting
+        # cluster asks) must not both queue the missing pump.
+        locks.transaction_lock(locks.PUMPS)
+        missing = wanted - pumps_alive().count()
+        if missing <= 0:
+            return 0
         Pump.objects.filter(heartbeat_at__lt=Now() - timedelta(seconds=STALE_SECONDS)).delete()
         for _ in range(missing):
             # Counted as alive from now: a pump waiting for a free worker is not queued twice.
@@ -134,7 +140,10 @@ class PumpRun:
         now = timezone.now()
         started = Pump.objects.filter(pk=self.pump_id, started_at__isnull=True).update(
             host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, heartbeat_at=now)
-        surplus = not self.extra and pumps_alive().filter(started_at__isnull=False).count() > settings.EASEL_PUMPS
+        # More pumps started than wanted (queued twice, or a late copy): the oldest stay.
+        # Ranked by id, so two that start at the same moment never both step aside.
+        surplus = not self.extra and pumps_alive().filter(
+            started_at__isnull=False, pk__lt=self.pump_id).count() >= settings.EASEL_PUMPS
         if not started or surplus:
             # A stale copy of this job (django-q2 retried it), or more pumps than wanted.
             Pump.objects.filter(pk=self.pump_id, started_at=now).delete()

@@ -140,3 +140,24 @@ def test_the_execution_timeout_counts_from_the_first_start(engines, make_user):
     task.refresh_from_db()
     assert task.status == "failed" and task.error_code == "timeout", (task.status, task.error_message)
     assert time.monotonic() - began < 30
+
+
+def test_of_two_pumps_started_at_once_the_older_stays(no_cluster, caplog, monkeypatch):
+    """Each worker of a starting cluster may queue a pump; when both start at the same
+    moment, exactly one steps aside (the newer): before, each saw two started and both
+    ended, leaving none until the next tick."""
+    import logging
+
+    from generation.fleet.pump import PumpRun
+    from generation.models import Pump
+
+    monkeypatch.setattr("generation.fleet.pump.pumps_ensure", lambda: 0)  # no successor queued here
+    older, newer = (Pump.objects.create(heartbeat_at=timezone.now()) for _ in range(2))
+    Pump.objects.filter(pk=newer.pk).update(started_at=timezone.now())  # it started a moment ago
+    with caplog.at_level(logging.INFO, logger="generation.fleet.pump"):
+        PumpRun(older.pk, seconds=0.2).run()
+        assert f"pump {older.pk} started" in caplog.text
+        Pump.objects.filter(pk=newer.pk).update(started_at=None)  # the newer one starts now
+        Pump.objects.create(pk=older.pk, heartbeat_at=timezone.now(), started_at=timezone.now())
+        PumpRun(newer.pk, seconds=0.2).run()
+    assert f"pump {newer.pk} not needed" in caplog.text
