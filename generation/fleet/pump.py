@@ -44,7 +44,7 @@ from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
 from . import locks
-from .dispatch import again_requested, dispatch
+from .dispatch import again_requested, again_take, dispatch
 from .progress import ProgressBatch
 from .runner import TaskRunner, task_claim
 
@@ -86,7 +86,6 @@ UNFOLLOWED_AFTER = timedelta(seconds=30)
 def tasks_unfollowed() -> int:
     """Assigned, unfinished tasks whose lease lapsed (or was never taken) a while ago."""
     return (GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
-            .filter(transitions.lease_lapsed())
             .filter(Q(lease_until__lt=Now() - UNFOLLOWED_AFTER)
                     | Q(lease_until__isnull=True, assigned_at__lt=Now() - UNFOLLOWED_AFTER))
             .count())
@@ -197,8 +196,11 @@ class PumpRun:
         self.wake.set()
 
     def _dispatch_due(self) -> None:
-        # Its runners ended tasks, or a create found dispatch busy and asked for one more pass.
-        if not self.dispatch_due.is_set() and not again_requested():
+        # Its runners ended tasks, or a create found dispatch busy and asked for one more
+        # pass: taken here (a read each poll, a write only when asked), so the pass below
+        # answers it rather than running twice for it.
+        asked = again_requested() and again_take()
+        if not self.dispatch_due.is_set() and not asked:
             return
         self.dispatch_due.clear()
         try:

@@ -19,8 +19,8 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Callable
 from datetime import timedelta
+from typing import Callable
 
 from django.conf import settings
 from django.db import transaction
