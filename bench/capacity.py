@@ -17,7 +17,9 @@ Prints:
   between two of Easel's prompts (p50/p95);
 - the processes Easel runs (gunicorn, the qcluster) and their memory: PSS from
   /proc/<pid>/smaps_rollup summed over each one's process tree (engines excluded), idle
-  before the tasks come and at the peak of the run;
+  before the tasks come and at the peak of the run; and the CPU time each used per
+  completed task (user + system, over the run), which a busy machine disturbs less
+  than the rate;
 - direct: the same number of prompts (the built-in txt2img graph, same size and steps)
   posted straight to the engines by a pipelined client that keeps --direct-depth prompts
   queued on each engine and follows their completion over the WebSocket; it runs first,
@@ -95,12 +97,15 @@ def run(args, work: Path, procs, database_url: str) -> int:
     idle = settled_memory(leaders)
     sampler = MemorySampler(leaders)
     sampler.start()
+    engine_leaders = {name: proc.pid for name, proc in procs.procs.items() if name.startswith("engine")}
+    cpu_before = cpu_seconds({**leaders, **engine_leaders})
     try:
         started, submit_seconds, counts = easel_submit_and_wait(base, tokens, database_url, args.tasks,
                                                                args.steps)
     finally:
         sampler.stop()
     end_load = load()
+    cpu_after = cpu_seconds({**leaders, **engine_leaders})
 
     rows = completed_task_rows(env)
     if not rows:
@@ -125,6 +130,11 @@ def run(args, work: Path, procs, database_url: str) -> int:
         gaps += [max(0.0, b[0] - a[1]) for a, b in zip(mine, mine[1:])]
     print(f"engine idle between Easel's prompts: p50={pct(gaps, .5) * 1000:.0f}ms p95={pct(gaps, .95) * 1000:.0f}ms "
           f"(n={len(gaps)})")
+    # CPU time per task: steadier than tasks/s on a machine busy with other work.
+    print("easel CPU per completed task: " + ", ".join(
+        f"{name} {1000 * (cpu_after[name] - cpu_before[name]) / len(rows):.1f}ms" for name in leaders)
+        + "; the engines {:.1f}ms".format(
+            1000 * sum(cpu_after[n] - cpu_before[n] for n in engine_leaders) / len(rows)))
     peak = sampler.peak or idle
     print(f"easel memory (PSS, engines excluded): idle={mb(idle)}MB peak={mb(peak)}MB")
     for name in leaders:
@@ -228,16 +238,37 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
+def _tree(pid: int, tree: dict[int, list[int]]) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        todo += tree.get(p, [])
+    return pids
+
+
+def cpu_seconds(leaders: dict[str, int]) -> dict[str, float]:
+    """{name: user + system CPU seconds of the leader's process tree so far}."""
+    tree, ticks = _children(), os.sysconf("SC_CLK_TCK")
+    out = {}
+    for name, pid in leaders.items():
+        total = 0
+        for p in _tree(pid, tree):
+            try:
+                fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])  # utime, stime
+            except (OSError, IndexError, ValueError):
+                pass  # gone meanwhile
+        out[name] = total / ticks
+    return out
+
+
 def memory(leaders: dict[str, int]) -> dict[str, tuple[int, list[int]]]:
     """{name: (PSS in kB summed over the leader's process tree, the pids)}."""
     tree = _children()
     out = {}
     for name, pid in leaders.items():
-        pids, todo = [], [pid]
-        while todo:
-            p = todo.pop()
-            pids.append(p)
-            todo += tree.get(p, [])
+        pids = _tree(pid, tree)
         out[name] = (sum(_pss_kb(p) for p in pids), pids)
     return out
 

@@ -34,8 +34,8 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Case, DateTimeField, ExpressionWrapper, F, JSONField, Q, Value, When
-from django.db.models.functions import Coalesce, Now
+from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, F, JSONField, Q, Value, When
+from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
 from .models import (
@@ -171,6 +171,15 @@ def claim(task: TaskRef, *, owner: str) -> bool:
         .filter(lease_lapsed())
     )
     return _apply(task, qs, {"lease_owner": owner, "lease_until": lease_until(), "attempts": F("attempts") + 1})
+
+
+def claim_many(task_ids: list[int], *, owner_prefix: str) -> None:
+    """`claim` for several tasks in one UPDATE, each under the owner `<prefix>:<id>`; the
+    caller reads back which it got (another pump may have been quicker for some)."""
+    (GenerationTask.objects.filter(pk__in=task_ids, backend__isnull=False, status__in=ACTIVE_STATUSES)
+     .filter(lease_lapsed())
+     .update(lease_owner=Concat(Value(owner_prefix + ":"), Cast("id", CharField())),
+             lease_until=lease_until(), attempts=F("attempts") + 1))
 
 
 def release(task: TaskRef, *, owner: str) -> bool:

@@ -319,8 +319,11 @@ async def post_faults(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    stats = _engine(request).stats
-    return web.json_response({"submissions": stats.submissions, "executed": stats.executed})
+    engine = _engine(request)
+    stats = engine.stats
+    # `sockets`: the websockets open now, so tests can tell how many a client keeps.
+    return web.json_response({"submissions": stats.submissions, "executed": stats.executed,
+                              "sockets": sum(len(clients) for clients in engine.hub.open.values())})
 
 
 ROUTES: list[tuple[str, str, Any]] = [

@@ -27,7 +27,8 @@ from datetime import datetime, timezone as dt_timezone
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, F, Window
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from models_catalog.models import Checkpoint, ComfyBackend
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 # How many waiting tasks one dispatch pass looks at. Enough to fill every backend many
 # times over; the next pass (after any task ends) sees the rest.
 SCAN_LIMIT = 2000
+# Of each user's waiting tasks, a pass reads only the oldest: as many as the backends
+# have room for, plus this many (for tasks no backend with room can take, like one that
+# needs a LoRA only a busy backend has). A user with thousands waiting costs no more.
+USER_SCAN_MARGIN = 16
 # Before any time a user was served (a fixed instant: no date arithmetic that a 29
 # February could break).
 EPOCH = datetime(1970, 1, 1, tzinfo=dt_timezone.utc)
@@ -162,8 +167,11 @@ def _plan() -> list[tuple[int, int]]:
     ckpt_names = dict(Checkpoint.objects.filter(pk__in=list(where)).values_list("pk", "ckpt_name"))
     loaded = {pk: b.loaded_checkpoint for pk, b in backends.items()}
 
+    room = sum(n for n in free.values() if n > 0)
     waiting = list(
         GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
+        .annotate(place=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()]))
+        .filter(place__lte=room + USER_SCAN_MARGIN)
         .order_by("created_at", "id")
         .values_list("id", "user_id", "checkpoint_id", "required_files")[:SCAN_LIMIT]
     )

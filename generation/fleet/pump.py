@@ -38,6 +38,8 @@ from django_q.conf import Conf
 from django_q.status import Stat
 
 from config.db import close_lost_connection, connection_lost, retry_once_if_lost
+from models_catalog.models import ComfyBackend
+from models_catalog.services import backend_check
 
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
@@ -45,8 +47,9 @@ from ..queue import enqueue
 from ..task_text import text
 from . import locks
 from .dispatch import again_requested, again_take, dispatch
+from .feeds import Feeds
 from .progress import ProgressBatch
-from .runner import TaskRunner, task_claim
+from .runner import TaskRunner, tasks_claimed
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +62,15 @@ STALE_SECONDS = 10.0
 # Runner threads keep their database connection between prompts while the pump follows
 # at most this many (more would hold connections PostgreSQL may not have to spare).
 KEEP_CONNECTIONS = 32
+# Passes of dispatch at least this far apart: runners that end close together (and the
+# creates of a burst) are served by one pass, not one each.
+DISPATCH_SPACING = 0.05
+# How often a pump asks the offline backends that hold prompts Easel moved away from
+# whether they are back: one that resumes (a host unfrozen, a network healed) runs on
+# whatever it was running, so the sooner those prompts are taken off it, the less GPU
+# time goes to images nobody will see. The probe's own timeout is short.
+RETURN_PROBE_SECONDS = 1.0
+RETURN_PROBE_TIMEOUT = 2.0
 # How long an ending pump waits for its runners to hand over (each notices within a second).
 HANDOVER_SECONDS = 30.0
 
@@ -130,10 +142,17 @@ class PumpRun:
         # more, so the pump claims at once rather than at its next poll.
         self.wake = threading.Event()
         self.dispatch_due = threading.Event()
+        self.dispatched_at = 0.0
         self.progress = ProgressBatch()
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        # One socket per backend for all the prompts this pump follows there.
+        self.feeds = Feeds(self.name)
         self.running: dict[int, Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
+        # One probe at a time, off the loop (a frozen backend answers only by a timeout).
+        self.prober = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-probe{pump_id}")
+        self.probing: Future | None = None
+        self.probed_at = 0.0
 
     def run(self) -> None:
         now = timezone.now()
@@ -155,6 +174,8 @@ class PumpRun:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     self._reap()
+                    self.feeds.sweep()
+                    self._probe_returning()
                     self._dispatch_due()
                     self._claim()
                     if time.monotonic() - last_progress >= settings.EASEL_PROGRESS_WRITE_INTERVAL:
@@ -179,7 +200,7 @@ class PumpRun:
                     logger.warning("pump %s: database connection lost; trying again", self.pump_id)
                     close_lost_connection()
                     last_beat = 0.0
-                self.wake.wait(POLL_SECONDS)
+                self.wake.wait(self._pause())
                 self.wake.clear()
         finally:
             self._hand_over()
@@ -195,14 +216,23 @@ class PumpRun:
         self.dispatch_due.set()
         self.wake.set()
 
+    def _pause(self) -> float:
+        """Until the next pass of the loop: a poll, or what is left of the dispatch spacing."""
+        if self.dispatch_due.is_set():
+            return max(0.0, DISPATCH_SPACING - (time.monotonic() - self.dispatched_at))
+        return POLL_SECONDS
+
     def _dispatch_due(self) -> None:
-        # Its runners ended tasks, or a create found dispatch busy and asked for one more
-        # pass: taken here (a read each poll, a write only when asked), so the pass below
-        # answers it rather than running twice for it.
+        if time.monotonic() - self.dispatched_at < DISPATCH_SPACING:
+            return  # the loop comes back when the spacing is over (_pause)
+        # Its runners ended tasks, or creates asked for a pass: taken here (a read each
+        # poll, a write only when asked), so the pass below answers it rather than
+        # running twice for it.
         asked = again_requested() and again_take()
         if not self.dispatch_due.is_set() and not asked:
             return
         self.dispatch_due.clear()
+        self.dispatched_at = time.monotonic()
         try:
             dispatch()
         except Exception as exc:
@@ -212,6 +242,17 @@ class PumpRun:
             # The tick dispatches again; never stop the pump over it.
             logger.exception("pump %s: dispatch failed", self.pump_id)
 
+    def _probe_returning(self) -> None:
+        if time.monotonic() - self.probed_at < RETURN_PROBE_SECONDS:
+            return
+        if self.probing is not None and not self.probing.done():
+            return
+        self.probed_at = time.monotonic()
+        holding = [pk for pk, prompts in ComfyBackend.objects.filter(enabled=True, is_online=False)
+                   .values_list("pk", "abandoned_prompts") if prompts]
+        if holding:
+            self.probing = self.prober.submit(_probe, holding)
+
     def _reap(self) -> None:
         for task_id in [t for t, f in self.running.items() if f.done()]:
             self.running.pop(task_id)
@@ -220,33 +261,37 @@ class PumpRun:
         free = self.slots - len(self.running)
         if free <= 0:
             return
-        claimable = (
+        claimable = list(
             GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
             .filter(transitions.lease_lapsed())
             .exclude(pk__in=list(self.running))
             .order_by("assigned_at", "id")
             .values_list("pk", flat=True)[:free]
         )
-        for task_id in list(claimable):
-            owner = f"{self.name}:{task_id}"
-            try:
-                task = task_claim(task_id=task_id, owner=owner)
-            except (OperationalError, InterfaceError) as exc:
-                if connection_lost(exc):
-                    # The claim may have been committed before the cut: let go of it
-                    # rather than hold the task, with no runner, until its lease ends.
-                    close_lost_connection()
-                    _release_quietly(task_id, owner)
-                raise
-            if task is None:
-                continue  # another pump was quicker
-            self.running[task_id] = self.pool.submit(self._follow, task, owner)
+        if not claimable:
+            return
+        try:
+            # All in one UPDATE, each task under its own owner, then read back the ones
+            # this pump got (another may have been quicker for some).
+            transitions.claim_many(claimable, owner_prefix=self.name)
+            tasks = list(tasks_claimed(claimable, owner_prefix=self.name))
+        except (OperationalError, InterfaceError) as exc:
+            if connection_lost(exc):
+                # The claims may have been committed before the cut: let go of them
+                # rather than hold the tasks, with no runner, until their leases end.
+                close_lost_connection()
+                for task_id in claimable:
+                    _release_quietly(task_id, f"{self.name}:{task_id}")
+            raise
+        for task in tasks:
+            self.running[task.pk] = self.pool.submit(self._follow, task, task.lease_owner)
 
     def _follow(self, task: GenerationTask, owner: str) -> None:
         # This thread's connection, kept from its last task, may have died meanwhile.
         if connection.connection is not None and not connection.is_usable():
             connection.close()
-        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed, progress=self.progress)
+        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed, progress=self.progress,
+                            feeds=self.feeds)
         try:
             runner.run()
         except Exception as exc:
@@ -263,6 +308,10 @@ class PumpRun:
                             text(gettext_noop("Easel hit an internal error while running this task.")))
         finally:
             try:
+                if self.stopping.is_set():
+                    # The successor follows this prompt on a socket under the same client
+                    # id: this pump's must be closed first (generation.fleet.feeds).
+                    self.feeds.close_all()
                 # Leave the task claimable at once if this runner stops without finishing it.
                 _release_quietly(task.pk, owner)
             finally:
@@ -288,11 +337,25 @@ class PumpRun:
         except Exception:
             logger.exception("pump %s could not queue its successor; the tick will", self.pump_id)
         done, pending = wait(list(self.running.values()), timeout=HANDOVER_SECONDS)
+        self.feeds.close_all()
         if pending:
             logger.warning("pump %s: %d runner(s) still busy after %.0f s", self.pump_id, len(pending),
                            HANDOVER_SECONDS)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.prober.shutdown(wait=False, cancel_futures=True)
         logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))
+
+
+def _probe(backend_ids: list[int]) -> None:
+    """Ask these offline backends whether they are back; one that answers has the prompts
+    Easel moved away from it taken off first (`backend_check`)."""
+    try:
+        for backend in ComfyBackend.objects.filter(pk__in=backend_ids):
+            backend_check(backend=backend, timeout=RETURN_PROBE_TIMEOUT)
+    except Exception:
+        logger.exception("probe of returning backends failed")
+    finally:
+        connection.close()  # this thread's own; probes are rare
 
 
 def _release_quietly(task_id: int, owner: str) -> None:

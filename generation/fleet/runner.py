@@ -56,6 +56,7 @@ from ..gallery.results import StorageFailed, UnreadableImage, files_delete, resu
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
 from .dispatch import dispatch
+from .feeds import Feeds, FeedsClosed
 from .log import task_log
 from .progress import ProgressBatch
 
@@ -107,10 +108,20 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
     return GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image").get(pk=task_id)
 
 
+def tasks_claimed(task_ids: list[int], *, owner_prefix: str):
+    """The tasks among these whose lease `transitions.claim_many` gave to `owner_prefix`."""
+    return (GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image")
+            .filter(pk__in=task_ids, lease_owner__startswith=owner_prefix + ":")
+            .order_by("assigned_at", "id"))
+
+
 class TaskRunner:
     def __init__(self, task: GenerationTask, owner: str, *, stop: threading.Event | None = None,
-                 on_slot_free: Callable[[], None] | None = None, progress: "ProgressBatch | None" = None):
+                 on_slot_free: Callable[[], None] | None = None, progress: "ProgressBatch | None" = None,
+                 feeds: "Feeds | None" = None):
         self.task = task
+        # A pump's shared sockets (one per backend); a runner on its own opens its own.
+        self.feeds = feeds
         self.owner = owner
         # A pump dispatches for every freed slot in one pass of its own loop (set here);
         # a runner on its own dispatches at once.
@@ -328,9 +339,19 @@ class TaskRunner:
         client = comfy_client(backend)
         prompt_id = str(task.prompt_id)
         tracker = PromptTracker(prompt_id)
+        # A prompt not sent yet goes under the pump's own client id on this backend (its
+        # frames then reach the pump's one socket there); one sent before is followed
+        # under the id it was sent with, the only socket ComfyUI sends its frames to.
+        client_id = task.client_id
+        if self.feeds is not None and not task.submitted_at:
+            client_id = self.feeds.client_id(backend.pk)
         # Open the socket before submitting so no early message is missed.
-        socket = client.open_socket(task.client_id)
-        self.last_contact = time.monotonic()
+        socket = self._open_socket(client, client_id)
+        if self.feeds is None:
+            # A socket of its own was just opened: the backend answered. (A pump's shared
+            # one may have been open for a while, to a backend frozen since: contact is
+            # counted from the backend's next answer below.)
+            self.last_contact = time.monotonic()
         try:
             # Prompts Easel moved away from this backend while it was away go first, so a
             # backend that resumes does not run them on for nothing.
@@ -349,6 +370,8 @@ class TaskRunner:
                 intent = {} if task.submitted_at else {"submitted_at": timezone.now()}
                 if task.rendered_prompt != graph:
                     intent["rendered_prompt"] = graph
+                if task.client_id != client_id:
+                    intent["client_id"] = client_id
                 if intent:
                     # The intent, before the POST: a POST that goes unanswered may still
                     # have queued the prompt there, so from now on it counts as sent (the
@@ -356,7 +379,7 @@ class TaskRunner:
                     # task that can go elsewhere under the same prompt_id.
                     self.update(**intent)
                 try:
-                    client.submit(prompt=graph, prompt_id=prompt_id, client_id=task.client_id)
+                    client.submit(prompt=graph, prompt_id=prompt_id, client_id=client_id)
                 except ComfyPromptRejected as exc:
                     # (A partly valid graph that ComfyUI queued anyway was already taken
                     # back off its queue by the client.)
@@ -365,6 +388,7 @@ class TaskRunner:
                 loaded = task.checkpoint.ckpt_name if task.checkpoint else ""
                 if backend.loaded_checkpoint != loaded:  # as read when the task was claimed
                     ComfyBackend.objects.filter(pk=backend.pk).update(loaded_checkpoint=loaded)
+            self.last_contact = time.monotonic()
             if not transitions.start(task, owner=self.owner):
                 raise TaskGone()
             self.lease_renewed = time.monotonic()
@@ -376,6 +400,14 @@ class TaskRunner:
             return self._follow(client, socket, tracker)
         finally:
             socket.close()
+
+    def _open_socket(self, client: ComfyClient, client_id: str):
+        if self.feeds is None:
+            return client.open_socket(client_id)
+        try:
+            return self.feeds.subscribe(client, client_id, str(self.task.prompt_id))
+        except FeedsClosed:
+            raise HandOver() from None
 
     def _deadline(self):
         """The task's execution timeout in seconds, and when it runs out.
@@ -430,7 +462,7 @@ class TaskRunner:
                     # Reconnect before asking history: an end that happens in between is
                     # then seen either on the new socket or in history.
                     try:
-                        socket = client.open_socket(task.client_id)
+                        socket = self._open_socket(client, task.client_id)
                     except ComfyUnreachable:
                         socket = None
                 entry = client.history(prompt_id)

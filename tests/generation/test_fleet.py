@@ -90,6 +90,43 @@ def test_backend_killed_mid_run_tasks_finish_on_the_other(two_engines, qcluster,
     assert dying_backend.abandoned_prompts
 
 
+def test_a_frozen_backend_that_resumes_does_not_finish_the_prompt_moved_away(two_engines, qcluster, client):
+    """A backend frozen (SIGSTOP) mid-sampling: the task moves and completes on the other;
+    when the frozen one resumes, it would run the old prompt on for nothing. Easel asks
+    offline backends holding such prompts every second, so it interrupts the prompt as
+    soon as the backend answers. The wasted GPU time is printed (`-s` shows it)."""
+    import os
+    import signal
+    import time
+
+    from models_catalog.models import ComfyBackend
+
+    (frozen, frozen_backend), (healthy, healthy_backend) = two_engines
+    frozen.faults(step_delay=0.5)  # 30 steps: 15 s of sampling
+    ComfyBackend.objects.filter(pk=healthy_backend.pk).update(enabled=False)
+    task_id = create(client, steps=30)
+    wait_for(lambda: state(client, task_id)["progress"]["value"] >= 2, timeout=30, message="sampling on e0")
+    old_prompt = str(GenerationTask.objects.get(pk=task_id).prompt_id)
+    ComfyBackend.objects.filter(pk=healthy_backend.pk).update(enabled=True)
+    os.kill(frozen.proc.pid, signal.SIGSTOP)
+    try:
+        final = wait_all(client, [task_id], timeout=120)[task_id]
+        assert final["status"] == "completed", final
+        assert GenerationTask.objects.get(pk=task_id).backend_id == healthy_backend.pk
+        assert old_prompt in ComfyBackend.objects.get(pk=frozen_backend.pk).abandoned_prompts
+    finally:
+        resumed = time.time()
+        os.kill(frozen.proc.pid, signal.SIGCONT)
+    entry = wait_for(lambda: engine_history(frozen, old_prompt) or None, timeout=30,
+                     message="the old prompt to end on the resumed engine")
+    last_type, last_data = entry["status"]["messages"][-1]
+    assert last_type == "execution_interrupted", entry["status"]  # not run to its end
+    print(f"wasted GPU time after the frozen backend resumed: {last_data['timestamp'] / 1000 - resumed:.2f} s")
+    wait_for(lambda: not ComfyBackend.objects.get(pk=frozen_backend.pk).abandoned_prompts, timeout=10,
+             message="the abandoned prompt to be forgotten once taken off")
+    assert GeneratedImage.objects.filter(task_id=task_id).count() == 1
+
+
 def test_cancel_pending_never_reaches_a_backend(two_engines, qcluster, client):
     from models_catalog.models import ComfyBackend
 

@@ -52,6 +52,32 @@ def test_claim_needs_a_backend_and_a_free_or_lapsed_lease(task, catalog):
     assert row.lease_owner == "b" and row.attempts == 2
 
 
+def test_claim_many_takes_each_free_lease_once_under_its_own_owner(task, catalog, make_user):
+    from generation.fleet.runner import tasks_claimed
+
+    backend = catalog["backend"]
+    other = GenerationTask.objects.create(
+        user=make_user(), prompt="a harbour", model_name="demo-sd15", checkpoint=catalog["checkpoint"],
+        width=64, height=64, steps=4, cfg=7, sampler="euler", scheduler="normal", seed=2,
+    )
+    waiting = GenerationTask.objects.create(user=other.user, prompt="unassigned", width=64, height=64, steps=4,
+                                            cfg=7, sampler="euler", scheduler="normal", seed=3)
+    for row in (task, other):
+        assert transitions.assign(row.pk, backend_id=backend.pk)
+    assert transitions.claim(other.pk, owner="someone-else")
+    ids = [task.pk, other.pk, waiting.pk]
+
+    transitions.claim_many(ids, owner_prefix="pump9-host_1")
+    claimed = list(tasks_claimed(ids, owner_prefix="pump9-host_1"))
+    assert [t.pk for t in claimed] == [task.pk]  # not one held by another, nor one without a backend
+    assert claimed[0].lease_owner == f"pump9-host_1:{task.pk}" and claimed[0].attempts == 1
+    assert claimed[0].lease_until > timezone.now()
+    # A second pump finds nothing left; `_` in a prefix is no wildcard.
+    transitions.claim_many(ids, owner_prefix="pump9-host%1")
+    assert list(tasks_claimed(ids, owner_prefix="pump9-host%1")) == []
+    assert list(tasks_claimed(ids, owner_prefix="pump9-hostX1")) == []
+
+
 def test_a_lease_is_judged_by_the_database_s_clock(task, catalog, monkeypatch):
     """Leases are taken on several hosts: one whose clock runs ten minutes ahead must
     not find a live lease lapsed (nor give its own a longer life)."""
