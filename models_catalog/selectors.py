@@ -31,6 +31,25 @@ def checkpoint_get_usable(*, name: str) -> Checkpoint | None:
     return qs.filter(name=name).first() or qs.filter(ckpt_name=name).first()
 
 
+def checkpoint_find_usable(*, names: list[str]) -> Checkpoint | None:
+    """The usable checkpoint a picture's file names (the first name that matches): by
+    Easel name, ComfyUI file name, or the file's stem without folder or extension, as
+    A1111 writes it ("Model: dreamshaper_8" for dreamshaper_8.safetensors)."""
+    names = [name for name in names if name]
+    for name in names:
+        found = checkpoint_get_usable(name=name)
+        if found:
+            return found
+    stems = {_stem(name) for name in names}
+    # Few checkpoints in any catalog: compared here rather than with a per-database regex.
+    return next((c for c in checkpoint_list_usable() if _stem(c.ckpt_name) in stems), None)
+
+
+def _stem(file_name: str) -> str:
+    base = file_name.replace("\\", "/").rsplit("/", 1)[-1]
+    return base.rsplit(".", 1)[0] if "." in base else base
+
+
 def checkpoint_default() -> Checkpoint | None:
     """The model a task gets when it names none: the one staff made the default, or while
     that one is not usable, the oldest usable one (never whichever name sorts first: a new

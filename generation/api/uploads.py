@@ -49,7 +49,7 @@ class UnsupportedImage(ApiError):
 _STATUS_ERRORS = {CODE_TOO_LARGE: UploadTooLarge, CODE_UNSUPPORTED: UnsupportedImage}
 
 
-def _as_api_error(exc: DjangoValidationError) -> Exception:
+def upload_api_error(exc: DjangoValidationError) -> Exception:
     """The service's ValidationError, as 413/415 when its code says so (else unchanged: 400)."""
     for error in getattr(exc, "error_dict", {}).get("image", []):
         if error.code in _STATUS_ERRORS:
@@ -113,7 +113,7 @@ class UploadListCreateApi(APIView):
         try:
             source = source_image_create(user=request.user, file=upload, name=upload.name or "")
         except DjangoValidationError as exc:
-            raise _as_api_error(exc) from exc
+            raise upload_api_error(exc) from exc
         return Response(SourceImageSerializer(source, context={"request": request}).data,
                         status=status.HTTP_201_CREATED)
 

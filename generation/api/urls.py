@@ -4,7 +4,7 @@ clients call them."""
 from django.urls import path
 
 from ..ops.health import HealthApi, LivenessApi, ReadinessApi
-from . import catalog, files, history, tasks, uploads, webhooks
+from . import catalog, files, history, parameters, tasks, uploads, webhooks
 
 urlpatterns = [
     path("generation/create", tasks.GenerationCreateApi.as_view(), name="api-generation-create"),
@@ -17,6 +17,8 @@ urlpatterns = [
          name="api-generation-image-file"),
     path("generation/images/<int:image_id>/thumbnail", files.GenerationImageThumbnailApi.as_view(),
          name="api-generation-image-thumbnail"),
+    path("generation/parameters-from-png", parameters.ParametersFromPngApi.as_view(),
+         name="api-generation-parameters-from-png"),
     path("generation/<int:task_id>/cancel", tasks.GenerationCancelApi.as_view(), name="api-generation-cancel"),
     path("generation/<int:task_id>/retry", tasks.GenerationRetryApi.as_view(), name="api-generation-retry"),
     path("generation/<int:task_id>", tasks.GenerationDeleteApi.as_view(), name="api-generation-delete"),

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..media_types import content_type_for, extension_for
 from ..models import GeneratedImage, GenerationTask
+from .png_params import png_with_parameters, task_parameters
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,8 @@ STORAGE_ERRORS = _storage_errors()
 
 
 def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedImage:
-    """Store one output picture of `task` (as the backend wrote it) with a WebP thumbnail.
+    """Store one output picture of `task` (as the backend wrote it, plus Easel's own
+    parameter chunks in a PNG: gallery.png_params) with a WebP thumbnail.
 
     `index` is the output's place; when an earlier attempt already stored that index,
     the next free one in steps of 100 is used (0, 100, 200… keep the output order).
@@ -65,6 +67,10 @@ def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedI
     except Exception as exc:  # Pillow raises many types for a bad file
         raise UnreadableImage(str(exc)) from exc
     content_type = content_type_for(pillow_format)
+    if content_type == "image/png":
+        # The downloaded file remembers how it was made (the share link strips it again,
+        # gallery.metadata). After the decode above: only a readable picture is labelled.
+        data = png_with_parameters(data, task_parameters(task=task, index=index, width=width, height=height))
     image = GeneratedImage(
         task=task, content_type=content_type, width=width, height=height, seed=task.seed + index,
         size_bytes=len(data),

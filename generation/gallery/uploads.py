@@ -60,7 +60,7 @@ def _too_many_pixels() -> ValidationError:
     )
 
 
-def _read_limited(file) -> bytes:
+def upload_read(file) -> bytes:
     """The upload's bytes, refusing (without reading it all) anything over the limit."""
     limit = max_upload_bytes()
     too_large = _invalid(upload_too_large_message(), code=CODE_TOO_LARGE)
@@ -193,7 +193,7 @@ def source_image_create(*, user, file, name: str = "") -> SourceImage:
     413 or 415.
     """
     name = _clean_name(name or getattr(file, "name", "") or "")
-    return _clean_and_store(user=user, data=_read_limited(file), name=name)
+    return _clean_and_store(user=user, data=upload_read(file), name=name)
 
 
 def source_image_from_result(*, user, image: GeneratedImage) -> SourceImage:

@@ -238,6 +238,106 @@
         previous = next;
       });
     }
+
+    loadSettingsFromPictures(form, el, syncSize);
+  }
+
+  // Settings from a picture: a PNG picked with the loader's button, or dropped anywhere
+  // on the page but a picture drop zone, goes to the API, which reads the parameters it
+  // carries; the fields it names are filled in (the model first: its change moves the
+  // settings still at its defaults, which the picture's values then replace).
+  function loadSettingsFromPictures(form, el, syncSize) {
+    var loader = form.querySelector("[data-params-loader]");
+    if (!loader || !window.fetch || !window.FormData) return;
+    loader.hidden = false;
+    var status = loader.querySelector("[data-params-status]");
+    var picker = loader.querySelector("[data-params-file]");
+    var token = form.querySelector("input[name=csrfmiddlewaretoken]");
+
+    function say(text, failed) {
+      status.textContent = text;
+      status.classList.toggle("params-loader__status--error", !!failed);
+    }
+    function set(name, value) {
+      var field = el(name);
+      if (!field || value === null || value === undefined || field instanceof RadioNodeList) return false;
+      value = String(value);
+      if (field.tagName === "SELECT" &&
+          !Array.prototype.some.call(field.options, function (o) { return o.value === value; })) return false;
+      field.value = value;
+      return true;
+    }
+    function fill(params, seedText) {
+      var model = el("model");
+      if (params.model_name && model && set("model", params.model_name)) {
+        model.dispatchEvent(new Event("change", { bubbles: true }));
+      }
+      ["prompt", "negative_prompt", "steps", "cfg", "sampler", "scheduler", "denoise"].forEach(function (name) {
+        set(name, params[name]);
+      });
+      var size = el("size");
+      if (params.width && params.height && size) {
+        if (!set("size", params.width + "x" + params.height)) size.value = "custom";
+        set("width", params.width);
+        set("height", params.height);
+        syncSize();
+      }
+      if (seedText !== null && set("seed", seedText) && el("seed_random")) el("seed_random").checked = false;
+      form.dispatchEvent(new Event("change"));
+    }
+    function load(file) {
+      if (!file) return;
+      say(loader.dataset.loading, false);
+      var body = new FormData();
+      body.append("image", file);
+      fetch(loader.dataset.url, {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: { Accept: "application/json", "X-CSRFToken": token ? token.value : "" },
+      }).then(function (response) {
+        return response.text().then(function (text) {
+          var data = JSON.parse(text);
+          if (!response.ok) {
+            say((data.error && data.error.message) || loader.dataset.failed, true);
+            return;
+          }
+          // Seeds go up to 2**63: past 2**53 a JavaScript number would change them, so
+          // the digits are taken from the answer's text.
+          var seed = /"seed":\s*(-?\d+)/.exec(text);
+          fill(data, seed ? seed[1] : null);
+          say(loader.dataset.loaded, false);
+        });
+      }).catch(function () { say(loader.dataset.failed, true); });
+    }
+
+    picker.addEventListener("change", function () {
+      load(picker.files && picker.files[0]);
+      picker.value = "";
+    });
+    function carriesFiles(event) {
+      return event.dataTransfer && Array.prototype.indexOf.call(event.dataTransfer.types || [], "Files") !== -1;
+    }
+    function onZone(event) {
+      return event.target.closest && event.target.closest(".dropzone");
+    }
+    var root = document.documentElement;
+    ["dragenter", "dragover"].forEach(function (type) {
+      document.addEventListener(type, function (event) {
+        if (!carriesFiles(event) || onZone(event)) return;
+        event.preventDefault();  // without it the browser opens the file instead
+        root.classList.add("page-drop-over");
+      });
+    });
+    ["dragleave", "dragend"].forEach(function (type) {
+      document.addEventListener(type, function (event) {
+        if (!event.relatedTarget) root.classList.remove("page-drop-over");
+      });
+    });
+    document.addEventListener("drop", function (event) {
+      root.classList.remove("page-drop-over");
+      if (!carriesFiles(event) || onZone(event)) return;
+      event.preventDefault();
+      load(event.dataTransfer.files[0]);
+    });
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
