@@ -345,6 +345,9 @@ EASEL_CREATE_WAIT_PER_USER = env_int("EASEL_CREATE_WAIT_PER_USER", 2)
 EASEL_CREATE_WAIT_SLOTS = env_int("EASEL_CREATE_WAIT_SLOTS", max(1, env_int("GUNICORN_THREADS", 4) // 2))
 # Progress is written to the database at most this often per task.
 EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
+# How long each process remembers the catalog answers every create asks for (the default
+# model and template): a change saved in another process is seen within this time.
+EASEL_CATALOG_CACHE_SECONDS = env_float("EASEL_CATALOG_CACHE_SECONDS", 2.0)
 # A job holds a task for this long without renewing before another may take it over.
 EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
 # The pumps (generation.fleet.pump): how many django-q2 jobs follow the prompts (each one

@@ -17,7 +17,13 @@ from django.utils.translation import gettext as _
 from models_catalog import inputs as kinds
 from models_catalog.files import graph_files
 from models_catalog.models import WorkflowTemplate
-from models_catalog.selectors import checkpoint_default, checkpoint_get_usable, template_default, usable_file_names
+from models_catalog.selectors import (
+    checkpoint_default,
+    checkpoint_get_usable,
+    template_default,
+    template_get_enabled,
+    usable_file_names,
+)
 from models_catalog.templates import template_fields
 
 from . import transitions
@@ -36,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 def _template_for(*, slug: str | None, wants_image: bool, errors: dict) -> WorkflowTemplate | None:
     if slug:
-        template = WorkflowTemplate.objects.filter(slug=slug, enabled=True).first()
+        template = template_get_enabled(slug=slug)
         if template is None:
             errors["template"] = [_("Unknown or disabled template: %(name)s.") % {"name": slug}]
         return template

@@ -157,7 +157,9 @@ def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bo
     """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays cancelled)."""
     now = now or timezone.now()
     qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
-    with transaction.atomic():
+    # No savepoint inside dispatch's transaction (two statements more per task): an
+    # error here ends the whole pass anyway.
+    with transaction.atomic(savepoint=False):
         done = _apply(task, qs, {"backend_id": backend_id, "assigned_at": now, **message_fields("status", "")})
         if done:
             _run_start(task, now)
@@ -229,7 +231,9 @@ def complete(
     }
     if size is not None:
         values["width"], values["height"] = size
-    with transaction.atomic():
+    # No savepoint inside the caller's transaction (the runner's, which keeps the images):
+    # an error here rolls back all of it anyway.
+    with transaction.atomic(savepoint=False):
         done = _apply(task, owned_by(task, owner), values)
         if done:
             _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
@@ -273,7 +277,9 @@ def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: d
 def give_up_waiting(task: TaskRef, *, code: str, message: Text | str) -> bool:
     """A task waited in Easel's queue, with no backend, longer than it may."""
     qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
-    with transaction.atomic():
+    # No savepoint inside dispatch's transaction (two statements more per task): an
+    # error here ends the whole pass anyway.
+    with transaction.atomic(savepoint=False):
         values = _failed(code, message, None, None)
         done = _apply(task, qs, values)
         if done:

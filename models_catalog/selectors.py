@@ -5,6 +5,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 
 from . import files as file_rule
 from .models import Checkpoint, ComfyBackend, ModelFile, WorkflowTemplate
+from .remembered import remembered
 
 
 def checkpoint_list_usable() -> QuerySet[Checkpoint]:
@@ -26,9 +27,13 @@ def checkpoint_list_usable() -> QuerySet[Checkpoint]:
 
 
 def checkpoint_get_usable(*, name: str) -> Checkpoint | None:
-    """Find a checkpoint by its Easel name or its ComfyUI file name."""
-    qs = checkpoint_list_usable()
-    return qs.filter(name=name).first() or qs.filter(ckpt_name=name).first()
+    """Find a checkpoint by its Easel name or its ComfyUI file name (remembered a moment:
+    every create asks)."""
+    def load():
+        qs = checkpoint_list_usable()
+        return qs.filter(name=name).first() or qs.filter(ckpt_name=name).first()
+
+    return remembered(("checkpoint", name), load)
 
 
 def checkpoint_find_usable(*, names: list[str]) -> Checkpoint | None:
@@ -54,8 +59,11 @@ def checkpoint_default() -> Checkpoint | None:
     """The model a task gets when it names none: the one staff made the default, or while
     that one is not usable, the oldest usable one (never whichever name sorts first: a new
     file on a backend must not take over every task sent without a model)."""
-    usable = checkpoint_list_usable()
-    return usable.filter(is_default=True).first() or usable.order_by("created_at", "pk").first()
+    def load():
+        usable = checkpoint_list_usable()
+        return usable.filter(is_default=True).first() or usable.order_by("created_at", "pk").first()
+
+    return remembered(("checkpoint-default",), load)
 
 
 def model_files_usable(*, kind: str) -> QuerySet[ModelFile]:
@@ -108,8 +116,39 @@ def backends_having(files: dict[str, set[str]]) -> set[int] | None:
 
 
 def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTemplate | None:
-    qs = WorkflowTemplate.objects.filter(enabled=True, kind=kind)
-    return qs.filter(is_default=True).order_by("pk").first() or qs.order_by("pk").first()
+    def load():
+        qs = WorkflowTemplate.objects.filter(enabled=True, kind=kind)
+        template = qs.filter(is_default=True).order_by("pk").first() or qs.order_by("pk").first()
+        if template is not None:
+            template.input_list  # read with it, so every copy handed out shares the inputs
+        return template
+
+    return remembered(("template-default", kind), load)
+
+
+def template_inputs_attach(templates) -> None:
+    """Give each template its inputs from memory: a pump reads them for every task it
+    claims, and they change only with the template (remembered per version: its
+    `updated_at`, and forgotten at once when saved in this process)."""
+    for template in templates:
+        if template is None or "inputs" in getattr(template, "_prefetched_objects_cache", {}):
+            continue
+        rows = remembered(("template-inputs", template.pk, template.updated_at),
+                          lambda template=template: list(template.inputs.all()))
+        # Kept where prefetch_related keeps them, so `input_list` reads no more.
+        inputs = template.inputs.all()
+        inputs._result_cache, inputs._prefetch_done = rows, True
+        template._prefetched_objects_cache = {**getattr(template, "_prefetched_objects_cache", {}), "inputs": inputs}
+
+
+def template_get_enabled(*, slug: str) -> WorkflowTemplate | None:
+    def load():
+        template = WorkflowTemplate.objects.filter(slug=slug, enabled=True).first()
+        if template is not None:
+            template.input_list
+        return template
+
+    return remembered(("template", slug), load)
 
 
 def usable_file_titles(kind: str) -> list[tuple[str, str]]:

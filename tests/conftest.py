@@ -39,6 +39,17 @@ def _fresh_default_cache():
     caches["default"].clear()
 
 
+@pytest.fixture(autouse=True)
+def _catalog_not_remembered(settings):
+    """Tests change the catalog with plain UPDATEs (no signal) and create at once: each
+    create reads it afresh. What creates remember is tested on its own
+    (tests/models_catalog/test_remembered.py)."""
+    from models_catalog.remembered import forget
+
+    settings.EASEL_CATALOG_CACHE_SECONDS = 0
+    forget()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -66,24 +66,25 @@ class _Candidate:
     options: frozenset[int] = frozenset()
 
 
-def dispatch(*, probe: bool = True, wait: bool = True) -> list[int]:
+def dispatch(*, probe: bool = True, wait: bool = True, pumps: bool = True) -> list[int]:
     """Assign as many waiting tasks as the backends can take; a pump runs them.
 
     With `probe`, offline backends not checked in the last few seconds are asked first
     whether they are back (only while tasks wait), so a returning backend gets work
     without waiting for the schedule. Web requests dispatch without probing, and
     without `wait`: when another pass holds the lock they queue a dispatch job instead
-    of waiting behind it.
+    of waiting behind it. With `pumps`, a pass that assigned tasks makes sure a pump
+    runs them (a pump dispatching for itself knows one does).
     """
     if probe:
         _probe_offline_backends()
-    done = _pass(wait=wait)
+    done = _pass(wait=wait, pumps=pumps)
     if done is None:
         return []
     # Asked for while this pass held the lock: one more, which sees what they added.
     # (One asked for after this check is run by the pump, which looks every poll.)
     while again_take():
-        done += _pass(wait=True) or []
+        done += _pass(wait=True, pumps=pumps) or []
     if done:
         logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
     return [t for t, _b in done]
@@ -105,7 +106,7 @@ def again_take() -> bool:
     return bool(caches[AGAIN_CACHE].delete(AGAIN_KEY))
 
 
-def _pass(*, wait: bool) -> list[tuple[int, int]] | None:
+def _pass(*, wait: bool, pumps: bool = True) -> list[tuple[int, int]] | None:
     """One dispatch pass under the lock; None when `wait` is off and another pass holds it."""
     with transaction.atomic():
         if not wait:
@@ -126,7 +127,7 @@ def _pass(*, wait: bool) -> list[tuple[int, int]] | None:
         if done:
             users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
             get_user_model().objects.filter(pk__in=set(users)).update(last_served_at=now)
-    if done:
+    if done and pumps:
         # A pump claims assigned tasks within a poll; make sure one runs.
         ensure_pumps()
     return done

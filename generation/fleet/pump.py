@@ -64,7 +64,7 @@ STALE_SECONDS = 10.0
 KEEP_CONNECTIONS = 32
 # Passes of dispatch at least this far apart: runners that end close together (and the
 # creates of a burst) are served by one pass, not one each.
-DISPATCH_SPACING = 0.05
+DISPATCH_SPACING = 0.1
 # How often a pump asks the offline backends that hold prompts Easel moved away from
 # whether they are back: one that resumes (a host unfrozen, a network healed) runs on
 # whatever it was running, so the sooner those prompts are taken off it, the less GPU
@@ -234,7 +234,7 @@ class PumpRun:
         self.dispatch_due.clear()
         self.dispatched_at = time.monotonic()
         try:
-            dispatch()
+            dispatch(pumps=False)
         except Exception as exc:
             if connection_lost(exc):
                 self.dispatch_due.set()
@@ -308,12 +308,14 @@ class PumpRun:
                             text(gettext_noop("Easel hit an internal error while running this task.")))
         finally:
             try:
-                if self.stopping.is_set():
-                    # The successor follows this prompt on a socket under the same client
-                    # id: this pump's must be closed first (generation.fleet.feeds).
-                    self.feeds.close_all()
-                # Leave the task claimable at once if this runner stops without finishing it.
-                _release_quietly(task.pk, owner)
+                # Leave the task claimable at once if this runner stops without finishing
+                # it (a task it completed or failed has no lease left to let go of).
+                if not runner.ended:
+                    if self.stopping.is_set():
+                        # The successor follows this prompt on a socket under the same
+                        # client id: this pump's must be closed first (generation.fleet.feeds).
+                        self.feeds.close_all()
+                    _release_quietly(task.pk, owner)
             finally:
                 # This thread's own connection: kept for its next task (a new PostgreSQL
                 # connection per prompt costs more than the prompt's own queries), unless

@@ -36,6 +36,7 @@ from models_catalog.services import (
     comfy_client,
     prompt_abandon,
 )
+from models_catalog.selectors import template_inputs_attach
 from models_catalog.templates import task_graph, template_fields
 
 from .. import transitions
@@ -108,11 +109,13 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
     return GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image").get(pk=task_id)
 
 
-def tasks_claimed(task_ids: list[int], *, owner_prefix: str):
+def tasks_claimed(task_ids: list[int], *, owner_prefix: str) -> list[GenerationTask]:
     """The tasks among these whose lease `transitions.claim_many` gave to `owner_prefix`."""
-    return (GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image")
-            .filter(pk__in=task_ids, lease_owner__startswith=owner_prefix + ":")
-            .order_by("assigned_at", "id"))
+    tasks = list(GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image")
+                 .filter(pk__in=task_ids, lease_owner__startswith=owner_prefix + ":")
+                 .order_by("assigned_at", "id"))
+    template_inputs_attach([task.template for task in tasks])
+    return tasks
 
 
 class TaskRunner:
@@ -139,6 +142,7 @@ class TaskRunner:
         self.last_contact = 0.0  # monotonic time Easel last reached the backend
         self.submitted_to: ComfyBackend | None = None  # set just before POST /prompt
         self.backend_lost = False  # Easel failed to reach the task's backend during this run
+        self.ended = False  # this runner completed or failed the task (its lease went with it)
 
     # --- database writes, all conditional on still owning the lease ----------------
 
@@ -179,6 +183,7 @@ class TaskRunner:
                                 caller_dispatches=self.on_slot_free is not None)
         self.log.info("failed: %s", message)
         if done:
+            self.ended = True
             self._dispatch_soon()  # its backend slot is free
 
     # --- the run -------------------------------------------------------------------
@@ -525,13 +530,17 @@ class TaskRunner:
             raise TaskFailed("execution_error", _comfy_text(describe_execution_error(outcome.error or {})))
         if not outcome.images:
             raise TaskFailed("no_output", text(gettext_noop("The workflow finished without producing an image.")))
-        backend = ComfyBackend.objects.get(pk=self.task.backend_id)
+        # The backend as read with the claim (the task has not moved since: its lease
+        # would have been lost, and TaskGone raised).
+        backend = self.task.backend
         client = comfy_client(backend)
         stored: list[GeneratedImage] = []
         self.finishing = True
         try:
             for index, ref in enumerate(outcome.images):
-                self.heartbeat(force=True)
+                # (A cancel meanwhile is noticed here within a second, or by `complete`
+                # below, which only the lease owner of an unfinished task can make.)
+                self.heartbeat()
                 stored.append(self._store_image(client, index, ref))
             with transaction.atomic():
                 # The first output's size is the task's size from now on (img2img keeps
@@ -550,6 +559,7 @@ class TaskRunner:
             files_delete(stored)
             GeneratedImage.objects.filter(pk__in=[i.pk for i in stored if i.pk]).delete()
             raise
+        self.ended = True
         self.log.info("completed with %d image(s)", len(stored))
         self._dispatch_soon()  # its backend slot is free
 
