@@ -498,6 +498,8 @@ class Pump(models.Model):
     started_at = models.DateTimeField(_("started at"), null=True, blank=True)
     heartbeat_at = models.DateTimeField(_("last heartbeat"))
     running = models.PositiveIntegerField(_("prompts followed"), default=0)
+    # `manage.py pump`: runs beside the EASEL_PUMPS the cluster keeps, never instead of one.
+    extra = models.BooleanField(_("started by hand"), default=False)
 
     class Meta:
         ordering = ["queued_at", "id"]

@@ -79,6 +79,11 @@ def pumps_alive():
     return Pump.objects.filter(heartbeat_at__gte=Now() - timedelta(seconds=STALE_SECONDS))
 
 
+def kept_alive():
+    """The live pumps the cluster keeps (EASEL_PUMPS of them); one run by hand is extra."""
+    return pumps_alive().filter(extra=False)
+
+
 def pump_holdings() -> dict[int, list[str]]:
     """Pump id → the backends of the prompts it follows now (its runners' leases name it)."""
     held: dict[int, set[str]] = {}
@@ -108,13 +113,13 @@ def pumps_ensure() -> int:
 
     Cheap (one count), so dispatch and the tick call it every time."""
     wanted = settings.EASEL_PUMPS
-    if wanted - pumps_alive().count() <= 0:
+    if wanted - kept_alive().count() <= 0:
         return 0
     with transaction.atomic():
         # Counted again under a lock: two callers at once (each worker of a starting
         # cluster asks) must not both queue the missing pump.
         locks.transaction_lock(locks.PUMPS)
-        missing = wanted - pumps_alive().count()
+        missing = wanted - kept_alive().count()
         if missing <= 0:
             return 0
         Pump.objects.filter(heartbeat_at__lt=Now() - timedelta(seconds=STALE_SECONDS)).delete()
@@ -160,7 +165,7 @@ class PumpRun:
             host=socket.gethostname()[:200], pid=os.getpid(), started_at=now, heartbeat_at=now)
         # More pumps started than wanted (queued twice, or a late copy): the oldest stay.
         # Ranked by id, so two that start at the same moment never both step aside.
-        surplus = not self.extra and pumps_alive().filter(
+        surplus = not self.extra and kept_alive().filter(
             started_at__isnull=False, pk__lt=self.pump_id).count() >= settings.EASEL_PUMPS
         if not started or surplus:
             # A stale copy of this job (django-q2 retried it), or more pumps than wanted.

@@ -161,3 +161,25 @@ def test_of_two_pumps_started_at_once_the_older_stays(no_cluster, caplog, monkey
         Pump.objects.create(pk=older.pk, heartbeat_at=timezone.now(), started_at=timezone.now())
         PumpRun(newer.pk, seconds=0.2).run()
     assert f"pump {newer.pk} not needed" in caplog.text
+
+
+def test_a_pump_run_by_hand_is_extra_never_instead_of_the_cluster_s(no_cluster, caplog, monkeypatch):
+    """`manage.py pump` beside a cluster: the cluster's own pump neither steps aside for
+    it nor goes unqueued because of it."""
+    import logging
+
+    from generation.fleet import pump as pump_module
+    from generation.fleet.pump import PumpRun, kept_alive
+    from generation.models import Pump
+
+    queued = []
+    monkeypatch.setattr(pump_module, "enqueue", lambda *args, **kwargs: queued.append(args))
+    by_hand = Pump.objects.create(heartbeat_at=timezone.now(), started_at=timezone.now(), extra=True)
+    assert not kept_alive().exists()
+    assert pump_module.pumps_ensure() == 1 and len(queued) == 1  # the cluster's own, queued anyway
+    own = kept_alive().get()
+    assert own.pk > by_hand.pk
+    monkeypatch.setattr(pump_module, "pumps_ensure", lambda: 0)
+    with caplog.at_level(logging.INFO, logger="generation.fleet.pump"):
+        PumpRun(own.pk, seconds=0.2).run()
+    assert f"pump {own.pk} started" in caplog.text  # not "not needed": the older one is extra

@@ -20,7 +20,7 @@ class Command(BaseCommand):
         parser.add_argument("--slots", type=int, default=None, help="prompts followed at once (EASEL_PUMP_SLOTS)")
 
     def handle(self, *args, seconds=None, slots=None, **options):
-        pump = Pump.objects.create(heartbeat_at=timezone.now())
+        pump = Pump.objects.create(heartbeat_at=timezone.now(), extra=True)
         run = PumpRun(pump.pk, seconds=seconds, slots=slots, extra=True)
         signal.signal(signal.SIGINT, lambda *_: run.stop())
         signal.signal(signal.SIGTERM, lambda *_: run.stop())
