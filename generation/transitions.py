@@ -106,9 +106,10 @@ def _open_run(task: TaskRef):
     return TaskRun.objects.filter(task_id=_pk(task), outcome=RunOutcome.RUNNING)
 
 
-def _run_start(task: TaskRef, now: datetime) -> None:
-    """The task was just assigned: its next attempt begins on that backend."""
-    row = GenerationTask.objects.filter(pk=_pk(task)).values("prompt_id", "backend_id", "backend__name").get()
+def _run_start(task: TaskRef, now: datetime, known: dict | None = None) -> None:
+    """The task was just assigned: its next attempt begins on that backend. `known`: its
+    prompt_id, backend_id and backend__name, when the caller has them (dispatch does)."""
+    row = known or GenerationTask.objects.filter(pk=_pk(task)).values("prompt_id", "backend_id", "backend__name").get()
     last = TaskRun.objects.filter(task_id=_pk(task)).order_by("-number").values("pk", "number", "outcome").first()
     if last and last["outcome"] == RunOutcome.RUNNING:
         # Left open: its backend was deleted under it (SET_NULL) and the task queued again.
@@ -153,8 +154,10 @@ def _ended(task: TaskRef, *, caller_dispatches: bool = False) -> None:
 # --- Easel's queue ------------------------------------------------------------------
 
 
-def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bool:
-    """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays cancelled)."""
+def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None,
+           prompt_id=None, backend_name: str | None = None) -> bool:
+    """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays
+    cancelled). `prompt_id` and `backend_name`, when the caller read them, spare a read."""
     now = now or timezone.now()
     qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
     # No savepoint inside dispatch's transaction (two statements more per task): an
@@ -162,7 +165,10 @@ def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bo
     with transaction.atomic(savepoint=False):
         done = _apply(task, qs, {"backend_id": backend_id, "assigned_at": now, **message_fields("status", "")})
         if done:
-            _run_start(task, now)
+            known = None
+            if prompt_id is not None and backend_name is not None:
+                known = {"prompt_id": prompt_id, "backend_id": backend_id, "backend__name": backend_name}
+            _run_start(task, now, known)
     return done
 
 

@@ -62,6 +62,7 @@ class _Candidate:
     id: int
     user_id: int
     checkpoint_id: int | None
+    prompt_id: object
     # The backends that have every file it needs (its checkpoint included).
     options: frozenset[int] = frozenset()
 
@@ -120,9 +121,10 @@ def _pass(*, wait: bool, pumps: bool = True) -> list[tuple[int, int]] | None:
         assignments = _plan()
         now = timezone.now()
         done: list[tuple[int, int]] = []
-        for task_id, backend_id in assignments:
+        for task_id, backend_id, prompt_id, backend_name in assignments:
             # Conditional: a task cancelled a moment ago stays cancelled.
-            if transitions.assign(task_id, backend_id=backend_id, now=now):
+            if transitions.assign(task_id, backend_id=backend_id, now=now, prompt_id=prompt_id,
+                                  backend_name=backend_name):
                 done.append((task_id, backend_id))
         if done:
             users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
@@ -148,7 +150,7 @@ def _probe_offline_backends() -> None:
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
 
 
-def _plan() -> list[tuple[int, int]]:
+def _plan() -> list[tuple[int, int, object, str]]:
     backends = {b.pk: b for b in ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False)}
     if not backends:
         return []
@@ -174,7 +176,7 @@ def _plan() -> list[tuple[int, int]]:
         .annotate(place=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()]))
         .filter(place__lte=room + USER_SCAN_MARGIN)
         .order_by("created_at", "id")
-        .values_list("id", "user_id", "checkpoint_id", "required_files")[:SCAN_LIMIT]
+        .values_list("id", "user_id", "checkpoint_id", "required_files", "prompt_id")[:SCAN_LIMIT]
     )
     if not waiting:
         return []
@@ -190,8 +192,8 @@ def _plan() -> list[tuple[int, int]]:
         return having[key]
 
     queues: dict[int, deque[_Candidate]] = defaultdict(deque)
-    for task_id, user_id, checkpoint_id, files in waiting:
-        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, options(checkpoint_id, files)))
+    for task_id, user_id, checkpoint_id, files, prompt_id in waiting:
+        queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, prompt_id, options(checkpoint_id, files)))
     users = {
         u["id"]: u
         for u in get_user_model().objects.filter(pk__in=list(queues)).values(
@@ -212,7 +214,7 @@ def _plan() -> list[tuple[int, int]]:
     for user_id in queues:
         tiers[users[user_id]["priority"] if user_id in users else 0].append(user_id)
 
-    plan: list[tuple[int, int]] = []
+    plan: list[tuple[int, int, object, str]] = []  # task, backend, its prompt id, the backend's name
     for priority in sorted(tiers, reverse=True):
         rotation = sorted(tiers[priority], key=order_key)
         progressed = True
@@ -231,7 +233,7 @@ def _plan() -> list[tuple[int, int]]:
                 free[backend_id] -= 1
                 loaded[backend_id] = want
                 in_flight[user_id] = in_flight.get(user_id, 0) + 1
-                plan.append((candidate.id, backend_id))
+                plan.append((candidate.id, backend_id, candidate.prompt_id, backends[backend_id].name))
                 progressed = True
     return plan
 

@@ -138,7 +138,8 @@ class TaskRunner:
         self.log = task_log(task)
         self.lease_renewed = time.monotonic()
         self.last_write = 0.0
-        self.last_check = 0.0
+        # The claim just now was the first check (the heartbeat's next is a second away).
+        self.last_check = time.monotonic()
         self.last_contact = 0.0  # monotonic time Easel last reached the backend
         self.submitted_to: ComfyBackend | None = None  # set just before POST /prompt
         self.backend_lost = False  # Easel failed to reach the task's backend during this run
