@@ -1,12 +1,16 @@
 """Reads on generation tasks. Every read is scoped to its owner (staff see all)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from .models import GeneratedImage, GenerationTask
+from config.prepared import Prepared
+
+from .models import GeneratedImage, GenerationTask, TaskPreview, TaskRun, TaskStatus, preview_version
 
 
 def task_visible_to(*, user) -> QuerySet[GenerationTask]:
@@ -26,10 +30,69 @@ def _as_answered(qs: QuerySet[GenerationTask]) -> QuerySet[GenerationTask]:
     return qs.select_related("template").defer("rendered_prompt", "template__graph", "template__description")
 
 
-def generation_get_answered(*, user, task_id: int) -> GenerationTask:
-    """`generation_get` for the status poll (what app clients call every 2 s): the task
-    with its template, without the backend it ran on (the answer never names it)."""
-    return get_object_or_404(_as_answered(task_visible_to(user=user)), pk=task_id)
+# What the status answer (generation.representation.task_status_answer) reads of a task:
+# the columns of TaskDetailSerializer's fields, the template's slug and the live frame's
+# write time (a LEFT JOIN on the preview row, never its picture).
+STATUS_TASK_COLUMNS = (
+    "id", "user_id", "prompt", "model_name", "status", "error_message", "error_params", "created_at",
+    "completed_at", "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed",
+    "batch_size", "status_message", "status_params", "progress_value", "progress_max", "progress_node",
+    "error_code", "error_fields", "started_at", "template__slug", "source_image_id", "denoise", "callback_url",
+    "retries", "inputs", "preview__updated_at",
+)
+STATUS_RUN_COLUMNS = ("number", "backend_name", "submitted_at", "started_at", "ended_at", "outcome", "ended_by",
+                      "error_message", "error_params")
+STATUS_IMAGE_COLUMNS = ("id", "index", "content_type", "width", "height", "seed", "size_bytes")
+
+# Compiled once per connection (config.prepared): building these statements cost several
+# times what running them does, on the call every client polls.
+_STATUS_OWN = Prepared(lambda pk, user_id: GenerationTask.objects.filter(pk=pk, user_id=user_id).order_by()
+                       .values_list(*STATUS_TASK_COLUMNS), arguments=2)
+_STATUS_ANY = Prepared(lambda pk: GenerationTask.objects.filter(pk=pk).order_by()
+                       .values_list(*STATUS_TASK_COLUMNS), arguments=1)
+_STATUS_RUNS = Prepared(lambda pk: TaskRun.objects.filter(task_id=pk).order_by("number")
+                        .values_list(*STATUS_RUN_COLUMNS), arguments=1)
+_STATUS_IMAGES = Prepared(lambda pk: GeneratedImage.objects.filter(task_id=pk).order_by("index")
+                          .values_list(*STATUS_IMAGE_COLUMNS), arguments=1)
+
+
+@dataclass(frozen=True)
+class TaskStatusRead:
+    """Everything the status answer says, as read: the task's columns (STATUS_TASK_COLUMNS,
+    by name), its runs oldest first and, once completed, its images (tuples of
+    STATUS_RUN_COLUMNS and STATUS_IMAGE_COLUMNS). Its ETag and its body are both made from
+    this, so the one cannot change without the other."""
+
+    task: dict
+    runs: tuple
+    images: tuple
+
+
+def generation_status_read(*, user, task_id: int) -> TaskStatusRead:
+    """The status poll's read, scoped like `generation_get` (404 for another user's task):
+    the task with its template's slug and preview time in one statement, its runs in a
+    second, its images in a third only once it completed."""
+    row = _STATUS_ANY.first(task_id) if user.is_staff else _STATUS_OWN.first(task_id, user.pk)
+    if row is None:
+        raise Http404
+    task = dict(zip(STATUS_TASK_COLUMNS, row))
+    images = tuple(_STATUS_IMAGES.rows(task_id)) if task["status"] == TaskStatus.COMPLETED else ()
+    return TaskStatusRead(task=task, runs=tuple(_STATUS_RUNS.rows(task_id)), images=images)
+
+
+def generation_visible_id(*, user, task_id: int) -> int:
+    """The task's id if the user may see it, else 404; reads nothing else (the preview's
+    owner check)."""
+    if not task_visible_to(user=user).filter(pk=task_id).exists():
+        raise Http404
+    return task_id
+
+
+def preview_version_get(*, task_id: int) -> int | None:
+    """The version of the task's live frame (TaskPreview.version), without its picture;
+    None before the first frame."""
+    updated_at = TaskPreview.objects.filter(task_id=task_id).values_list("updated_at", flat=True).first()
+    return None if updated_at is None else preview_version(updated_at)
 
 
 def generation_list(
