@@ -1,5 +1,6 @@
 """The promised API surface, owner isolation on every endpoint, and the error body."""
 import io
+import time
 from datetime import datetime, timezone as dt_timezone
 
 import pytest
@@ -426,6 +427,25 @@ def test_per_user_rate_limit_answers_429_with_retry_after(make_user, api_client_
     assert int(response["Retry-After"]) == error["retry_after"] > 0
     assert api_client_for(make_user()).get("/api/v1/quota").status_code == 200  # another user is not limited
     assert APIClient().get("/api/v1/health").status_code in (200, 503)  # monitoring is never throttled
+
+
+def test_the_rate_limit_keeps_its_history_compact_and_reads_an_old_list(make_user, api_client_for, settings):
+    """The request times are kept as an array (pickled as one block on every call, not
+    float by float); a list stored by an earlier version still counts."""
+    from array import array
+
+    from django.core.cache import caches
+
+    _rates(settings, user="3/min")
+    user = make_user()
+    client = api_client_for(user)
+    key = f"throttle_user_{user.pk}"
+    caches["default"].set(key, [time.time() - 1], 60)  # as DRF stored it before
+    for _ in range(2):
+        assert client.get("/api/v1/quota").status_code == 200
+    history = caches["default"].get(key)
+    assert isinstance(history, array) and len(history) == 3
+    _error(client.get("/api/v1/quota"), 429, "throttled")
 
 
 def test_models_say_whether_an_online_backend_has_them(catalog, make_user, api_client_for):
