@@ -44,23 +44,26 @@ STATUS_RUN_COLUMNS = ("number", "backend_name", "submitted_at", "started_at", "e
                       "error_message", "error_params")
 STATUS_IMAGE_COLUMNS = ("id", "index", "content_type", "width", "height", "seed", "size_bytes")
 
-# The task's row once per run (a LEFT JOIN: one row with empty run columns when it has none).
-_RUN_JOINED = tuple(f"runs__{column}" for column in STATUS_RUN_COLUMNS)
+# The task's row once per run and image (LEFT JOINs: a row with empty run or image columns
+# when it has none). A task holds a few of each (a batch of at most EASEL_MAX_BATCH_SIZE
+# images, a run per attempt), so the rows stay few, and the call is one round trip to the
+# database: on PostgreSQL each costs more than the rest of the call.
+_JOINED = (*(f"runs__{column}" for column in STATUS_RUN_COLUMNS),
+           *(f"images__{column}" for column in STATUS_IMAGE_COLUMNS))
+_ORDER = ("runs__number", "images__index")
 
 # Compiled once per connection (config.prepared): building these statements cost several
 # times what running them does, on the call every client polls.
 _STATUS_OWN = Prepared(lambda pk, user_id: GenerationTask.objects.filter(pk=pk, user_id=user_id)
-                       .order_by("runs__number").values_list(*STATUS_TASK_COLUMNS, *_RUN_JOINED), arguments=2)
+                       .order_by(*_ORDER).values_list(*STATUS_TASK_COLUMNS, *_JOINED), arguments=2)
 _STATUS_ANY = Prepared(lambda pk: GenerationTask.objects.filter(pk=pk)
-                       .order_by("runs__number").values_list(*STATUS_TASK_COLUMNS, *_RUN_JOINED), arguments=1)
-_STATUS_IMAGES = Prepared(lambda pk: GeneratedImage.objects.filter(task_id=pk).order_by("index")
-                          .values_list(*STATUS_IMAGE_COLUMNS), arguments=1)
+                       .order_by(*_ORDER).values_list(*STATUS_TASK_COLUMNS, *_JOINED), arguments=1)
 
 
 @dataclass(frozen=True)
 class TaskStatusRead:
     """Everything the status answer says, as read: the task's columns (STATUS_TASK_COLUMNS,
-    by name), its runs oldest first and, once completed, its images (tuples of
+    by name), its runs oldest first and, once completed, its images by index (tuples of
     STATUS_RUN_COLUMNS and STATUS_IMAGE_COLUMNS). Its ETag and its body are both made from
     this, so the one cannot change without the other."""
 
@@ -71,17 +74,25 @@ class TaskStatusRead:
 
 def generation_status_read(*, user, task_id: int) -> TaskStatusRead:
     """The status poll's read, scoped like `generation_get` (404 for another user's task):
-    the task with its template's slug, its frame's time and its runs in one statement (each
-    a round trip to the database, which on PostgreSQL costs more than the rest), its images
-    in a second only once it completed."""
+    the task with its template's slug, its frame's time, its runs and its images, in one
+    statement."""
     rows = _STATUS_ANY.rows(task_id) if user.is_staff else _STATUS_OWN.rows(task_id, user.pk)
     if not rows:
         raise Http404
     split = len(STATUS_TASK_COLUMNS)
+    at_images = split + len(STATUS_RUN_COLUMNS)
     task = dict(zip(STATUS_TASK_COLUMNS, rows[0][:split]))
-    runs = tuple(row[split:] for row in rows if row[split] is not None)  # `number` is never empty
-    images = tuple(_STATUS_IMAGES.rows(task_id)) if task["status"] == TaskStatus.COMPLETED else ()
-    return TaskStatusRead(task=task, runs=runs, images=images)
+    # Each run comes once per image, each image once per run (ordered by run, then index):
+    # first sightings, in order. `number` and `id` are never empty in a real row.
+    runs: dict = {}
+    images: dict = {}
+    for row in rows:
+        if row[split] is not None:
+            runs.setdefault(row[split], row[split:at_images])
+        if row[at_images] is not None:
+            images.setdefault(row[at_images], row[at_images:])
+    completed = task["status"] == TaskStatus.COMPLETED
+    return TaskStatusRead(task=task, runs=tuple(runs.values()), images=tuple(images.values()) if completed else ())
 
 
 def generation_visible_id(*, user, task_id: int) -> int:
