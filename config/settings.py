@@ -410,6 +410,11 @@ Q_CLUSTER = {
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
     "qcluster": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "easel_qcluster_cache"},
+    # Live preview frames by (task, version) (generation.gallery.files.preview_response),
+    # apart from `default` so that frames never push the rate-limit counters out. Per
+    # process on purpose: a process that misses reads the frame from the database once.
+    "previews": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "easel-previews",
+                 "TIMEOUT": 60, "OPTIONS": {"MAX_ENTRIES": 200}},
 }
 
 # --- Deployment: retention and logs (config/logging.py, generation/retention.py) ---

@@ -1,6 +1,7 @@
 """Generation: one task per request, its images, and its latest preview frame."""
 from __future__ import annotations
 
+import datetime
 import uuid
 
 from django.conf import settings
@@ -345,6 +346,30 @@ class TaskPreview(models.Model):
     class Meta:
         verbose_name = _("live preview")
         verbose_name_plural = _("live previews")
+
+    @property
+    def version(self) -> int:
+        return preview_version(self.updated_at)
+
+
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
+
+
+def preview_version(updated_at: datetime.datetime) -> int:
+    """A live frame's version, for its URL (`?v=`) and the preview cache's key: when it was
+    written, in microseconds since 1970 (exact, no float).
+
+    `updated_at` is `auto_now`, so every save of the row sets it, and the runner writes each
+    frame with `TaskPreview.objects.update_or_create(...)`, whose update path saves with
+    `update_fields` that Django (4.2+) extends with the fields that set themselves in
+    `pre_save()` (auto_now ones): each frame gets a new time, hence a new version. A time and
+    not a counter: a task's preview row is deleted when a run ends and made again by the
+    next run (a retry, a move), and a counter would start again at 1, naming a new frame
+    with an old frame's version (and its cached bytes).
+    """
+    if timezone.is_naive(updated_at):
+        updated_at = timezone.make_aware(updated_at, datetime.timezone.utc)
+    return (updated_at - _EPOCH) // datetime.timedelta(microseconds=1)
 
 
 def _source_path(instance: "SourceImage", filename: str) -> str:

@@ -5,13 +5,17 @@ The first fields of `TaskSerializer` are promised to existing clients
 """
 from __future__ import annotations
 
-from django.urls import reverse
+import hashlib
+
+from django.urls import get_script_prefix, reverse
+from django.utils.translation import get_language
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 
-from .models import GeneratedImage, GenerationTask, RunEnd, RunOutcome, TaskPreview, TaskRun, TaskStatus
+from .models import GeneratedImage, GenerationTask, RunEnd, RunOutcome, TaskPreview, TaskRun, TaskStatus, preview_version
+from .task_text import render, render_fields
 
 
 def _absolute(request, path: str) -> str:
@@ -147,16 +151,24 @@ class TaskSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         }
 
     def get_preview_url(self, task) -> str | None:
-        # The latest live frame; 404 until the backend has sent one.
+        # The latest live frame, versioned once one is stored (`?v=`: a new URL for each new
+        # frame); the bare URL answers 404 until the backend has sent one.
         if task.status != TaskStatus.PROCESSING:
             return None
-        return _absolute(self.context.get("request"), reverse("api-generation-preview", args=[task.pk]))
+        return _absolute(self.context.get("request"), preview_path(task.pk, self._preview_version(task)))
 
     def get_has_preview(self, task) -> bool:
-        # One small query, and only for a running task (a history page holds few).
+        return task.status == TaskStatus.PROCESSING and self._preview_version(task) is not None
+
+    def _preview_version(self, task) -> int | None:
+        # One small query (the frame's time, not its picture), only for a running task (a
+        # history page holds few), kept on the task for preview_url and has_preview alike.
         if task.status != TaskStatus.PROCESSING:
-            return False
-        return TaskPreview.objects.filter(task_id=task.pk).exists()
+            return None
+        if "_preview_version" not in task.__dict__:
+            updated_at = TaskPreview.objects.filter(task_id=task.pk).values_list("updated_at", flat=True).first()
+            task._preview_version = None if updated_at is None else preview_version(updated_at)
+        return task._preview_version
 
     @extend_schema_field(ImageSerializer(many=True))
     def get_images(self, task) -> list[dict]:
@@ -214,3 +226,125 @@ class TaskDetailSerializer(TaskSerializer):
     class Meta(TaskSerializer.Meta):
         fields = [*TaskSerializer.Meta.fields, "runs"]
         read_only_fields = fields
+
+
+# --- the status poll's answer, written by hand ---------------------------------------------
+
+_DATETIME = serializers.DateTimeField()  # DRF's own formatting (ISO 8601, "Z", the current zone)
+
+
+def _when(value):
+    return None if value is None else _DATETIME.to_representation(value)
+
+
+def _path_pattern(name: str) -> str:
+    """`reverse(name, args=[id])` as a format string, made once per script prefix."""
+    prefix = get_script_prefix()
+    key = (name, prefix)
+    pattern = _PATTERNS.get(key)
+    if pattern is None:
+        pattern = _PATTERNS[key] = reverse(name, args=[_PATH_MARKER]).replace(str(_PATH_MARKER), "{}")
+    return pattern
+
+
+_PATTERNS: dict[tuple[str, str], str] = {}
+_PATH_MARKER = 918273645
+
+
+def preview_path(task_id: int, version: int | None) -> str:
+    """The API's live preview URL: with `?v=` once a frame is stored (a new version for each
+    new frame, so a client may keep what it fetched), bare before."""
+    path = _path_pattern("api-generation-preview").format(task_id)
+    return path if version is None else f"{path}?v={version}"
+
+
+def task_status_etag(read, request) -> str:
+    """A weak ETag of the status answer, from what it is made of (the row, the runs, the
+    images, the frame's version), the language it is written in and the host its URLs
+    name, without making the answer. Weak: the same answer may not be the same bytes
+    (a different JSON renderer), only the same content."""
+    digest = hashlib.blake2b(digest_size=12)
+    digest.update(repr((read.task, read.runs, read.images, get_language(), request.build_absolute_uri("/")))
+                  .encode())
+    return f'W/"{digest.hexdigest()}"'
+
+
+def task_status_answer(read, request) -> dict:
+    """The status endpoint's answer (TaskDetailSerializer's, key for key and value for value;
+    tests/generation/test_status_answer.py holds them side by side for every status) from a
+    `selectors.TaskStatusRead`, without building serializer fields or model instances: this
+    is the call every client polls."""
+    t = read.task
+    status = t["status"]
+    completed = status == TaskStatus.COMPLETED
+    processing = status == TaskStatus.PROCESSING
+    absolute = request.build_absolute_uri if request is not None else (lambda path: path)
+    images = []
+    if completed and read.images:
+        file_url, thumb_url = _path_pattern("api-generation-image-file"), _path_pattern("api-generation-image-thumbnail")
+        for image_id, index, content_type, width, height, seed, size_bytes in read.images:
+            images.append({
+                "id": image_id, "index": index, "url": absolute(file_url.format(image_id)),
+                "thumbnail_url": absolute(thumb_url.format(image_id)), "content_type": content_type,
+                "width": width, "height": height, "seed": seed, "size_bytes": size_bytes,
+            })
+    progress_max, progress_value = t["progress_max"], t["progress_value"]
+    if completed:
+        fraction = 1.0
+    elif not progress_max:
+        fraction = 0.0
+    else:
+        fraction = min(1.0, progress_value / progress_max)
+    preview_at = t["preview__updated_at"]
+    has_preview = processing and preview_at is not None
+    error_text = render(t["error_params"], t["error_message"])
+    error_fields = render_fields((t["error_params"] or {}).get("fields"), t["error_fields"])
+    inputs = t["inputs"]
+    return {
+        "id": t["id"],
+        "user_id": t["user_id"],
+        "prompt": t["prompt"],
+        "model_name": t["model_name"],
+        "status": status,
+        "result_id": images[0]["id"] if images else None,
+        "error_message": error_text or None,
+        "created_at": _when(t["created_at"]),
+        "completed_at": _when(t["completed_at"]),
+        "negative_prompt": t["negative_prompt"],
+        "width": t["width"],
+        "height": t["height"],
+        "steps": t["steps"],
+        "cfg": float(t["cfg"]),
+        "sampler": t["sampler"],
+        "scheduler": t["scheduler"],
+        "seed": t["seed"],
+        "batch_size": t["batch_size"],
+        "status_message": render(t["status_params"], t["status_message"]),
+        "progress": {"value": progress_value, "max": progress_max, "fraction": round(fraction, 4),
+                     "node": t["progress_node"]},
+        "preview_url": absolute(preview_path(t["id"], preview_version(preview_at) if has_preview else None))
+        if processing else None,
+        "error_code": t["error_code"],
+        "error_fields": None if error_fields is None else {
+            str(key): None if messages is None else [None if m is None else str(m) for m in messages]
+            for key, messages in error_fields.items()
+        },
+        "started_at": _when(t["started_at"]),
+        "images": images,
+        "template": t["template__slug"],
+        "source_image": t["source_image_id"],
+        "denoise": None if t["denoise"] is None else float(t["denoise"]),
+        "callback_url": t["callback_url"],
+        "retries": t["retries"],
+        "has_preview": has_preview,
+        "inputs": None if inputs is None else {str(key): value for key, value in inputs.items()},
+        "runs": [
+            {
+                "number": number, "backend": backend_name, "submitted_at": _when(submitted_at),
+                "started_at": _when(started_at), "ended_at": _when(ended_at), "outcome": outcome,
+                "ended_by": ended_by, "error": render(error_params, error_message) or None,
+            }
+            for number, backend_name, submitted_at, started_at, ended_at, outcome, ended_by, error_message,
+            error_params in read.runs
+        ],
+    }

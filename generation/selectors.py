@@ -1,12 +1,16 @@
 """Reads on generation tasks. Every read is scoped to its owner (staff see all)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from django.db.models import Prefetch, QuerySet
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
-from .models import GeneratedImage, GenerationTask
+from config.prepared import Prepared
+
+from .models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus, preview_version
 
 
 def task_visible_to(*, user) -> QuerySet[GenerationTask]:
@@ -26,10 +30,84 @@ def _as_answered(qs: QuerySet[GenerationTask]) -> QuerySet[GenerationTask]:
     return qs.select_related("template").defer("rendered_prompt", "template__graph", "template__description")
 
 
-def generation_get_answered(*, user, task_id: int) -> GenerationTask:
-    """`generation_get` for the status poll (what app clients call every 2 s): the task
-    with its template, without the backend it ran on (the answer never names it)."""
-    return get_object_or_404(_as_answered(task_visible_to(user=user)), pk=task_id)
+# What the status answer (generation.representation.task_status_answer) reads of a task:
+# the columns of TaskDetailSerializer's fields, the template's slug and the live frame's
+# write time (a LEFT JOIN on the preview row, never its picture).
+STATUS_TASK_COLUMNS = (
+    "id", "user_id", "prompt", "model_name", "status", "error_message", "error_params", "created_at",
+    "completed_at", "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed",
+    "batch_size", "status_message", "status_params", "progress_value", "progress_max", "progress_node",
+    "error_code", "error_fields", "started_at", "template__slug", "source_image_id", "denoise", "callback_url",
+    "retries", "inputs", "preview__updated_at",
+)
+STATUS_RUN_COLUMNS = ("number", "backend_name", "submitted_at", "started_at", "ended_at", "outcome", "ended_by",
+                      "error_message", "error_params")
+STATUS_IMAGE_COLUMNS = ("id", "index", "content_type", "width", "height", "seed", "size_bytes")
+
+# The task's row once per run and image (LEFT JOINs: a row with empty run or image columns
+# when it has none). A task holds a few of each (a batch of at most EASEL_MAX_BATCH_SIZE
+# images, a run per attempt), so the rows stay few, and the call is one round trip to the
+# database: on PostgreSQL each costs more than the rest of the call.
+_JOINED = (*(f"runs__{column}" for column in STATUS_RUN_COLUMNS),
+           *(f"images__{column}" for column in STATUS_IMAGE_COLUMNS))
+_ORDER = ("runs__number", "images__index")
+
+# Compiled once per connection (config.prepared): building these statements cost several
+# times what running them does, on the call every client polls.
+_STATUS_OWN = Prepared(lambda pk, user_id: GenerationTask.objects.filter(pk=pk, user_id=user_id)
+                       .order_by(*_ORDER).values_list(*STATUS_TASK_COLUMNS, *_JOINED), arguments=2)
+_STATUS_ANY = Prepared(lambda pk: GenerationTask.objects.filter(pk=pk)
+                       .order_by(*_ORDER).values_list(*STATUS_TASK_COLUMNS, *_JOINED), arguments=1)
+
+
+@dataclass(frozen=True)
+class TaskStatusRead:
+    """Everything the status answer says, as read: the task's columns (STATUS_TASK_COLUMNS,
+    by name), its runs oldest first and, once completed, its images by index (tuples of
+    STATUS_RUN_COLUMNS and STATUS_IMAGE_COLUMNS). Its ETag and its body are both made from
+    this, so the one cannot change without the other."""
+
+    task: dict
+    runs: tuple
+    images: tuple
+
+
+def generation_status_read(*, user, task_id: int) -> TaskStatusRead:
+    """The status poll's read, scoped like `generation_get` (404 for another user's task):
+    the task with its template's slug, its frame's time, its runs and its images, in one
+    statement."""
+    rows = _STATUS_ANY.rows(task_id) if user.is_staff else _STATUS_OWN.rows(task_id, user.pk)
+    if not rows:
+        raise Http404
+    split = len(STATUS_TASK_COLUMNS)
+    at_images = split + len(STATUS_RUN_COLUMNS)
+    task = dict(zip(STATUS_TASK_COLUMNS, rows[0][:split]))
+    # Each run comes once per image, each image once per run (ordered by run, then index):
+    # first sightings, in order. `number` and `id` are never empty in a real row.
+    runs: dict = {}
+    images: dict = {}
+    for row in rows:
+        if row[split] is not None:
+            runs.setdefault(row[split], row[split:at_images])
+        if row[at_images] is not None:
+            images.setdefault(row[at_images], row[at_images:])
+    completed = task["status"] == TaskStatus.COMPLETED
+    return TaskStatusRead(task=task, runs=tuple(runs.values()), images=tuple(images.values()) if completed else ())
+
+
+def generation_visible_id(*, user, task_id: int) -> int:
+    """The task's id if the user may see it, else 404; reads nothing else (the preview's
+    owner check)."""
+    if not task_visible_to(user=user).filter(pk=task_id).exists():
+        raise Http404
+    return task_id
+
+
+def preview_version_get(*, task_id: int) -> int | None:
+    """The version of the task's live frame (TaskPreview.version), without its picture;
+    None before the first frame."""
+    updated_at = TaskPreview.objects.filter(task_id=task_id).values_list("updated_at", flat=True).first()
+    return None if updated_at is None else preview_version(updated_at)
 
 
 def generation_list(

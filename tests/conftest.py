@@ -37,6 +37,7 @@ def _fresh_default_cache():
     from django.core.cache import caches
 
     caches["default"].clear()
+    caches["previews"].clear()  # frames by (task, version): task ids come back after a flush too
 
 
 @pytest.fixture(autouse=True)

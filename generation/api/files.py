@@ -6,12 +6,12 @@ from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework.negotiation import BaseContentNegotiation
 from rest_framework.views import APIView
 
-from config.api_input import query_bool
+from config.api_input import int_parameter, query_bool, query_int
 
 from ..gallery.files import image_response, preview_response
 from ..models import GeneratedImage
-from ..selectors import generation_get, image_get
-from .schema import IMAGE_ID, TASK_ID, binary_answers
+from ..selectors import generation_visible_id, image_get
+from .schema import ETAG, IF_NONE_MATCH, IMAGE_ID, NOT_MODIFIED, TASK_ID, binary_answers
 
 
 class FirstRendererNegotiation(BaseContentNegotiation):
@@ -69,16 +69,26 @@ class GenerationImageThumbnailApi(APIView):
         return _file_answer(request, image_get(user=request.user, image_id=image_id), thumbnail=True)
 
 
+PREVIEW_VERSION = int_parameter(
+    "v", description="The frame's version, as `preview_url` in the task's answer gives it once a frame is stored: "
+                     "that frame, which the client may keep (`Cache-Control: private, max-age=60, immutable`). "
+                     "Absent: the newest frame, never kept (`no-store`).",
+)
+
+
 class GenerationPreviewApi(APIView):
     content_negotiation_class = FirstRendererNegotiation
 
     @extend_schema(
         operation_id="generation_preview",
         summary="The latest live preview frame of a running task",
-        description="404 until the backend has sent a frame, and after the task ended.",
-        parameters=[TASK_ID],
-        responses=binary_answers("image/jpeg", "image/png", description="The frame."),
+        description="404 until the backend has sent a frame, and after the task ended (a versioned URL may still "
+                    "answer its frame for a minute). Every frame carries a weak `ETag`; 304 with no body when "
+                    "`If-None-Match` names the frame that would be sent.",
+        parameters=[TASK_ID, PREVIEW_VERSION, IF_NONE_MATCH, ETAG],
+        responses={**binary_answers("image/jpeg", "image/png", description="The frame."), 304: NOT_MODIFIED},
         tags=["generation"],
     )
     def get(self, request, task_id: int):
-        return preview_response(generation_get(user=request.user, task_id=task_id))
+        version = query_int(request.query_params, "v")
+        return preview_response(request, generation_visible_id(user=request.user, task_id=task_id), version=version)

@@ -14,6 +14,15 @@ LOCATION = OpenApiParameter(
     "Location", OpenApiTypes.URI, OpenApiParameter.HEADER, response=[202],
     description="Where to poll the task (`GET /api/v1/generation/status/{id}`).",
 )
+IF_NONE_MATCH = OpenApiParameter(
+    "If-None-Match", OpenApiTypes.STR, OpenApiParameter.HEADER, required=False,
+    description="The `ETag` of the answer you hold: 304 with no body while it is still the current one.",
+)
+ETAG = OpenApiParameter(
+    "ETag", OpenApiTypes.STR, OpenApiParameter.HEADER, response=[200, 304],
+    description="A weak validator of this answer (`W/\"…\"`); send it back as `If-None-Match`.",
+)
+NOT_MODIFIED = OpenApiResponse(description="Not Modified: the answer is the one of the `If-None-Match` ETag. No body.")
 QUOTA_429 = error_response(
     429,
     description=gettext_lazy("Daily image quota reached, or too many requests; wait `retry_after` seconds."),

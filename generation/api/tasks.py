@@ -24,13 +24,16 @@ from accounts.models import ApiToken
 from config.api_errors import error_response
 from config.api_input import JsonInput
 from config.bounds import ID_MIN, INT64_MAX
+from config.conditional import etag_matches, not_modified
 
 from ..limits import SAMPLERS, SCHEDULERS, SIZE_MULTIPLE, prompt_max_length, ranges
 from ..models import TERMINAL_STATUSES, GenerationTask, TaskStatus
-from ..representation import ImageSerializer, TaskDetailSerializer, TaskSerializer
-from ..selectors import generation_get, generation_get_answered
+from ..representation import (
+    ImageSerializer, TaskDetailSerializer, TaskSerializer, task_status_answer, task_status_etag,
+)
+from ..selectors import generation_get, generation_status_read
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
-from .schema import LOCATION, QUOTA_429, TASK_ID
+from .schema import ETAG, IF_NONE_MATCH, LOCATION, NOT_MODIFIED, QUOTA_429, TASK_ID
 from .waits import wait_slot
 
 _RANGES = ranges()  # read once: the schema describes the limits the studio started with
@@ -222,14 +225,29 @@ class GenerationCreateAsyncApi(APIView):
         return _accepted(request, _create(request))
 
 
+# The status answer may be kept by the client but is asked again each time (If-None-Match).
+STATUS_CACHE_CONTROL = "private, no-cache"
+
+
 class GenerationStatusApi(APIView):
     @extend_schema(operation_id="generation_status", summary="A task",
                    description="The task, with `runs`: each attempt on a backend (a task moved off a backend "
-                               "that went away, or retried, has several).",
-                   parameters=[TASK_ID], responses={200: TaskDetailSerializer}, tags=["generation"])
+                               "that went away, or retried, has several).\n\n"
+                               "Every answer carries a weak `ETag`. Poll with `If-None-Match: <that ETag>`: "
+                               "while nothing in the task changed (status, progress, messages, runs, images, "
+                               "live frame), the answer is 304 Not Modified with no body.",
+                   parameters=[TASK_ID, IF_NONE_MATCH, ETAG],
+                   responses={200: TaskDetailSerializer, 304: NOT_MODIFIED}, tags=["generation"])
     def get(self, request, task_id: int):
-        task = generation_get_answered(user=request.user, task_id=task_id)
-        return Response(TaskDetailSerializer(task, context={"request": request}).data)
+        # By hand rather than through TaskDetailSerializer (whose answer it is, key for key:
+        # tests/generation/test_status_answer.py): the statements compiled once, no model
+        # instances, no serializer fields, and the 304 decided before any answer is made.
+        read = generation_status_read(user=request.user, task_id=task_id)
+        etag = task_status_etag(read, request)
+        if etag_matches(request, etag):
+            return not_modified(etag, cache_control=STATUS_CACHE_CONTROL)
+        return Response(task_status_answer(read, request),
+                        headers={"ETag": etag, "Cache-Control": STATUS_CACHE_CONTROL})
 
 
 class ResultSerializer(serializers.Serializer):

@@ -6,13 +6,15 @@ yes is no); the API reads it strictly (config.api_input.query_bool), with the sa
 """
 from __future__ import annotations
 
+from django.core.cache import caches
 from django.http import FileResponse, Http404, HttpResponse
 from django.utils.http import content_disposition_header
 
 from config.api_input import YES as TRUE_VALUES
+from config.conditional import etag_matches, not_modified
 
 from ..media_types import extension_for
-from ..models import GeneratedImage, GenerationTask, SourceImage, TaskPreview
+from ..models import GeneratedImage, SourceImage, TaskPreview, preview_version
 from .metadata import strip_metadata
 
 
@@ -78,10 +80,61 @@ def source_response(source: SourceImage) -> FileResponse:
                    filename=f"easel-upload-{source.pk}.{source.extension}", download=False)
 
 
-def preview_response(task: GenerationTask) -> HttpResponse:
-    preview = TaskPreview.objects.filter(task=task).first()
-    if preview is None:
-        raise Http404
-    response = HttpResponse(bytes(preview.image), content_type=preview.content_type)
-    response["Cache-Control"] = "no-store"
+# A versioned frame (`?v=`) never changes: the browser may keep it, briefly (a running
+# task makes a new one every half second; the page only ever asks for the newest).
+VERSIONED_PREVIEW_CACHE_CONTROL = "private, max-age=60, immutable"
+# The bare URL names whatever frame is newest: never kept.
+PREVIEW_CACHE_CONTROL = "no-store"
+# How long a frame stays in the `previews` cache (settings.CACHES).
+PREVIEW_CACHE_SECONDS = 60
+
+
+def _preview_key(task_id: int, version: int) -> str:
+    return f"easel:preview:{task_id}:{version}"
+
+
+def _preview_etag(version: int) -> str:
+    return f'W/"preview-{version}"'
+
+
+def _preview_answer(data: bytes, content_type: str, version: int, *, immutable: bool) -> HttpResponse:
+    response = HttpResponse(data, content_type=content_type)
+    response["Cache-Control"] = VERSIONED_PREVIEW_CACHE_CONTROL if immutable else PREVIEW_CACHE_CONTROL
+    response["ETag"] = _preview_etag(version)
     return response
+
+
+def preview_response(request, task_id: int, *, version: int | None) -> HttpResponse:
+    """A running task's latest live frame (`version` None), or the frame of that version.
+
+    The caller has checked that the user may see the task. Frames are kept in the
+    `previews` cache under (task, version), so the page (and an app) fetching a frame,
+    or several tabs fetching the same one, read its picture from the database once: a
+    versioned request that the cache holds reads nothing, a bare one reads only the
+    frame's time. A versioned URL whose frame has been replaced since (another process's
+    cache did not hold it) gets the newest frame, not kept by the browser (its URL names
+    another one). 304 when `If-None-Match` names the frame that would be sent.
+    """
+    previews = caches["previews"]
+    if version is not None:
+        if etag_matches(request, _preview_etag(version)):
+            return not_modified(_preview_etag(version), cache_control=VERSIONED_PREVIEW_CACHE_CONTROL)
+        kept = previews.get(_preview_key(task_id, version))
+        if kept is not None:
+            return _preview_answer(kept[1], kept[0], version, immutable=True)
+    else:
+        updated_at = TaskPreview.objects.filter(task_id=task_id).values_list("updated_at", flat=True).first()
+        if updated_at is None:
+            raise Http404
+        current = preview_version(updated_at)
+        if etag_matches(request, _preview_etag(current)):
+            return not_modified(_preview_etag(current), cache_control=PREVIEW_CACHE_CONTROL)
+        kept = previews.get(_preview_key(task_id, current))
+        if kept is not None:
+            return _preview_answer(kept[1], kept[0], current, immutable=False)
+    row = TaskPreview.objects.filter(task_id=task_id).values_list("image", "content_type", "updated_at").first()
+    if row is None:
+        raise Http404
+    data, content_type, current = bytes(row[0]), row[1], preview_version(row[2])
+    previews.set(_preview_key(task_id, current), (content_type, data), PREVIEW_CACHE_SECONDS)
+    return _preview_answer(data, content_type, current, immutable=version == current)

@@ -1,18 +1,22 @@
 """One task's page and the owner's acts on it: cancel, retry, vary, share, download, delete."""
 from __future__ import annotations
 
+import hashlib
+import json
 from urllib.parse import parse_qsl
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
-from django.http import Http404, JsonResponse
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.http import urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from config.conditional import etag_matches, not_modified
 from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import template_default
 
@@ -24,7 +28,7 @@ from ..gallery.sharing import task_share, task_unshare
 from ..gallery.uploads import source_image_from_result
 from ..gallery.zips import images_zip_response
 from ..models import ACTIVE_STATUSES, GenerationTask, RunOutcome, TaskRun, TaskStatus
-from ..selectors import generation_get
+from ..selectors import generation_get, generation_visible_id, preview_version_get
 from ..services import generation_cancel, generation_create, generation_delete, generation_retry
 from .status import live_status, service_health
 
@@ -162,9 +166,8 @@ def task_detail(request, task_id: int):
         if task.share_token else "",
         "health": service_health() if active else None,
         "poll": {
-            "statusUrl": reverse("api-generation-status", args=[task.pk]),
+            # Everything the script follows (the frame's versioned URL included) is in state.json.
             "stateUrl": reverse("generation:task_state", args=[task.pk]),
-            "previewUrl": reverse("generation:task_preview", args=[task.pk]),
             "active": active,
             "status": task.status,
             # The only words the script writes itself; the rest come from state.json.
@@ -192,21 +195,46 @@ def _preview_size(task: GenerationTask) -> tuple[int, int]:
     return task.width, task.height
 
 
+# state.json may be kept by the script but is asked again each time (If-None-Match).
+STATE_CACHE_CONTROL = "private, no-cache"
+
+
+def _preview_version_query(raw: str | None) -> int | None:
+    """`?v=` of the page's preview URL; anything but a version reads as none (the newest frame)."""
+    if raw and raw.isascii() and raw.isdigit() and len(raw) <= 18:
+        return int(raw)
+    return None
+
+
 @login_required
 @require_GET
 def task_state(request, task_id: int):
-    """The task page's live panel in words (web.status.live_status), read once a second
-    by its script: the same text the page was rendered with."""
+    """The task page's live panel in words (web.status.live_status), read by its script
+    while the task runs: the same text the page was rendered with, the status, and the
+    live frame's versioned URL (null before the first frame). A weak ETag of the answer;
+    304 with no body when `If-None-Match` names it."""
     task = generation_get(user=request.user, task_id=task_id)
     position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
-    response = JsonResponse(live_status(task, position))
-    response["Cache-Control"] = "no-store"
+    state = live_status(task, position)
+    version = preview_version_get(task_id=task.pk) if task.status == TaskStatus.PROCESSING else None
+    state["preview_url"] = (
+        None if version is None else f"{reverse('generation:task_preview', args=[task.pk])}?v={version}"
+    )
+    body = json.dumps(state, cls=DjangoJSONEncoder, separators=(",", ":"), ensure_ascii=False).encode()
+    etag = f'W/"{hashlib.blake2b(body, digest_size=12).hexdigest()}"'
+    if etag_matches(request, etag):
+        return not_modified(etag, cache_control=STATE_CACHE_CONTROL)
+    response = HttpResponse(body, content_type="application/json")
+    response["ETag"] = etag
+    response["Cache-Control"] = STATE_CACHE_CONTROL
     return response
 
 
 @login_required
 def task_preview(request, task_id: int):
-    return preview_response(generation_get(user=request.user, task_id=task_id))
+    """The live frame: `?v=` names one (the page's URLs from state.json), none the newest."""
+    task_id = generation_visible_id(user=request.user, task_id=task_id)
+    return preview_response(request, task_id, version=_preview_version_query(request.GET.get("v")))
 
 
 def _own_task(request, task_id: int) -> GenerationTask:

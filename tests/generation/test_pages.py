@@ -278,7 +278,7 @@ def test_task_page_shows_parameters_and_live_config(alice_client, alice):
                      progress_node="KSampler", status_message="waiting: backend unreachable")
     page = alice_client.get(reverse("generation:task", args=[task.pk])).content.decode()
     for text in ("a red fox", "512 × 512", "euler", "normal", "42", "Step 3 of 20", "Drawing",
-                 "waiting: backend unreachable", 'id="task-poll"', reverse("api-generation-status", args=[task.pk])):
+                 "waiting: backend unreachable", 'id="task-poll"', reverse("generation:task_state", args=[task.pk])):
         assert text in page, text
     assert 'width="512" height="512"' in page  # the preview's space is reserved
 
