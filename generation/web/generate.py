@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
-from django.http import Http404
-from django.shortcuts import redirect, render
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.translation import gettext as _
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_GET, require_http_methods
 
 from config.uploads import upload_refused, upload_too_large_message
 from models_catalog import inputs as kinds
@@ -19,13 +20,16 @@ from models_catalog.templates import PARAMETER_NAMES
 from ..errors import GenerationError
 from ..gallery.selectors import result_image_get_own, source_image_get, source_image_list
 from ..gallery.uploads import source_image_create, source_image_from_result
-from ..models import GeneratedImage, GenerationTask, TaskStatus
+from ..fleet.dispatch import queue_position
+from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, TaskStatus
 from ..selectors import generation_list
 from ..services import generation_check, generation_create
 from .forms import LORA_ROWS_FIELD, PREFILL_FIELDS, SIZE_PRESETS, TOOL_PREFIX, GenerateForm, initial_for
-from .status import service_health
+from .status import live_status, service_health
+from .tasks import enabled_tools, generation_time, result_tools, settings_query
 
-RECENT_TASKS = 6
+# The results pane: the user's latest runs, newest first.
+RECENT_TASKS = 12
 SOURCE_CHOICES = 8
 
 
@@ -222,6 +226,12 @@ def generate(request):
                 except GenerationError as exc:  # the daily quota
                     form.add_error(None, exc.message)
                 else:
+                    if _wants_json(request):
+                        return JsonResponse({
+                            "id": task.pk,
+                            "url": reverse("generation:task", args=[task.pk]),
+                            "card": _card_html(request, generation_list(user=request.user).get(pk=task.pk)),
+                        }, status=201)
                     return redirect("generation:task", task_id=task.pk)
         else:
             # Some fields did not even parse: the service still judges the rest, so the
@@ -230,6 +240,8 @@ def generate(request):
             errors = generation_check(user=request.user, lenient=True, **form.service_kwargs())
             form.apply_service_errors({k: v for k, v in errors.items()
                                        if k not in ("source_image", "image", *form.tool_uploads)})
+        if _wants_json(request):
+            return _errors_json(request, form)
     else:
         initial = initial_for(checkpoints[0]) if checkpoints else {}
         default = template_default()
@@ -282,6 +294,69 @@ def generate(request):
         "last_seed": last_task.seed if last_task else None,
         # The browser restores the user's last choices only on a fresh, unprefilled form.
         "restore_choices": request.method == "GET" and not prefilled,
-        "recent_tasks": generation_list(user=request.user)[:RECENT_TASKS],
+        "recent_tasks": workspace_cards(generation_list(user=request.user)[:RECENT_TASKS]),
+        "workspace_labels": {
+            "failed": _("The task could not be sent. Please try again."),
+            "offline": _("Lost contact with the server; retrying…"),
+            "sent": _("Sent: the new task is at the top of your results."),
+        },
     }
     return render(request, "generation/generate.html", context)
+
+
+# --- the workspace: the results pane beside the form -----------------------------------
+#
+# The page works without script: the form POSTs, the view redirects to the new task, the
+# pane is rendered with the page. With script (static/js/workspace.js) the same form is
+# posted asking for JSON: the view answers the new task's card (rendered here, so the
+# words and escaping are the server's) or the form's errors; each running card follows
+# its task's state.json and, once finished, swaps itself for workspace_card's answer.
+
+
+def _wants_json(request) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
+
+
+def workspace_cards(tasks) -> list[GenerationTask]:
+    """The tasks, each carrying what its card shows: the settings to reuse, the tools for
+    its result, its generation time and (while it runs) its live words."""
+    tasks = list(tasks)
+    enabled = enabled_tools() if any(t.status == TaskStatus.COMPLETED for t in tasks) else set()
+    for task in tasks:
+        task.card_settings = settings_query(task)
+        task.card_images = list(task.images.all()) if task.status == TaskStatus.COMPLETED else []
+        task.card_tools = result_tools(task, enabled=enabled) if task.card_images else {}
+        task.card_time = generation_time(task)
+        task.card_active = task.status in ACTIVE_STATUSES
+        task.card_live = (
+            live_status(task, queue_position(task=task) if task.status == TaskStatus.PENDING else None)
+            if task.card_active else None
+        )
+    return tasks
+
+
+def _card_html(request, task: GenerationTask) -> str:
+    return render_to_string("generation/_workspace_card.html", {"task": workspace_cards([task])[0]}, request=request)
+
+
+def _errors_json(request, form) -> JsonResponse:
+    """A refused form, for the script to show in place: each field's messages (plain text,
+    written in with textContent) and the summary above the form (rendered, escaped)."""
+    fields = {}
+    for name, errors in form.errors.items():
+        if name == "__all__":
+            continue
+        field = form[name] if name in form.fields else None
+        fields[name] = {"id": field.auto_id if field is not None else "", "messages": [str(e) for e in errors]}
+    return JsonResponse({
+        "fields": fields,
+        "summary": render_to_string("generation/_form_errors.html", {"form": form}, request=request),
+    }, status=400)
+
+
+@login_required
+@require_GET
+def workspace_card(request, task_id: int):
+    """One result card of the workspace (an HTML fragment): the caller's own tasks only."""
+    task = get_object_or_404(generation_list(user=request.user), pk=task_id)
+    return HttpResponse(_card_html(request, task))

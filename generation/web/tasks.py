@@ -12,7 +12,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.utils.http import urlencode
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
@@ -121,12 +121,18 @@ def generation_time(task: GenerationTask) -> str:
     return _("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": rest}
 
 
-def _result_tools(task: GenerationTask) -> dict[str, str]:
+def enabled_tools() -> set[str]:
+    """The slugs of the result tools staff keep on (one query, shared by a page's cards)."""
+    return set(WorkflowTemplate.objects.filter(enabled=True, slug__in=("upscale", "inpaint", "hires-fix"))
+               .values_list("slug", flat=True))
+
+
+def result_tools(task: GenerationTask, *, enabled: set[str] | None = None) -> dict[str, str]:
     """The generate page's address for each tool a result can go to: upscale it, inpaint
     it (the mask is drawn there), or draw it again through the hires fix (same settings
     and seed). The picture's id is added by the page (source=r<id>)."""
-    enabled = set(WorkflowTemplate.objects.filter(enabled=True, slug__in=("upscale", "inpaint", "hires-fix"))
-                  .values_list("slug", flat=True))
+    if enabled is None:
+        enabled = enabled_tools()
     base = reverse("generation:generate")
     tools = {}
     if "upscale" in enabled:
@@ -161,7 +167,7 @@ def task_detail(request, task_id: int):
         "runs": _attempts(task),
         "settings_query": settings_query(task),
         # One click from a result to a tool that acts on it (when staff keep that tool on).
-        "tools": _result_tools(task) if owner and images else {},
+        "tools": result_tools(task) if owner and images else {},
         "share_url": request.build_absolute_uri(reverse("generation:shared_task", args=[task.share_token]))
         if task.share_token else "",
         "health": service_health() if active else None,
@@ -266,6 +272,15 @@ def task_retry(request, task_id: int):
     return _task_action(request, task_id, generation_retry, _("Task #%(id)d is queued again."))
 
 
+def _back_to(request) -> str | None:
+    """`next` of a card's form (the workspace sends its own address): a local path only."""
+    target = request.POST.get("next") or ""
+    if target and url_has_allowed_host_and_scheme(target, allowed_hosts={request.get_host()},
+                                                  require_https=request.is_secure()):
+        return target
+    return None
+
+
 @login_required
 @require_POST
 def task_vary(request, task_id: int):
@@ -295,7 +310,7 @@ def task_vary(request, task_id: int):
     except GenerationError as exc:
         messages.error(request, exc.message)
         return redirect("generation:task", task_id=task.pk)
-    return redirect("generation:task", task_id=new.pk)
+    return redirect(_back_to(request) or reverse("generation:task", args=[new.pk]))
 
 
 @login_required
@@ -364,5 +379,5 @@ def task_delete(request, task_id: int):
     if request.method == "POST" and request.POST.get("confirm") == "yes":
         generation_delete(task=task)
         messages.success(request, _("Task #%(id)d deleted.") % {"id": task_id})
-        return redirect("generation:history")
+        return redirect(_back_to(request) or reverse("generation:history"))
     return render(request, "generation/task_confirm_delete.html", {"task": task, "task_list": [task]})

@@ -11,6 +11,7 @@ urlpatterns = [
     path("history/delete/", history.history_delete, name="history_delete"),
     path("history/download.zip", history.history_zip, name="history_zip"),
     path("tasks/<int:task_id>/", tasks.task_detail, name="task"),
+    path("tasks/<int:task_id>/card/", generate.workspace_card, name="task_card"),
     path("tasks/<int:task_id>/state.json", tasks.task_state, name="task_state"),
     path("tasks/<int:task_id>/preview.jpg", tasks.task_preview, name="task_preview"),
     path("tasks/<int:task_id>/cancel/", tasks.task_cancel, name="task_cancel"),

@@ -83,14 +83,21 @@ def sign_in(page, base: str, username: str) -> None:
     page.wait_for_url(f"{base}/")
 
 
-def submit_prompt(page, base: str, prompt: str, *, steps: int) -> int:
-    """Fill the generate form and submit it with Ctrl+Enter; returns the new task's id."""
-    import re
+def submit_prompt(page, base: str, prompt: str, *, steps: int, stay: bool = False) -> int:
+    """Fill the generate form and submit it with Ctrl+Enter; returns the new task's id.
 
+    The workspace's script sends the form without leaving the page (its card appears in
+    the results pane); then, unless `stay`, the browser opens the new task's page, where
+    the callers follow it.
+    """
     if page.url != f"{base}/":
         page.goto(f"{base}/")
     page.locator("#id_prompt").fill(prompt)
     page.locator("#id_steps").fill(str(steps))
-    page.locator("#id_prompt").press("Control+Enter")
-    page.wait_for_url(re.compile(re.escape(base) + r"/tasks/\d+/$"))
-    return int(re.search(r"/tasks/(\d+)/$", page.url).group(1))
+    with page.expect_response(lambda r: r.url == f"{base}/" and r.request.method == "POST") as answer:
+        page.locator("#id_prompt").press("Control+Enter")
+    task_id = answer.value.json()["id"]
+    page.locator(f'[data-ws-card][data-task-id="{task_id}"]').wait_for()
+    if not stay:
+        page.goto(f"{base}/tasks/{task_id}/")
+    return task_id

@@ -236,9 +236,11 @@ def test_search_zip_img2img_phone_escaping_and_screenshots(
     picked = page.locator('input[name="source"]:checked')
     assert re.fullmatch(r"s\d+", picked.get_attribute("value")), picked.get_attribute("value")
     assert page.locator("#id_prompt").input_value() == "a blue whale at dawn"
-    page.get_by_role("button", name="Generate", exact=True).click()
-    page.wait_for_url(re.compile(re.escape(base) + r"/tasks/\d+/$"))
-    remix = int(re.search(r"/tasks/(\d+)/$", page.url).group(1))
+    # The workspace sends the form without leaving the page; the new run's page follows it.
+    with page.expect_response(lambda r: r.url == f"{base}/" and r.request.method == "POST") as answer:
+        page.get_by_role("button", name="Generate", exact=True).click()
+    remix = answer.value.json()["id"]
+    page.goto(f"{base}/tasks/{remix}/")
     _wait_completed(page)
     task = GenerationTask.objects.select_related("source_image").get(pk=remix)
     assert task.source_image is not None and task.source_image.user.username == "gallery"
