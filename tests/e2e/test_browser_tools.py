@@ -25,7 +25,6 @@ from playwright.sync_api import expect  # noqa: E402
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
-TASK_URL = re.compile(r"/tasks/(\d+)/$")
 SIZE = 64  # the demo checkpoints' default size in engine_catalog
 INK = "demo-lora-ink.safetensors"
 
@@ -55,12 +54,17 @@ def _open(page, url: str) -> None:
 
 
 def _submit(page) -> int:
-    page.locator("#generate-form button[type=submit]").click()
-    page.wait_for_load_state()
-    if not TASK_URL.search(page.url):
+    """Send the form (the workspace posts it without leaving the page), then open the
+    new task's page, where the callers follow it."""
+    with page.expect_response(lambda r: r.request.method == "POST" and r.url.split("?")[0].endswith("/")) as answer:
+        page.locator("#generate-form button[type=submit]").click()
+    if answer.value.status != 201:
+        expect(page.locator(".field-errors, .alert--error").first).to_be_visible()
         refused = page.locator(".field-errors, .alert--error").all_inner_texts()
         pytest.fail(f"the form was refused: {refused}")
-    return int(TASK_URL.search(page.url).group(1))
+    task_id = answer.value.json()["id"]
+    page.goto(page.url.split("/?")[0].rstrip("/") + f"/tasks/{task_id}/")
+    return task_id
 
 
 def _wait_finished(page, task_id: int):
