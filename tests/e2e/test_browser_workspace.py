@@ -6,6 +6,9 @@ From the issue "The studio workspace: generate, watch and iterate on one page".
 """
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from tests.e2e.conftest import browser_unavailable, sign_in
@@ -19,6 +22,8 @@ from playwright.sync_api import expect  # noqa: E402
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
 STEPS = 6
+SHOTS = Path(tempfile.gettempdir()) / "easel-shots"
+SHOTS.mkdir(exist_ok=True)
 
 # Some card's bar has counted a step (the card follows its task's state.json).
 JS_CARD_PROGRESS = """() => Array.from(document.querySelectorAll('[data-ws-card] progress[data-progress]'))
@@ -58,7 +63,18 @@ def test_two_runs_from_one_page_follow_themselves_and_refill_the_form(
     sign_in(page, base, "studio")
     expect(page.locator("[data-ws-empty]")).to_be_visible()
 
+    # A refused form: its errors show in place, beside the field, and nothing is queued.
+    page.locator("#id_prompt").fill("")
+    with page.expect_response(lambda r: r.url == f"{base}/" and r.request.method == "POST") as refused:
+        page.get_by_role("button", name="Generate", exact=True).click()
+    assert refused.value.status == 400
+    prompt_errors = page.locator(".field--error:has(#id_prompt) .field-errors")
+    expect(prompt_errors).to_be_visible()
+    assert page.url == f"{base}/" and GenerationTask.objects.count() == 0
+    errors[:] = [e for e in errors if "400" not in e]  # the browser logs the refused answer
+
     first = _send(page, base, "a lighthouse <b>first</b>", keys=False)
+    expect(prompt_errors).to_have_count(0)  # the next answer clears them
     second = _send(page, base, "a harbour second", keys=True)
     assert page.url == f"{base}/"  # never left the page
 
@@ -75,6 +91,7 @@ def test_two_runs_from_one_page_follow_themselves_and_refill_the_form(
     page.wait_for_function(JS_CARD_DONE, arg=first, timeout=90_000)
     page.wait_for_function(JS_CARD_DONE, arg=second, timeout=90_000)
     assert page.url == f"{base}/"
+    page.screenshot(path=SHOTS / "workspace-wide.png", full_page=False)
     done = page.locator(f'[data-ws-card][data-task-id="{first}"]')
     expect(done.locator(".badge")).to_have_text("completed")
     expect(done.locator(".ws-card__when time")).to_have_text("just now")
