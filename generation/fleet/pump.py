@@ -385,6 +385,11 @@ class ClusterWatch:
     def __init__(self):
         self.parent = os.getppid()
         self.cluster_id = None
+        self._find_cluster()
+
+    def _find_cluster(self) -> None:
+        # A pump that starts with its cluster may run before the cluster's first
+        # heartbeat is written: looked for again at each check until found.
         try:
             for stat in Stat.get_all():
                 if stat.sentinel == self.parent:
@@ -395,6 +400,8 @@ class ClusterWatch:
     def stopping(self) -> bool:
         if os.getppid() != self.parent:
             return True  # the sentinel died (the whole group was signalled)
+        if self.cluster_id is None:
+            self._find_cluster()
         if self.cluster_id is None:
             return False
         try:

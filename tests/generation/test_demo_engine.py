@@ -830,7 +830,7 @@ def test_reject_next_submit_and_stats(engine: EngineProcess) -> None:
     history_entry(engine, custom)
     stats = engine.get("/demo/stats").json()
     assert stats["submissions"][custom] == 2 and stats["executed"].count(custom) == 1
-    assert set(stats) == {"submissions", "executed"}
+    assert set(stats) == {"submissions", "executed", "sockets"}
 
 
 def test_step_delay_persists(engine: EngineProcess) -> None:
