@@ -1,4 +1,5 @@
-// The task page: follows the task once a second, so a reload or a second tab always
+// The task page: follows the task, from the event stream when the browser has
+// EventSource (task_events.js), else once a second, so a reload or a second tab always
 // shows the current state. The status API says whether the task is still running and
 // whether a live frame exists; the page's state.json gives the panel's words (the same
 // function the server rendered them with). When the task ends, the page reloads to show
@@ -130,12 +131,71 @@
         });
     }
 
+    // --- pushed updates (task_events.js), the polling above as the fallback ---------
+
+    var streaming = false;
+    var lastNode = null;
+
+    // A step from the stream: the bar and its line here, without asking the server; the
+    // words of a new stage (a node name, a queue place) from state.json, once each.
+    function renderProgress(p) {
+      if (progress && p.max) {
+        progress.max = p.max;
+        progress.value = p.value;
+        setText(progress, Math.round(p.fraction * 100) + "%");
+      }
+      if (p.max && labels.step) {
+        setText(progressText, labels.step.replace("%(value)s", p.value).replace("%(max)s", p.max));
+      }
+      if (p.node !== lastNode) {
+        lastNode = p.node;
+        refreshState();
+      }
+    }
+
+    // Once the stream is open: what changed before it opened (the page was rendered
+    // earlier), then only what the stream says.
+    function checkOnce() {
+      fetch(config.statusUrl, { credentials: "same-origin", headers: { Accept: "application/json" }, cache: "no-store" })
+        .then(function (response) {
+          if (response.status === 404) window.location.reload();
+          return response.ok ? response.json() : null;
+        })
+        .then(function (task) {
+          if (!task) return;
+          if (task.status !== "pending" && task.status !== "processing") window.location.reload();
+          else {
+            if (task.has_preview) refreshPreview();
+            refreshState();
+          }
+        })
+        .catch(function () { /* the stream carries on */ });
+    }
+
+    var stream = window.EaselTaskEvents && window.EaselTaskEvents.follow({
+      url: config.eventsUrl,
+      taskId: config.taskId,
+      onOpen: checkOnce,
+      onState: function () { refreshState(); },
+      onProgress: renderProgress,
+      onPreview: function () { refreshPreview(); },
+      onEnd: function () { window.location.reload(); },
+      onFallback: function () {
+        streaming = false;
+        poll();
+      }
+    });
+    streaming = !!stream;
+
     // A hidden tab keeps polling through the browser's own timer throttling; coming
     // back shows the current state at once.
     document.addEventListener("visibilitychange", function () {
-      if (!document.hidden) poll();
+      if (!document.hidden) {
+        if (streaming) refreshState();
+        else poll();
+      }
     });
-    poll();
+    if (!streaming) poll();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);
