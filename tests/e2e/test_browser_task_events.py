@@ -26,6 +26,16 @@ def web(transactional_db):
     server.stop()
 
 
+def _signed_in(context, base: str, user) -> None:
+    """The session of a signed-in browser. (Signing in through the form needs the password
+    hasher the server knows; the tests' fast one is only in this process.)"""
+    from django.test import Client
+
+    client = Client()
+    client.force_login(user)
+    context.add_cookies([{"name": "sessionid", "value": client.cookies["sessionid"].value, "url": base}])
+
+
 def _requests(page) -> list[str]:
     seen: list[str] = []
     page.on("request", lambda r: seen.append(r.url))
@@ -35,10 +45,10 @@ def _requests(page) -> list[str]:
 def test_the_task_page_is_updated_from_the_stream_without_polling(web, engine_catalog, qcluster, make_user,
                                                                    new_context):
     engine_catalog["engine"].faults(step_delay=0.25)
-    make_user("streamer")
-    page = new_context().new_page()
+    context = new_context()
+    _signed_in(context, web.url, make_user("streamer"))
+    page = context.new_page()
     seen = _requests(page)
-    sign_in(page, web.url, "streamer")
     submit_prompt(page, web.url, "a kite over the dunes", steps=12)
     page.wait_for_function(JS_PROGRESS, timeout=30_000)  # steps from `progress` events
     expect(page.locator(".image-grid img").first).to_be_visible(timeout=40_000)  # `completed`: the reload
@@ -50,12 +60,11 @@ def test_the_task_page_is_updated_from_the_stream_without_polling(web, engine_ca
 
 def test_without_eventsource_the_page_polls(web, engine_catalog, qcluster, make_user, new_context):
     engine_catalog["engine"].faults(step_delay=0.25)
-    make_user("poller")
     context = new_context()
     context.add_init_script("delete window.EventSource;")
+    _signed_in(context, web.url, make_user("poller"))
     page = context.new_page()
     seen = _requests(page)
-    sign_in(page, web.url, "poller")
     submit_prompt(page, web.url, "a kite over the dunes", steps=12)
     expect(page.locator(".image-grid img").first).to_be_visible(timeout=40_000)
     assert not any("/api/v1/events" in u for u in seen)

@@ -38,8 +38,10 @@ JS_PANEL = """() => {
 }"""
 
 
-def test_the_script_keeps_the_servers_words_for_a_task_about_to_start(live_server, make_user, new_context):
-    """Assigned to the only backend, which is idle, and no worker has picked it up yet."""
+def test_the_script_keeps_the_servers_words_for_a_task_about_to_start(live_server, make_user, new_context,
+                                                                      no_cluster):
+    """Assigned to the only backend, which is idle, and no worker has picked it up yet
+    (none runs: a session's cluster left by an earlier test would take it)."""
     from generation.models import GenerationTask
     from models_catalog.models import ComfyBackend
 

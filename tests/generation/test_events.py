@@ -31,7 +31,7 @@ class Web:
         self.data = tempfile.mkdtemp(prefix="easel-sse-")
         self.log = Path(self.data) / "web.log"
         self.env = {**cluster_env(), "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(self.port),
-                    "WEB_CONCURRENCY": "1", "EASEL_DATA_DIR": self.data, "DEBUG": "0",
+                    "WEB_CONCURRENCY": "1", "EASEL_DATA_DIR": self.data,
                     "GUNICORN_CONTROL_SOCKET": str(Path(self.data) / "g.ctl"),
                     "EASEL_EVENTS_KEEPALIVE_SECONDS": "1", **env}
         self.proc = None
