@@ -12,7 +12,9 @@ two rounds of --seconds each:
 
 For each it prints the requests per second the web process answered, the SQL statements
 per second it ran (counted inside it: bench/_viewers_site.py), the updates the viewers
-saw per second, and the web process's memory (PSS, its process tree). Run by hand:
+saw per second, and the web process's memory (PSS, its process tree). The queries of the
+second half of a round leave out the streams' connects (each reads its session once). Run
+by hand:
 
     .venv/bin/python bench/viewers.py --viewers 1000 --seconds 20
 
@@ -200,21 +202,28 @@ def run(args, work: Path, procs, database_url: str) -> int:
         before = queries_so_far(counts)
         started = time.monotonic()
         peak = [0]
+        half = [None]  # (time, statements) half way: the second half is past the connects
 
         async def sampled():
             task = asyncio.ensure_future(round_of(kind, base, viewers, args.seconds))
             while not task.done():
                 peak[0] = max(peak[0], memory({"web": web.pid})["web"][0])
+                if half[0] is None and time.monotonic() - started >= args.seconds / 2:
+                    half[0] = (time.monotonic(), queries_so_far(counts))
                 await asyncio.sleep(0.5)
             return task.result()
 
         stats = asyncio.run(sampled())
         elapsed = time.monotonic() - started
         time.sleep(0.6)  # the counts file is written twice a second
-        queries = queries_so_far(counts) - before
+        now_queries = queries_so_far(counts)
+        queries = now_queries - before
+        at, then = half[0] or (started, before)
+        steady = (now_queries - then) / max(0.001, time.monotonic() - 0.6 - at)
         latency = (f" p50={pct(stats['latency'], .5) * 1000:.0f}ms p95={pct(stats['latency'], .95) * 1000:.0f}ms"
                    if stats["latency"] else f" streams open={stats['open']}")
         print(f"{kind:8s} req/s={stats['requests'] / elapsed:8.1f} queries/s={queries / elapsed:8.1f} "
+              f"(second half: {steady:.1f}) "
               f"updates seen/s={stats['updates'] / elapsed:8.1f}{latency} "
               f"web memory peak={peak[0] / 1024:.1f}MB", flush=True)
         bad += stats["bad"]
