@@ -8,8 +8,12 @@ import os
 
 from django.core.asgi import get_asgi_application
 
+from config.concurrency import bounded
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
-application = get_asgi_application()
+# At most GUNICORN_THREADS requests at once in sync code per process (config.concurrency);
+# the event stream takes a slot only for its reads before it starts.
+application = bounded(get_asgi_application(), unbounded_paths=("/api/v1/events",))
 
 from django.core import signals  # noqa: E402 (after the settings are set up)
 from django.db import connections  # noqa: E402

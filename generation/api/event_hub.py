@@ -39,6 +39,7 @@ GAP_WAIT = 5.0  # seconds a missing id is waited for
 QUEUE_SIZE = 1000  # events a slow stream may have waiting before it is closed (it reconnects)
 PG_SAFETY_POLL = 5.0  # seconds between reads on PostgreSQL when no notification came
 CLOSED = object()  # put on a queue: the stream ends
+EVENTS_PER_READ = 1000
 
 
 def positions(rows: list[TaskEvent]) -> dict[int, int | None]:
@@ -51,7 +52,7 @@ def positions(rows: list[TaskEvent]) -> dict[int, int | None]:
 
 
 def _read_after(after: int) -> list[TaskEvent]:
-    rows = events_after(after=after)
+    rows = events_after(after=after, limit=EVENTS_PER_READ)
     queue = positions(rows)
     for row in rows:
         if row.kind == TaskEventKind.QUEUED:
@@ -198,14 +199,19 @@ class EventHub:
             self.wake.set()
 
     async def _read(self) -> None:
-        rows: list[TaskEvent] = await self._db(_read_after, self.floor)
-        for row in rows:
-            if row.id in self.above:
-                continue
-            self.above.add(row.id)
-            for subscription in list(self.streams.get(row.user_id, ())):
-                _put(subscription, row)
-        self._advance()
+        while True:
+            floor = self.floor
+            rows: list[TaskEvent] = await self._db(_read_after, floor)
+            for row in rows:
+                if row.id in self.above:
+                    continue
+                self.above.add(row.id)
+                for subscription in list(self.streams.get(row.user_id, ())):
+                    _put(subscription, row)
+            self._advance()
+            # A full batch: more are waiting (unless a gap holds the floor where it was).
+            if len(rows) < EVENTS_PER_READ or self.floor == floor:
+                return
 
     def _advance(self) -> None:
         while self.floor + 1 in self.above:

@@ -21,6 +21,7 @@ import json
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
+from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import translation
 from drf_spectacular.types import OpenApiTypes
@@ -31,6 +32,7 @@ from rest_framework.views import APIView
 from accounts.authentication import TokenAuthentication
 from config.api_errors import ApiError, error_body, error_response
 from config.api_input import query_int
+from config.concurrency import sync_slot
 
 from ..events import events_for_user
 from ..models import TaskEvent, TaskEventKind
@@ -101,6 +103,21 @@ def _resume_from(request) -> int | None:
 
 def _start(request):
     """Everything the stream needs from the database before it starts, in one thread."""
+    try:
+        return _started(request)
+    finally:
+        _let_go(request)
+
+
+def _let_go(request) -> None:
+    # The request's thread keeps its connection until the response ends, which for a
+    # stream is when the viewer leaves: given back now, the stream reads no more itself.
+    if isinstance(request, ASGIRequest):
+        for connection in connections.all(initialized_only=True):
+            connection.close()
+
+
+def _started(request):
     user, refusal = _authenticate(request)
     if refusal is not None:
         return None, None, [], {}, refusal
@@ -121,7 +138,8 @@ async def event_stream(request):
                                                                       .format(method=request.method))), status=405)
         response["Allow"] = "GET, HEAD"
         return response
-    user, _after, backlog, queue, refusal = await sync_to_async(_start)(request)
+    async with sync_slot():  # config.concurrency: a burst of connects opens few DB connections
+        user, _after, backlog, queue, refusal = await sync_to_async(_start)(request)
     if refusal is not None:
         return refusal
     language = translation.get_language() or settings.LANGUAGE_CODE
@@ -139,7 +157,8 @@ async def event_stream(request):
     # between the first read and the subscription would be lost otherwise.
     if _after is not None:
         last = backlog[-1].pk if backlog else _after
-        more, more_queue = await sync_to_async(_more)(user.pk, last)
+        async with sync_slot():
+            more, more_queue = await sync_to_async(_more)(request, user.pk, last)
         backlog += more
         queue.update(more_queue)
     return _headers(StreamingHttpResponse(
@@ -148,9 +167,12 @@ async def event_stream(request):
     ))
 
 
-def _more(user_id: int, after: int):
-    rows = events_for_user(user_id=user_id, after=after, limit=BACKLOG_LIMIT)
-    return rows, positions(rows)
+def _more(request, user_id: int, after: int):
+    try:
+        rows = events_for_user(user_id=user_id, after=after, limit=BACKLOG_LIMIT)
+        return rows, positions(rows)
+    finally:
+        _let_go(request)
 
 
 def _headers(response):

@@ -373,12 +373,41 @@ def test_fifty_streams_cost_one_reader_not_fifty(web, make_user, catalog):
 
     from generation import transitions
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    def sessions():
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
+            return cursor.fetchone()[0]
+
     users = [make_user() for _ in range(10)]
     tokens = {u.pk: _token(u) for u in users}
-    streams = [(u, Stream(web.url, headers={"Authorization": f"Bearer {tokens[u.pk]}"}))
-               for u in users for _ in range(5)]
+    before = sessions() if _pg() else 0
+    most = [before]
+    opening = threading.Event()
+
+    def sample():
+        from django.db import connection as own
+
+        while not opening.is_set():
+            most[0] = max(most[0], sessions())
+            time.sleep(0.01)
+        own.close()
+
+    sampler = threading.Thread(target=sample) if _pg() else None
+    if sampler:
+        sampler.start()
+    # All at once, as viewers reconnecting after a restart.
+    with ThreadPoolExecutor(50) as pool:
+        streams = list(pool.map(lambda u: (u, Stream(web.url, headers={"Authorization": f"Bearer {tokens[u.pk]}"})),
+                                [u for u in users for _ in range(5)]))
+    opening.set()
     assert all(s.response.status_code == 200 for _u, s in streams)
-    if _pg():
+    if sampler:
+        sampler.join()
+        # A burst of connects takes at most GUNICORN_THREADS connections at once (config.concurrency),
+        # plus the hub's reader and its LISTEN connection, and the sampler's own.
+        assert most[0] <= before + 4 + 3, (before, most[0])
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                            "AND query ILIKE 'LISTEN %%'")
@@ -395,11 +424,6 @@ def test_fifty_streams_cost_one_reader_not_fifty(web, make_user, catalog):
     if _pg():
         # Each sync request's thread closes its connection when it ends (config.asgi):
         # many requests leave no connections behind.
-        def sessions():
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()")
-                return cursor.fetchone()[0]
-
         before = sessions()
         for _ in range(30):
             assert requests.get(f"{web.url}/api/v1/quota", headers={"Authorization": f"Bearer {tokens[users[0].pk]}"},
