@@ -8,9 +8,10 @@ Read from the same environment as Django's settings (without importing them):
 
 - WEB_CONCURRENCY: worker processes (default: 2 x CPU cores + 1, at most 8; the
   machine's cores, or the container's CPU quota when one is set).
-- GUNICORN_THREADS: no longer gunicorn's threads (uvicorn's worker gives each sync
-  request a thread of its own); still sizes EASEL_CREATE_WAIT_SLOTS, the waits of
-  `POST /api/v1/generation/create` a process allows at once (half of it by default).
+- GUNICORN_THREADS: how many requests per worker run Django's sync code at once (default
+  4; config.concurrency, uvicorn's worker giving each a thread of its own); the others
+  wait their turn. `POST /api/v1/generation/create` holds one while it waits for the
+  result (at most EASEL_CREATE_WAIT_SLOTS, half of them by default).
 - EASEL_CREATE_WAIT_SECONDS: that wait; the worker timeout stays 30 s above it so a
   waiting request is never killed as "stuck".
 - EASEL_HOST / EASEL_PORT or GUNICORN_BIND: where to listen (0.0.0.0:8000 in a container).
