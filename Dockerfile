@@ -50,4 +50,4 @@ EXPOSE 8000
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, sys, urllib.request; host = (os.environ.get('ALLOWED_HOSTS') or 'localhost').split(',')[0].strip().lstrip('.') or 'localhost'; host = 'localhost' if host == '*' else host; request = urllib.request.Request('http://127.0.0.1:' + os.environ.get('EASEL_PORT', '8000') + '/api/v1/health/live', headers={'Host': host}); sys.exit(0 if urllib.request.urlopen(request, timeout=4).status == 200 else 1)"]
 
-CMD ["gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"]
+CMD ["gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"]

@@ -385,13 +385,13 @@ def prepare_database(env: dict, engines: list[str], users: int) -> list[str]:
 
 
 def start_web_and_cluster(procs: Processes, env: dict) -> str:
-    """gunicorn (2 workers x 4 threads) and a qcluster; the API's base URL once the
+    """gunicorn (2 uvicorn workers, as deployed) and a qcluster; the API's base URL once the
     health check sees a worker."""
     web_port = free_port()
     procs.start(
         "gunicorn",
-        [sys.executable, "-m", "gunicorn", "config.wsgi:application", "--bind", f"127.0.0.1:{web_port}",
-         "--workers", "2", "--threads", "4"],
+        [sys.executable, "-m", "gunicorn", "config.asgi:application", "--bind", f"127.0.0.1:{web_port}",
+         "--workers", "2", "--worker-class", "config.asgi_worker.UvicornWorker"],
         cwd=ROOT, env=env,
     )
     procs.start("qcluster", [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env)

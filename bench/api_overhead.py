@@ -164,7 +164,7 @@ def run(args, work: Path, procs, database_url: str) -> int:
                    DJANGO_SETTINGS_MODULE="_api_overhead_site", GUNICORN_BIND=f"127.0.0.1:{port}",
                    GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning")
     web = procs.start("gunicorn", [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                             "--access-logfile", "/dev/null", "config.wsgi:application"], cwd=ROOT, env=web_env)
+                             "--access-logfile", "/dev/null", "config.asgi:application"], cwd=ROOT, env=web_env)
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {token}"}
     targets = {

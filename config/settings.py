@@ -348,6 +348,12 @@ EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # How long each process remembers the catalog answers every create asks for (the default
 # model and template): a change saved in another process is seen within this time.
 EASEL_CATALOG_CACHE_SECONDS = env_float("EASEL_CATALOG_CACHE_SECONDS", 2.0)
+# The event stream (GET /api/v1/events): how long the events a reconnecting client must
+# not miss are kept (Last-Event-ID), how often a web process on SQLite looks for new ones
+# (PostgreSQL wakes it with NOTIFY instead), and the keep-alive comment's interval.
+EASEL_EVENTS_KEEP_SECONDS = env_int("EASEL_EVENTS_KEEP_SECONDS", 3600)
+EASEL_EVENTS_POLL_INTERVAL = env_float("EASEL_EVENTS_POLL_INTERVAL", 0.5)
+EASEL_EVENTS_KEEPALIVE_SECONDS = env_float("EASEL_EVENTS_KEEPALIVE_SECONDS", 15.0)
 # A job holds a task for this long without renewing before another may take it over.
 EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
 # The pumps (generation.fleet.pump): how many django-q2 jobs follow the prompts (each one

@@ -1,12 +1,17 @@
-"""gunicorn settings for Easel: `gunicorn --config deploy/gunicorn.conf.py config.wsgi:application`.
+"""gunicorn settings for Easel: `gunicorn --config deploy/gunicorn.conf.py config.asgi:application`.
+
+The workers are uvicorn's (config.asgi_worker.UvicornWorker): the event stream
+(GET /api/v1/events) is an async view, and an open stream must not hold a worker or a
+thread. Every other view is sync; Django runs each such request in a thread of its own.
 
 Read from the same environment as Django's settings (without importing them):
 
 - WEB_CONCURRENCY: worker processes (default: 2 x CPU cores + 1, at most 8; the
   machine's cores, or the container's CPU quota when one is set).
-- GUNICORN_THREADS: threads per worker (default 4). `POST /api/v1/generation/create`
-  holds its thread while it waits for the result, so threads, not processes, absorb
-  those waits.
+- GUNICORN_THREADS: how many requests per worker run Django's sync code at once (default
+  4; config.concurrency, uvicorn's worker giving each a thread of its own); the others
+  wait their turn. `POST /api/v1/generation/create` holds one while it waits for the
+  result (at most EASEL_CREATE_WAIT_SLOTS, half of them by default).
 - EASEL_CREATE_WAIT_SECONDS: that wait; the worker timeout stays 30 s above it so a
   waiting request is never killed as "stuck".
 - EASEL_HOST / EASEL_PORT or GUNICORN_BIND: where to listen (0.0.0.0:8000 in a container).
@@ -51,17 +56,21 @@ bind = os.environ.get("GUNICORN_BIND") or (
     f"{os.environ.get('EASEL_HOST', '0.0.0.0')}:{os.environ.get('EASEL_PORT', '8000')}"
 )
 workers = _workers()
-worker_class = "gthread"
+worker_class = "config.asgi_worker.UvicornWorker"
+# What gunicorn serves when no application is named on its command line.
+wsgi_app = "config.asgi:application"
 threads = int(os.environ.get("GUNICORN_THREADS") or 4)
 # Above the create wait, so `create` answers 200/202 itself instead of being killed.
 timeout = int(CREATE_WAIT_SECONDS) + 30
 graceful_timeout = 30
 keepalive = 5
-# gunicorn's maximum, far above its default of 4094: a longer request line gets
-# gunicorn's own HTML 414, so Django enforces the real limit (EASEL_MAX_URI_LENGTH,
-# config.middleware) and answers it with the API's error body under /api/.
+# gunicorn's maximum, far above its default of 4094, so Django enforces the real limit
+# (EASEL_MAX_URI_LENGTH, config.middleware) and answers it with the API's error body
+# under /api/. uvicorn's parser does the reading: config.asgi_worker sizes its limit from
+# this one.
 limit_request_line = 8190
-# Recycle workers now and then (bounded memory growth), not all at once.
+# Recycle workers now and then (bounded memory growth), not all at once (uvicorn's worker
+# honours it; its open event streams end and their clients reconnect).
 max_requests = 2000
 max_requests_jitter = 200
 # Heartbeat files in memory: a container's overlay filesystem can stall them.

@@ -11,6 +11,7 @@ import logging
 from config.db import retry_once_if_lost
 from models_catalog.services import backends_from_settings, backends_health_check, catalog_sync, prompt_abandon
 
+from .events import events_prune
 from .fleet.dispatch import dispatch
 from .fleet.pump import pump_run as _pump_run, pumps_ensure
 from .fleet.recovery import tasks_recover
@@ -90,6 +91,8 @@ def studio_tick() -> None:
         ("webhook retries", webhook_retry_due),
         ("webhook sweep", webhooks_sweep),
         ("stats rollup", roll_up),
+        # Events no reconnecting stream needs any more (generation.events).
+        ("event prune", events_prune),
     )
     for name, step in steps:
         try:

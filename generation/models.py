@@ -533,3 +533,52 @@ class Pump(models.Model):
 
     def __str__(self) -> str:
         return f"pump {self.pk} ({self.host or '-'}:{self.pid or '-'})"
+
+
+class TaskEventKind(models.TextChoices):
+    # The `event:` names of the stream (GET /api/v1/events): clients switch on them.
+    CREATED = "created", pgettext_lazy("task event", "created")
+    QUEUED = "queued", _("queued")
+    STARTED = "started", _("started")
+    PROGRESS = "progress", _("progress")
+    PREVIEW = "preview", _("preview")
+    COMPLETED = "completed", _("completed")
+    FAILED = "failed", _("failed")
+    CANCELLED = "cancelled", _("cancelled")
+
+
+# Kinds a reconnecting client must never miss (kept for EASEL_EVENTS_KEEP_SECONDS); the
+# others say "how far" and are superseded by the next one (kept only a minute or two).
+DURABLE_EVENT_KINDS = (
+    TaskEventKind.CREATED, TaskEventKind.QUEUED, TaskEventKind.STARTED,
+    TaskEventKind.COMPLETED, TaskEventKind.FAILED, TaskEventKind.CANCELLED,
+)
+
+
+class TaskEvent(models.Model):
+    """One change of one task, as its owner's event stream sends it (generation.events).
+
+    The id is the stream's `id:`: one sequence for every user, so a client reconnecting
+    with Last-Event-ID gets exactly what it missed. Written in the transaction of the
+    change itself (generation.transitions), so an event exists if and only if the change
+    was committed. Plain integer columns, no foreign keys: deleting a task or a user
+    costs no extra statement here; the rows go with the periodic prune.
+    """
+
+    id = models.BigAutoField(primary_key=True)
+    user_id = models.BigIntegerField(_("user id"))
+    task_id = models.BigIntegerField(_("task id"))
+    kind = models.CharField(_("kind"), max_length=16, choices=TaskEventKind.choices)
+    data = models.JSONField(_("data"), default=dict)
+    created_at = models.DateTimeField(_("created at"), default=timezone.now)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["user_id", "id"], name="taskevent_user_id"),
+            models.Index(fields=["created_at"], name="taskevent_created"),
+        ]
+        verbose_name = _("task event")
+        verbose_name_plural = _("task events")
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.task_id} ({self.pk})"

@@ -301,6 +301,7 @@ def generation_create(*, user, **request) -> GenerationTask:
         # pass one at a time, so together they can never exceed the quota.
         quota_check(user=user_lock(user), images=values["batch_size"])
         task = GenerationTask.objects.create(user=user, **values)
+        transitions.created(task)
         transaction.on_commit(generation_enqueue)
     return task
 

@@ -26,6 +26,10 @@ task's own update, whatever machinery drives the runs:
   still open (its backend was deleted under it) → lost, by recovery.
 Each is one or two statements on the open run, found through a unique partial index:
 the cost does not grow with the task's history.
+
+Every change a user sees is told to that user's event stream here too, in the same
+transaction (`generation.events`: one row, and a NOTIFY on PostgreSQL sent on commit):
+created, queued again (retry, hand-back, fail-over), started, and each ending.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ from .models import (
     TaskStatus,
     new_client_id,
 )
+from . import events
 from .queue import enqueue
 from .task_text import Text, field_messages, message_fields
 
@@ -154,6 +159,12 @@ def _ended(task: TaskRef, *, caller_dispatches: bool = False) -> None:
 # --- Easel's queue ------------------------------------------------------------------
 
 
+def created(task: GenerationTask) -> None:
+    """A task was just stored (pending): its owner's stream hears of it. Call inside the
+    transaction that stores it (generation.services.generation_create)."""
+    events.task_created(task)
+
+
 def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None,
            prompt_id=None, backend_name: str | None = None) -> bool:
     """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays
@@ -214,6 +225,7 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
             # (The task keeps its first start across fail-overs; each run has its own.)
             at = Value(now, output_field=DateTimeField())
             _open_run(task).update(submitted_at=Coalesce("submitted_at", at), started_at=Coalesce("started_at", at))
+            events.task_started(task)
     return done
 
 
@@ -244,6 +256,7 @@ def complete(
         if done:
             _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
             _ended(task, caller_dispatches=caller_dispatches)
+            events.task_completed(task)
     return done
 
 
@@ -274,6 +287,7 @@ def fail(task: TaskRef, *, owner: str, code: str, message: Text | str, fields: d
             outcome, ended_by = _FAILURE_ENDINGS.get(code, (RunOutcome.FAILED, RunEnd.FAILURE))
             _run_end(task, outcome, ended_by, now=values["completed_at"], code=code, error=message)
             _ended(task, caller_dispatches=caller_dispatches)
+            events.task_failed(task, code=code, values=values)
     if not done:
         # Not ours any more; a preview left by this job must not outlive it.
         TaskPreview.objects.filter(task_id=_pk(task), task__status__in=RETRYABLE_STATUSES).delete()
@@ -292,6 +306,7 @@ def give_up_waiting(task: TaskRef, *, code: str, message: Text | str) -> bool:
             # Its runs ended when it left each backend; one still open lost its backend.
             _run_end(task, RunOutcome.LOST, RunEnd.RECOVERY, now=values["completed_at"])
             _ended(task)
+            events.task_failed(task, code=code, values=values)
     return done
 
 
@@ -307,6 +322,7 @@ def hand_back(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
         })
         if done:
             _run_end(task, RunOutcome.MOVED, RunEnd.HAND_BACK, error=reason)
+            events.task_queued(task)
     return done
 
 
@@ -326,6 +342,7 @@ def fail_over(task: GenerationTask, *, owner: str, reason: Text | str) -> bool:
         if done:
             _run_end(task, RunOutcome.MOVED, RunEnd.FAIL_OVER, error=reason)
             TaskPreview.objects.filter(task_id=_pk(task)).delete()
+            events.task_queued(task)
     return done
 
 
@@ -346,6 +363,7 @@ def cancel(task: TaskRef) -> bool:
         if done:
             _run_end(task, RunOutcome.CANCELLED, RunEnd.CANCEL, now=now)
             _ended(task)
+            events.task_cancelled(task)
     return done
 
 
@@ -363,6 +381,7 @@ def retry(task: TaskRef) -> bool:
         # before the task is queued again (the next assignment opens the next run).
         if _retry(task, qs, no_error, now):
             _run_end(task, RunOutcome.RETRIED, RunEnd.RETRY, now=now)
+            events.task_queued(task)
             return True
     return False
 

@@ -41,6 +41,16 @@ def _fresh_default_cache():
 
 
 @pytest.fixture(autouse=True)
+def _language_reset():
+    """A request in Chinese leaves Chinese active in this thread (LocaleMiddleware does not
+    switch back): the next test starts in the default language whatever ran before it."""
+    yield
+    from django.utils import translation
+
+    translation.deactivate()
+
+
+@pytest.fixture(autouse=True)
 def _catalog_not_remembered(settings):
     """Tests change the catalog with plain UPDATEs (no signal) and create at once: each
     create reads it afresh. What creates remember is tested on its own

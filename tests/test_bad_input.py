@@ -452,7 +452,7 @@ def gunicorn(tmp_path_factory):
            # Its control socket elsewhere: the temporary folder must hold only what uploads write.
            "GUNICORN_CONTROL_SOCKET": str(data / "gunicorn.ctl")}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
+        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"

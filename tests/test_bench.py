@@ -357,18 +357,39 @@ def smoke_api_overhead(bench: Bench) -> None:
     assert_refuses_foreign_database(bench, "api_overhead.py", *sizes)
 
 
+def smoke_viewers(bench: Bench) -> None:
+    sizes = ["--viewers", "4", "--tasks", "2", "--users", "2", "--seconds", "1.5"]
+    url = bench.database_url("viewers") if bench.pg_server else None
+    database = ["--database-url", url] if url else []
+
+    result = bench.run("viewers.py", *sizes, *database)
+    assert result.returncode == 0, result.output
+    out = result.output
+    assert re.search(r"^web memory idle: \d+\.\dMB$", out, re.M), out
+    number = r" *\d+\.\d"
+    assert re.search(rf"^polling  req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
+                     r"p50=\d+ms p95=\d+ms "
+                     r"web memory peak=\d+\.\dMB$", out, re.M), out
+    assert re.search(rf"^stream   req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
+                     r"streams open=4 "
+                     r"web memory peak=\d+\.\dMB$", out, re.M), out
+    if url:
+        assert not bench.exists(url), "viewers left its database behind"
+
+
 SMOKE = {
     "admin_scale.py": smoke_admin_scale,
     "api_overhead.py": smoke_api_overhead,
     "capacity.py": smoke_capacity,
     "dispatch.py": smoke_dispatch,
+    "viewers.py": smoke_viewers,
 }
 
 
 def test_the_glob_finds_the_bench_scripts():
     # Guards the discovery itself: a moved folder or a changed pattern must not make
     # the parametrized test below silently run nothing.
-    assert {"admin_scale.py", "api_overhead.py", "capacity.py", "dispatch.py"} <= set(SCRIPTS)
+    assert {"admin_scale.py", "api_overhead.py", "capacity.py", "dispatch.py", "viewers.py"} <= set(SCRIPTS)
 
 
 @pytest.mark.parametrize("script", SCRIPTS)

@@ -191,7 +191,7 @@ def test_gunicorn_starts_with_the_config_and_serves_the_app(tmp_path):
     env = {**os.environ, "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(port), "WEB_CONCURRENCY": "1",
            "EASEL_DATA_DIR": str(tmp_path)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
+        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     try:
@@ -244,7 +244,7 @@ def test_two_studios_on_one_machine_each_have_their_own_gunicorn_control_socket(
                    "EASEL_DATA_DIR": str(tmp_path / f"studio{n}")}
             env.pop("GUNICORN_CONTROL_SOCKET", None)
             proc = subprocess.Popen(
-                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
+                [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             )
             servers.append(proc)

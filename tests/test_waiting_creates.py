@@ -28,7 +28,7 @@ def web(catalog):
     env.pop("EASEL_CREATE_WAIT_SLOTS", None)
     env.pop("EASEL_CREATE_WAIT_PER_USER", None)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.wsgi:application"],
+        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"

@@ -4,7 +4,7 @@ clients call them."""
 from django.urls import path
 
 from ..ops.health import HealthApi, LivenessApi, ReadinessApi
-from . import catalog, files, history, parameters, tasks, uploads, webhooks
+from . import catalog, events, files, history, parameters, tasks, uploads, webhooks
 
 urlpatterns = [
     path("generation/create", tasks.GenerationCreateApi.as_view(), name="api-generation-create"),
@@ -22,6 +22,7 @@ urlpatterns = [
     path("generation/<int:task_id>/cancel", tasks.GenerationCancelApi.as_view(), name="api-generation-cancel"),
     path("generation/<int:task_id>/retry", tasks.GenerationRetryApi.as_view(), name="api-generation-retry"),
     path("generation/<int:task_id>", tasks.GenerationDeleteApi.as_view(), name="api-generation-delete"),
+    path("events", events.event_stream, name="api-events"),
     path("models", catalog.ModelListApi.as_view(), name="api-models"),
     path("quota", catalog.QuotaApi.as_view(), name="api-quota"),
     path("uploads", uploads.UploadListCreateApi.as_view(), name="api-uploads"),

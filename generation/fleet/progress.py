@@ -15,6 +15,7 @@ from operator import or_
 
 from django.db.models import Case, F, Q, Value, When
 
+from ..events import tasks_progressed
 from ..models import ACTIVE_STATUSES, GenerationTask
 
 FIELDS = ("progress_value", "progress_max", "progress_node")
@@ -42,4 +43,7 @@ class ProgressBatch:
             field = GenerationTask._meta.get_field(name)
             values[name] = Case(*(When(pk=pk, then=Value(v[name], output_field=field)) for pk, (_o, v) in latest.items()),
                                 default=F(name), output_field=field)
-        return GenerationTask.objects.filter(owned, status__in=ACTIVE_STATUSES).update(**values)
+        written = GenerationTask.objects.filter(owned, status__in=ACTIVE_STATUSES).update(**values)
+        if written:
+            tasks_progressed(latest)  # the owners' event streams (generation.events)
+        return written

@@ -53,6 +53,7 @@ from ..comfy import (
     describe_rejection,
     is_transient,
 )
+from ..events import tasks_progressed
 from ..gallery.results import StorageFailed, UnreadableImage, files_delete, result_store
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
@@ -521,6 +522,8 @@ class TaskRunner:
                 task_id=self.task.pk,
                 defaults={"image": tracker.preview.image, "content_type": tracker.preview.mime_type},
             )
+        if self.progress is None:
+            tasks_progressed([self.task.pk])  # the owner's event stream (generation.events)
 
     # --- endings -------------------------------------------------------------------
 

@@ -174,10 +174,16 @@ def task_detail(request, task_id: int):
         "poll": {
             # Everything the script follows (the frame's versioned URL included) is in state.json.
             "stateUrl": reverse("generation:task_state", args=[task.pk]),
+            "previewUrl": reverse("generation:task_preview", args=[task.pk]),
+            # The owner's event stream carries the task (staff looking at another's task poll).
+            "eventsUrl": reverse("api-events") if owner else "",
+            "taskId": task.pk,
             "active": active,
             "status": task.status,
             # The only words the script writes itself; the rest come from state.json.
-            "labels": {"offline": _("Lost contact with the server; retrying…")},
+            "labels": {"offline": _("Lost contact with the server; retrying…"),
+                       # The bar's line as the stream's steps fill it (web.status.progress_line).
+                       "step": _("Step %(value)s of %(max)s")},
         },
     }
     return render(request, "generation/task_detail.html", context)

@@ -2,10 +2,12 @@
 // words, the status, the live frame's versioned URL), so a reload or a second tab always
 // shows the current state. The page works without it: the server renders the same panel.
 //
-// The polling itself (ETag and 304, the back-off from 0.5 s to 5 s, nothing while the
-// tab is hidden, the frame fetched only when its version changed) is task_poll.js's,
-// shared with the workspace's cards on the generate page. When the task ends, the page
-// reloads to show the server-rendered result (images or error) and polls no more.
+// With the event stream (task_events.js, when the browser has EventSource), state.json
+// is asked only when an event says this task changed; without it, or once the stream
+// keeps failing, it is polled. The polling itself (ETag and 304, the back-off from 0.5 s
+// to 5 s, nothing while the tab is hidden, the frame fetched only when its version
+// changed) is task_poll.js's, shared with the workspace's cards on the generate page.
+// When the task ends, the page reloads to show the server-rendered result.
 (function () {
   "use strict";
 
@@ -28,7 +30,9 @@
     };
     var preview = window.EaselTaskPoll.preview(live.querySelector("[data-preview]"));
 
-    window.EaselTaskPoll.follow(config.stateUrl, {
+    var pushed = !!(window.EaselTaskEvents && config.eventsUrl && typeof window.EventSource === "function");
+    var follower = window.EaselTaskPoll.follow(config.stateUrl, {
+      manual: pushed,
       // The panel, all from one answer of state.json: the words cannot disagree.
       onState: function (state) {
         window.EaselTaskPoll.render(state, nodes);
@@ -40,6 +44,35 @@
         if (nodes.message && nodes.message.textContent !== labels.offline) nodes.message.textContent = labels.offline;
       }
     });
+    if (!pushed) return;
+    var lastNode = null;
+    // A step from the stream: the bar and its line here, without asking the server; the
+    // words of a new stage (a node name) from state.json, once per stage.
+    function onProgress(p) {
+      if (nodes.progress && p.max) {
+        nodes.progress.max = p.max;
+        nodes.progress.value = p.value;
+        nodes.progress.textContent = Math.round(p.fraction * 100) + "%";
+      }
+      if (nodes.progressText && p.max && labels.step) {
+        nodes.progressText.textContent = labels.step.replace("%(value)s", p.value).replace("%(max)s", p.max);
+      }
+      if (p.node !== lastNode) {
+        lastNode = p.node;
+        follower.poke();
+      }
+    }
+    var stream = window.EaselTaskEvents.follow({
+      url: config.eventsUrl,
+      taskId: config.taskId,
+      onOpen: follower.poke, // what changed before the stream opened
+      onState: follower.poke,
+      onProgress: onProgress,
+      onPreview: function (data) { preview.show(data.url); }, // a versioned URL: fetched once
+      onEnd: function () { follower.stop(); window.location.reload(); },
+      onFallback: follower.auto
+    });
+    if (!stream) follower.auto();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

@@ -15,17 +15,23 @@
   var MIN_DELAY = 500;
   var MAX_DELAY = 5000;
 
+  // handlers.manual: the page hears of changes from the event stream (task_events.js),
+  // so it asks only when told to (`poke`), until `auto` turns the polling on (the stream
+  // failed).
   function follow(stateUrl, handlers) {
     var etag = null; // of the last state.json rendered
     var delay = MIN_DELAY;
     var timer = null;
     var inFlight = false;
+    var again = false; // poked while a request was on its way: ask once more after it
     var finished = false;
+    var manual = !!handlers.manual;
 
     function schedule() {
       window.clearTimeout(timer);
       timer = null;
-      if (finished || document.hidden) return; // shown again: visibilitychange asks at once
+      if (again) { again = false; poll(); return; }
+      if (finished || document.hidden || manual) return; // shown again: visibilitychange asks at once
       timer = window.setTimeout(poll, delay);
     }
 
@@ -45,7 +51,8 @@
     }
 
     function poll() {
-      if (inFlight || finished || document.hidden) return;
+      if (inFlight) { again = true; return; }
+      if (finished || document.hidden) return;
       inFlight = true;
       window.clearTimeout(timer);
       var headers = { Accept: "application/json" };
@@ -99,7 +106,11 @@
 
     document.addEventListener("visibilitychange", onVisibility);
     poll();
-    return { stop: stop };
+    return {
+      stop: stop,
+      poke: function () { delay = MIN_DELAY; poll(); },
+      auto: function () { manual = false; delay = MIN_DELAY; poll(); }
+    };
   }
 
   // Fetch the frame as a blob and swap it in only once loaded: no flicker, no broken

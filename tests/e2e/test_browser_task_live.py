@@ -38,8 +38,10 @@ JS_PANEL = """() => {
 }"""
 
 
-def test_the_script_keeps_the_servers_words_for_a_task_about_to_start(live_server, make_user, new_context):
-    """Assigned to the only backend, which is idle, and no worker has picked it up yet."""
+def test_the_script_keeps_the_servers_words_for_a_task_about_to_start(live_server, make_user, new_context,
+                                                                      no_cluster):
+    """Assigned to the only backend, which is idle, and no worker has picked it up yet
+    (none runs: a session's cluster left by an earlier test would take it)."""
     from generation.models import GenerationTask
     from models_catalog.models import ComfyBackend
 
@@ -51,6 +53,7 @@ def test_the_script_keeps_the_servers_words_for_a_task_about_to_start(live_serve
     )
     page = new_context().new_page()
     sign_in(page, live_server.url, "waiter")
+    page.goto("about:blank")  # the workspace's card polls this task's state.json too
     with page.expect_response(re.compile(r"/state\.json$")) as answer:
         page.goto(f"{live_server.url}/tasks/{task.pk}/")
     state = answer.value.json()

@@ -88,7 +88,7 @@ class Command(BaseCommand):
             web_env.pop("GUNICORN_BIND", None)
             self._start(Child("web", [sys.executable, "-m", "gunicorn", "--config",
                                       str(settings.BASE_DIR / "deploy" / "gunicorn.conf.py"),
-                                      "config.wsgi:application"], web_env))
+                                      "config.asgi:application"], web_env))
             self.stdout.write(self.style.SUCCESS(f"Easel is running at http://{host}:{port}/  (Ctrl+C to stop)"))
             self.stdout.flush()
             while not self.stopping:
