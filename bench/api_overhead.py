@@ -33,13 +33,14 @@ import argparse
 import http.client
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import requests
-from _support import ROOT, bench_env, bench_run, free_port, manage_shell, pct
+from _support import ROOT, bench_env, bench_run, free_port, manage_shell, pct, signals_held
 
 SETUP = """
 from datetime import timedelta
@@ -86,6 +87,9 @@ def load() -> str:
 def _client(port: int, path: str, headers: dict, start: float, stop: float, out) -> None:
     """One closed-loop client on one keep-alive connection: latencies of the requests
     it completed between `start` and `stop` (monotonic), and how many were not 200."""
+    # Forked while the bench held its stop signals (measure): a client ends on them as usual.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_DFL)
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     latencies, bad = [], 0
     while time.monotonic() < start:
@@ -117,10 +121,14 @@ def measure(port: int, path: str, headers: dict, clients: int, seconds: float) -
     out = multiprocessing.Queue()
     start = time.monotonic() + 0.5  # every client forked and connected before the clock starts
     stop = start + seconds
-    procs = [multiprocessing.Process(target=_client, args=(port, path, headers, start, stop, out))
+    # Daemons: a Ctrl+C ends them with the bench rather than leaving them to their clock.
+    procs = [multiprocessing.Process(target=_client, args=(port, path, headers, start, stop, out), daemon=True)
              for _ in range(clients)]
-    for p in procs:
-        p.start()
+    # A Ctrl+C that lands inside a fork is swallowed there (logging's fork handler): held
+    # until the clients are started, then raised.
+    with signals_held():
+        for p in procs:
+            p.start()
     results = [out.get(timeout=seconds + 60) for _ in procs]
     for p in procs:
         p.join()

@@ -119,7 +119,13 @@ INNER_CAPITAL = re.compile(r"[a-z][A-Z]|[A-Z]{2}[a-z]")
 CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
 
 
+# A label a page's script fills in ("第 %(value)s 步，共 %(max)s 步"): its placeholders are
+# not words anybody reads.
+PLACEHOLDER = re.compile(r"%\(\w+\)[sdif]")
+
+
 def _strip(text: str, literals: list[str], patterns=()) -> str:
+    text = PLACEHOLDER.sub(" ", text)
     for pattern in patterns:
         text = re.sub(pattern, " ", text)
     for literal in literals:
