@@ -124,8 +124,14 @@ CJK = re.compile(r"[\u3000-\u9fff\uff00-\uffef]")
 PLACEHOLDER = re.compile(r"%\(\w+\)[sdif]")
 
 
+# A secret shown masked, as the admin shows a password's salt and hash ("dbfd**********"):
+# its random first letters are not words either.
+MASKED = re.compile(r"[\w+/=]*\*{3,}")
+
+
 def _strip(text: str, literals: list[str], patterns=()) -> str:
     text = PLACEHOLDER.sub(" ", text)
+    text = MASKED.sub(" ", text)
     for pattern in patterns:
         text = re.sub(pattern, " ", text)
     for literal in literals:
