@@ -227,6 +227,10 @@ def test_a_pump_whose_connections_are_cut_recovers_and_its_run_finishes(pg, engi
     engine.faults(step_delay=0.4)
     user = make_user()
     task = generation_create(user=user, prompt="a quiet harbour", model_name="demo-sd15", steps=12)
+    # (A create leaves the pass to a pump when one is alive, as the session's may be.)
+    from generation.fleet.dispatch import dispatch
+
+    dispatch(probe=False)
     assert GenerationTask.objects.get(pk=task.pk).backend_id is not None
     pump = Pump.objects.create(heartbeat_at=timezone.now())
     run = PumpRun(pump.pk, seconds=90, extra=True)
