@@ -146,6 +146,25 @@ DATABASES = {
         conn_health_checks=db_conn_max_age > 0,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("EASEL_DB_POOL", False):
+    # The web tier (deploy/gunicorn.conf.py sets EASEL_DB_POOL=1): under uvicorn's worker
+    # every sync request runs in a thread that ends with it, so a connection kept for the
+    # thread (DB_CONN_MAX_AGE) would never serve a second request, and each request paid
+    # for a new PostgreSQL session (~20 ms). A pool per process keeps them instead: a
+    # request borrows one and gives it back when it ends (config.asgi). Its size is what
+    # the process may use at once: GUNICORN_THREADS requests in sync code
+    # (config.concurrency) and the event hub's reader; more would wait for one (the pool's
+    # timeout) rather than exceed PostgreSQL's max_connections. Each borrowed connection
+    # is checked first (a failover or a restart drops idle ones). Other processes (the
+    # qcluster, manage.py) keep their own per-thread connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("EASEL_DB_POOL_SIZE", env_int("GUNICORN_THREADS", 4) + 1),
+        "timeout": env_float("EASEL_DB_POOL_TIMEOUT", 30.0),
+        "max_idle": 300,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the qcluster workers and the tests' helper processes share one
     # SQLite file: WAL lets readers run beside a writer, IMMEDIATE transactions take the
