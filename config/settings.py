@@ -367,6 +367,10 @@ EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # How long each process remembers the catalog answers every create asks for (the default
 # model and template): a change saved in another process is seen within this time.
 EASEL_CATALOG_CACHE_SECONDS = env_float("EASEL_CATALOG_CACHE_SECONDS", 2.0)
+# How long each process keeps the queue's shape (waiting tasks per user, running tasks,
+# online backends, mean run times) that a waiting task's place and estimated times are
+# read from (generation.outlook).
+EASEL_QUEUE_OUTLOOK_SECONDS = env_float("EASEL_QUEUE_OUTLOOK_SECONDS", 2.0)
 # The event stream (GET /api/v1/events): how long the events a reconnecting client must
 # not miss are kept (Last-Event-ID), how often a web process on SQLite looks for new ones
 # (PostgreSQL wakes it with NOTIFY instead), and the keep-alive comment's interval.

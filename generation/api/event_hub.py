@@ -30,7 +30,8 @@ from django.db import close_old_connections, connection
 from config import shutdown
 
 from ..events import CHANNEL, events_after, events_latest_id
-from ..fleet.dispatch import queue_position
+from ..outlook import NONE, task_outlook
+from ..representation import outlook_answer
 from ..models import GenerationTask, TaskEvent, TaskEventKind
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,14 @@ CLOSED = object()  # put on a queue: the stream ends
 EVENTS_PER_READ = 1000
 
 
-def positions(rows: list[TaskEvent]) -> dict[int, int | None]:
-    """The place in Easel's queue, now, of each task with a `queued` event among the rows."""
+def positions(rows: list[TaskEvent]) -> dict[int, dict]:
+    """The place in the queue and the estimated start and finish, now, of each task with a
+    `queued` event among the rows (generation.outlook)."""
     ids = {row.task_id for row in rows if row.kind == TaskEventKind.QUEUED}
     if not ids:
         return {}
-    return {task.pk: queue_position(task=task)
-            for task in GenerationTask.objects.filter(pk__in=ids).only("pk", "status", "backend_id", "created_at")}
+    columns = ("pk", "user_id", "status", "backend_id", "model_name", "started_at")
+    return {task.pk: outlook_answer(task_outlook(task)) for task in GenerationTask.objects.filter(pk__in=ids).only(*columns)}
 
 
 def _read_after(after: int) -> list[TaskEvent]:
@@ -56,7 +58,7 @@ def _read_after(after: int) -> list[TaskEvent]:
     queue = positions(rows)
     for row in rows:
         if row.kind == TaskEventKind.QUEUED:
-            row.position = queue.get(row.task_id)
+            row.position = queue.get(row.task_id, outlook_answer(NONE))
     return rows
 
 

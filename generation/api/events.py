@@ -37,6 +37,8 @@ from config.concurrency import sync_slot
 from ..events import events_for_user
 from ..models import TaskEvent, TaskEventKind
 from ..task_text import render
+from ..outlook import NONE
+from ..representation import outlook_answer
 from .event_hub import CLOSED, hub, positions
 
 RETRY_MS = 3000  # the `retry:` hint: how soon a client reconnects after the stream ends
@@ -51,7 +53,8 @@ def event_text(event: TaskEvent, *, request, language: str, queue: dict | None =
     data = dict(event.data)
     if event.kind == TaskEventKind.QUEUED:
         queue = queue or {}
-        data["position"] = queue[event.task_id] if event.task_id in queue else getattr(event, "position", None)
+        data.update(queue[event.task_id] if event.task_id in queue else getattr(event, "position", None)
+                    or outlook_answer(NONE))
     elif event.kind == TaskEventKind.FAILED:
         with translation.override(language):
             data["message"] = render(data.pop("message_params", {}), data.get("message", ""))
@@ -217,7 +220,9 @@ class EventStreamApi(APIView):
         summary="Your task events (Server-Sent Events)",
         description=(
             "A `text/event-stream` of every task of the caller, pushed as they change: `created`, `queued` "
-            "(`position` in the queue), `started`, `progress` (`value`, `max`, `fraction`, `node`), `preview` "
+            "(`position` in the caller's view of the fair queue, `estimated_start_at` and `estimated_finish_at` "
+            "from measured run times, null when unknown; as the queue moves, the status endpoint says the "
+            "current ones), `started`, `progress` (`value`, `max`, `fraction`, `node`), `preview` "
             "(`url` of the latest frame), `completed` (`images` as in the status endpoint, `result_id`), `failed` "
             "(`code`, `message`), `cancelled`. Each event's `data` is JSON with `task_id` and has an `id:`; "
             "reconnect with the `Last-Event-ID` header (an integer; browsers send it) to get what was missed: "

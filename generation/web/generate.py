@@ -20,7 +20,7 @@ from models_catalog.templates import PARAMETER_NAMES
 from ..errors import GenerationError
 from ..gallery.selectors import result_image_get_own, source_image_get, source_image_list
 from ..gallery.uploads import source_image_create, source_image_from_result
-from ..fleet.dispatch import queue_position
+from ..outlook import task_outlook
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, TaskStatus
 from ..selectors import generation_list
 from ..services import generation_check, generation_create
@@ -329,8 +329,7 @@ def workspace_cards(tasks) -> list[GenerationTask]:
         task.card_time = generation_time(task)
         task.card_active = task.status in ACTIVE_STATUSES
         task.card_live = (
-            live_status(task, queue_position(task=task) if task.status == TaskStatus.PENDING else None)
-            if task.card_active else None
+            live_status(task, task_outlook(task)) if task.card_active else None
         )
     return tasks
 

@@ -21,7 +21,7 @@ from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import template_default
 
 from ..errors import GenerationError
-from ..fleet.dispatch import queue_position
+from ..outlook import task_outlook
 from ..gallery.files import preview_response
 from ..gallery.selectors import result_image_get_own
 from ..gallery.sharing import task_share, task_unshare
@@ -151,7 +151,7 @@ def task_detail(request, task_id: int):
     active = task.status in ACTIVE_STATUSES
     owner = task.user_id == request.user.pk
     images = list(task.images.order_by("index")) if task.status == TaskStatus.COMPLETED else []
-    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
+    outlook = task_outlook(task) if active else None
     beside, rest = _error_rows(task)
     context = {
         "task": task,
@@ -161,7 +161,7 @@ def task_detail(request, task_id: int):
         "error_beside": beside,
         "param_rows": _param_rows(task, beside),
         "error_fields": rest,
-        "live": live_status(task, position) if active else None,
+        "live": live_status(task, outlook) if active else None,
         "preview_size": _preview_size(task),
         "generation_time": generation_time(task),
         "runs": _attempts(task),
@@ -226,8 +226,7 @@ def task_state(request, task_id: int):
     live frame's versioned URL (null before the first frame). A weak ETag of the answer;
     304 with no body when `If-None-Match` names it."""
     task = generation_get(user=request.user, task_id=task_id)
-    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
-    state = live_status(task, position)
+    state = live_status(task, task_outlook(task))
     version = preview_version_get(task_id=task.pk) if task.status == TaskStatus.PROCESSING else None
     state["preview_url"] = (
         None if version is None else f"{reverse('generation:task_preview', args=[task.pk])}?v={version}"
