@@ -172,7 +172,9 @@ def run(args, work: Path, procs, database_url: str) -> int:
     web_env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                    DJANGO_SETTINGS_MODULE="_viewers_site", EASEL_BENCH_QUERY_COUNTS=str(counts),
                    GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1",
-                   GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning")
+                   GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning",
+                   # Many viewers share each user here (a crowd watching a few users' tasks).
+                   EASEL_EVENTS_STREAMS_PER_USER="0")
     web = procs.start("gunicorn", [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
                                    "--access-logfile", "/dev/null", "config.asgi:application"], cwd=ROOT, env=web_env)
     base = f"http://127.0.0.1:{port}"

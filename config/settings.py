@@ -377,6 +377,9 @@ EASEL_QUEUE_OUTLOOK_SECONDS = env_float("EASEL_QUEUE_OUTLOOK_SECONDS", 2.0)
 EASEL_EVENTS_KEEP_SECONDS = env_int("EASEL_EVENTS_KEEP_SECONDS", 3600)
 EASEL_EVENTS_POLL_INTERVAL = env_float("EASEL_EVENTS_POLL_INTERVAL", 0.5)
 EASEL_EVENTS_KEEPALIVE_SECONDS = env_float("EASEL_EVENTS_KEEPALIVE_SECONDS", 15.0)
+# Open streams one user may hold in one web process (tabs, devices); one more is refused
+# with 429 and the page polls instead. Bounds what one account can make a process hold.
+EASEL_EVENTS_STREAMS_PER_USER = env_int("EASEL_EVENTS_STREAMS_PER_USER", 10)
 # A job holds a task for this long without renewing before another may take it over.
 EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
 # The pumps (generation.fleet.pump): how many django-q2 jobs follow the prompts (each one

@@ -62,6 +62,10 @@ def _read_after(after: int) -> list[TaskEvent]:
     return rows
 
 
+class TooManyStreams(Exception):
+    """The user holds as many streams in this process as one may."""
+
+
 class Subscription:
     def __init__(self, hub: "EventHub", user_id: int):
         self.hub = hub
@@ -89,11 +93,14 @@ class EventHub:
 
     # --- streams --------------------------------------------------------------------
 
-    async def subscribe(self, user_id: int) -> Subscription:
+    async def subscribe(self, user_id: int, *, limit: int = 0) -> Subscription:
         """A queue of this user's new events; returns once the hub reads, so whatever is
-        committed after this call reaches the queue (the caller reads older ones itself)."""
+        committed after this call reaches the queue (the caller reads older ones itself).
+        TooManyStreams when the user holds `limit` streams here already (0: no limit)."""
         self._ensure_running()
         await self.ready.wait()
+        if limit and len(self.streams.get(user_id, ())) >= limit:
+            raise TooManyStreams
         subscription = Subscription(self, user_id)
         if self.stopped:
             subscription.queue.put_nowait(CLOSED)

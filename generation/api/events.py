@@ -24,6 +24,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import translation
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
@@ -39,7 +40,7 @@ from ..models import TaskEvent, TaskEventKind
 from ..task_text import render
 from ..outlook import NONE
 from ..representation import outlook_answer
-from .event_hub import CLOSED, hub, positions
+from .event_hub import CLOSED, TooManyStreams, hub, positions
 
 RETRY_MS = 3000  # the `retry:` hint: how soon a client reconnects after the stream ends
 BACKLOG_LIMIT = 500  # events sent after Last-Event-ID at most (a client away that long reloads)
@@ -155,7 +156,15 @@ async def event_stream(request):
         # What is there after the client's last id, then the client reconnects.
         body = head + "".join(event_text(e, request=request, language=language, queue=queue) for e in backlog)
         return _headers(HttpResponse(body, content_type="text/event-stream; charset=utf-8"))
-    subscription = await hub.subscribe(user.pk)
+    try:
+        subscription = await hub.subscribe(user.pk, limit=settings.EASEL_EVENTS_STREAMS_PER_USER)
+    except TooManyStreams:
+        # A browser gives up on a refused EventSource: its page polls instead (task.js).
+        response = JsonResponse(error_body("too_many_streams", str(_(
+            "You have too many event streams open; close some tabs or follow your tasks by polling."))),
+            status=429)
+        response["Retry-After"] = str(RETRY_MS // 1000 * 10)
+        return response
     # Read once more now that the hub hands over everything newer: what was committed
     # between the first read and the subscription would be lost otherwise.
     if _after is not None:
@@ -228,7 +237,9 @@ class EventStreamApi(APIView):
             "reconnect with the `Last-Event-ID` header (an integer; browsers send it) to get what was missed: "
             "endings are kept for "
             "`EASEL_EVENTS_KEEP_SECONDS`, progress only a minute. A comment line every 15 seconds keeps the "
-            "connection open; `retry:` says when to reconnect. Token or session auth."
+            "connection open; `retry:` says when to reconnect. Token or session auth. A user may hold "
+            "`EASEL_EVENTS_STREAMS_PER_USER` streams (default 10) per web process; one more is refused with 429 "
+            "`too_many_streams`."
         ),
         parameters=[
             # (The `Last-Event-ID` header is described above, not declared: a declared header
@@ -243,6 +254,7 @@ class EventStreamApi(APIView):
                                              "nothing after `Last-Event-ID`: poll the status endpoint instead."),
             400: error_response(400),
             401: error_response(401),
+            429: error_response(429),
         },
         tags=["events"],
     )
