@@ -299,6 +299,7 @@ def generate(request):
             "action_failed": _("That could not be done. Please try again."),
             "offline": _("Lost contact with the server; retrying…"),
             "sent": _("Sent: the new task is at the top of your results."),
+            "step": _("Step %(value)s of %(max)s"),
         },
     }
     return render(request, "generation/generate.html", context)

@@ -3,15 +3,14 @@
 // shows the current state. The page works without it: the server renders the same panel.
 //
 // With the event stream (task_events.js, when the browser has EventSource), state.json
-// is asked only when an event says this task changed; without it, or once the stream
-// keeps failing, it is polled. The polling itself (ETag and 304, the back-off from 0.5 s
-// to 5 s, nothing while the tab is hidden, the frame fetched only when its version
-// changed) is task_poll.js's, shared with the workspace's cards on the generate page.
-// When the task ends, the page reloads to show the server-rendered result.
+// is asked only when an event says this task changed (and now and then while it waits);
+// without it, or once the stream keeps failing, it is polled. The polling itself (ETag
+// and 304, the back-off from 0.5 s to 5 s, nothing while the tab is hidden, the frame
+// fetched only when its version changed) and the pushed updates are task_poll.js's,
+// shared with the workspace's cards on the generate page. When the task ends, the page
+// reloads to show the server-rendered result.
 (function () {
   "use strict";
-
-  var QUEUE_REFRESH_MS = 5000;
 
   function init() {
     var configNode = document.getElementById("task-poll");
@@ -20,6 +19,7 @@
     var config = JSON.parse(configNode.textContent);
     if (!config.active || !config.stateUrl) return;
     var labels = config.labels;
+    var poll = window.EaselTaskPoll;
 
     var nodes = {
       progress: live.querySelector("[data-progress]"),
@@ -30,16 +30,16 @@
       stage: live.querySelector("[data-stage]"),
       queue: live.querySelector("[data-queue]")
     };
-    var preview = window.EaselTaskPoll.preview(live.querySelector("[data-preview]"));
+    var preview = poll.preview(live.querySelector("[data-preview]"));
 
-    var pushed = !!(window.EaselTaskEvents && config.eventsUrl && typeof window.EventSource === "function");
+    var events = window.EaselTaskEvents && config.eventsUrl ? window.EaselTaskEvents.open(config.eventsUrl) : null;
     var waiting = false;
-    var follower = window.EaselTaskPoll.follow(config.stateUrl, {
-      manual: pushed,
+    var follower = poll.follow(config.stateUrl, {
+      manual: !!events,
       // The panel, all from one answer of state.json: the words cannot disagree.
       onState: function (state) {
         waiting = state.status === "pending";
-        window.EaselTaskPoll.render(state, nodes);
+        poll.render(state, nodes);
         preview.show(state.preview_url);
       },
       onEnd: function () { window.location.reload(); },
@@ -48,40 +48,12 @@
         if (nodes.message && nodes.message.textContent !== labels.offline) nodes.message.textContent = labels.offline;
       }
     });
-    if (!pushed) return;
-    // The queue moves as other tasks start, which no event of this task tells: while it
-    // waits, its place and estimate are asked again now and then (a 304 when unchanged).
-    var queueTimer = window.setInterval(function () {
-      if (waiting && !document.hidden) follower.poke();
-    }, QUEUE_REFRESH_MS);
-    var lastNode = null;
-    // A step from the stream: the bar and its line here, without asking the server; the
-    // words of a new stage (a node name) from state.json, once per stage.
-    function onProgress(p) {
-      if (nodes.progress && p.max) {
-        nodes.progress.max = p.max;
-        nodes.progress.value = p.value;
-        nodes.progress.textContent = Math.round(p.fraction * 100) + "%";
-      }
-      if (nodes.progressText && p.max && labels.step) {
-        nodes.progressText.textContent = labels.step.replace("%(value)s", p.value).replace("%(max)s", p.max);
-      }
-      if (p.node !== lastNode) {
-        lastNode = p.node;
-        follower.poke();
-      }
-    }
-    var stream = window.EaselTaskEvents.follow({
-      url: config.eventsUrl,
-      taskId: config.taskId,
-      onOpen: follower.poke, // what changed before the stream opened
-      onState: follower.poke,
-      onProgress: onProgress,
-      onPreview: function (data) { preview.show(data.url); }, // a versioned URL: fetched once
-      onEnd: function () { window.clearInterval(queueTimer); follower.stop(); window.location.reload(); },
-      onFallback: follower.auto
+    if (!events) return;
+    poll.pushed(events, config.taskId, follower, nodes, preview, {
+      stepLabel: labels.step,
+      waiting: function () { return waiting; },
+      onEnd: function () { events.close(); window.location.reload(); }
     });
-    if (!stream) follower.auto();
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", init);

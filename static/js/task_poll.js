@@ -183,5 +183,51 @@
     }
   }
 
-  window.EaselTaskPoll = { follow: follow, preview: preview, render: render };
+  // A step from the event stream, drawn without asking the server: the bar and the line
+  // under it (`step` is the translated "Step %(value)s of %(max)s").
+  function step(p, nodes, stepLabel) {
+    if (!p.max) return;
+    if (nodes.progress) {
+      nodes.progress.max = p.max;
+      nodes.progress.value = p.value;
+      nodes.progress.textContent = Math.round(p.fraction * 100) + "%";
+    }
+    if (nodes.progressText && stepLabel) {
+      nodes.progressText.textContent = stepLabel.replace("%(value)s", p.value).replace("%(max)s", p.max);
+    }
+  }
+
+  // Pushed updates for one panel (a task page's, a workspace card's) through a stream
+  // from task_events.js: steps and frames drawn from the events, state.json asked when the
+  // stage changes and, while the task waits, now and then (its place in the queue moves
+  // with other tasks, which no event of its own tells); polling when the stream fails.
+  var QUEUE_REFRESH_MS = 5000;
+
+  //   options: stepLabel, waiting() (the last state.json said "pending"), onEnd(data, kind)
+  //   → {close()}
+  function pushed(events, taskId, follower, nodes, preview, options) {
+    var lastNode = null;
+    var queueTimer = window.setInterval(function () {
+      if (options.waiting() && !document.hidden) follower.poke();
+    }, QUEUE_REFRESH_MS);
+    function done() { window.clearInterval(queueTimer); }
+    var watched = events.watch(taskId, {
+      onOpen: follower.poke, // what changed before the stream opened
+      onState: follower.poke,
+      onProgress: function (p) {
+        step(p, nodes, options.stepLabel);
+        if (p.node !== lastNode) {
+          lastNode = p.node;
+          follower.poke(); // the words of the new stage
+        }
+      },
+      onPreview: function (data) { preview.show(data.url); }, // a versioned URL: fetched once
+      onEnd: function (data, kind) { done(); follower.stop(); options.onEnd(data, kind); },
+      onFallback: function () { done(); follower.auto(); }
+    });
+    // The panel goes (a card replaced or removed): nothing more for it.
+    return { close: function () { done(); watched.close(); follower.stop(); } };
+  }
+
+  window.EaselTaskPoll = { follow: follow, preview: preview, render: render, step: step, pushed: pushed };
 })();

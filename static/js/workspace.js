@@ -7,6 +7,11 @@
 // token included) is posted asking for JSON; the view answers the new card's HTML
 // (rendered and escaped by the server) or, with a 400, the form's errors, shown in place
 // (the messages written as text). Several runs can be queued in a row.
+//
+// The cards hear of their tasks through the page's one event stream (task_events.js):
+// steps and frames from the events, the words from state.json when a stage changes; a run
+// created elsewhere (another tab or browser of the same user) gets its card too. Without
+// the stream, each card polls its state.json (task_poll.js).
 (function () {
   "use strict";
 
@@ -20,6 +25,8 @@
     var summary = form.querySelector("[data-form-errors]");
     var submitButton = form.querySelector("button[type=submit]");
     var sending = 0;
+    var events = window.EaselTaskEvents ? window.EaselTaskEvents.open(list.getAttribute("data-events-url")) : null;
+    var cardUrlPattern = list.getAttribute("data-card-url-pattern") || "";
 
     function say(text) {
       if (status) status.textContent = text || "";
@@ -115,11 +122,16 @@
       return holder.querySelector("[data-ws-card]");
     }
 
+    // A card leaves the page (replaced by its newer rendering, or deleted): its following ends.
+    function unwatch(card) {
+      if (card && card.easelUnwatch) card.easelUnwatch();
+    }
+
     function addCard(html) {
       var card = fromHtml(html);
       if (!card) return;
       var same = list.querySelector('[data-ws-card][data-task-id="' + card.dataset.taskId + '"]');
-      if (same) same.remove();
+      if (same) { unwatch(same); same.remove(); }
       list.insertBefore(card, list.firstChild);
       var empty = document.querySelector("[data-ws-empty]");
       if (empty) empty.hidden = true;
@@ -141,10 +153,14 @@
         progressText: card.querySelector("[data-progress-text]"),
         message: card.querySelector("[data-status-message]")
       };
-      var preview = window.EaselTaskPoll.preview(card.querySelector("[data-preview]"));
-      window.EaselTaskPoll.follow(stateUrl, {
+      var poll = window.EaselTaskPoll;
+      var preview = poll.preview(card.querySelector("[data-preview]"));
+      var waiting = false;
+      var follower = poll.follow(stateUrl, {
+        manual: !!events,
         onState: function (state) {
-          window.EaselTaskPoll.render(state, nodes);
+          waiting = state.status === "pending";
+          poll.render(state, nodes);
           preview.show(state.preview_url);
         },
         onError: function () {
@@ -152,13 +168,37 @@
         },
         onEnd: function () { finish(card, cardUrl); }
       });
+      card.easelUnwatch = follower.stop;
+      if (!events) return;
+      card.easelUnwatch = poll.pushed(events, Number(card.dataset.taskId), follower, nodes, preview, {
+        stepLabel: labels.step,
+        waiting: function () { return waiting; },
+        onEnd: function () { finish(card, cardUrl); }
+      }).close;
+    }
+
+    // A run created elsewhere (another tab, another browser of the same user, the API):
+    // its card, as the server renders it, at the top, followed like the others.
+    if (events && cardUrlPattern) {
+      events.onCreated(function (data) {
+        var id = String(data.task_id);
+        if (list.querySelector('[data-ws-card][data-task-id="' + id + '"]')) return;
+        fetch(cardUrlPattern.replace("/0/", "/" + id + "/"),
+              { credentials: "same-origin", headers: { Accept: "text/html" }, cache: "no-store" })
+          .then(function (response) { return response.ok ? response.text() : null; })
+          .then(function (html) {
+            // The answer to this page's own submit may have put it there meanwhile.
+            if (html && !list.querySelector('[data-ws-card][data-task-id="' + id + '"]')) addCard(html);
+          })
+          .catch(function () { /* it shows at the next reload */ });
+      });
     }
 
     // The finished card, as the server renders it (images, times, actions).
     function finish(card, cardUrl, attempt) {
       fetch(cardUrl, { credentials: "same-origin", headers: { Accept: "text/html" }, cache: "no-store" })
         .then(function (response) {
-          if (response.status === 404) { card.remove(); return null; } // deleted meanwhile
+          if (response.status === 404) { unwatch(card); card.remove(); return null; } // deleted meanwhile
           if (!response.ok) throw new Error("status " + response.status);
           return response.text();
         })
@@ -166,6 +206,7 @@
           if (html === null) return;
           var fresh = fromHtml(html);
           if (!fresh || !card.parentNode) return;
+          unwatch(card);
           card.parentNode.replaceChild(fresh, card);
           watch(fresh); // still running (a retry): it follows its task again
         })
@@ -211,11 +252,12 @@
       }).then(function (answer) {
         say(answer.message || "");
         if (!answer.card) {
-          if (card && card.dataset.taskId === String(answer.id)) card.remove();
+          if (card && card.dataset.taskId === String(answer.id)) { unwatch(card); card.remove(); }
           return;
         }
         var fresh = fromHtml(answer.card);
         if (fresh && card && card.parentNode && fresh.dataset.taskId === card.dataset.taskId) {
+          unwatch(card);
           card.parentNode.replaceChild(fresh, card);
           watch(fresh);
         } else {

@@ -94,3 +94,37 @@ def test_a_stream_that_keeps_failing_falls_back_to_polling(live_server, engine_c
     seen = _on_task_page(seen, task_id)
     assert any(u.endswith("/api/v1/events") for u in seen)
     assert len([u for u in seen if "/state.json" in u]) >= 2
+
+
+JS_CARD_PROGRESS = """(id) => { const p = document.querySelector(`[data-ws-card][data-task-id="${id}"] progress`);
+  return !!p && p.hasAttribute('value') && p.value > 0; }"""
+JS_CARD_DONE = """(id) => { const card = document.querySelector(`[data-ws-card][data-task-id="${id}"]`);
+  const img = card && card.querySelector('.ws-image img');
+  return !!img && img.complete && img.naturalWidth > 0 && !card.querySelector('progress'); }"""
+
+
+def test_a_second_browser_sees_the_run_sent_from_the_first_progress_live(web, engine_catalog, qcluster, make_user,
+                                                                         new_context):
+    """The acceptance's "a second browser of the same user sees the same runs progress
+    live": the workspace open in B gets the card of the run sent from A (its `created`
+    event), and both cards follow it from the stream to the finished pictures."""
+    engine_catalog["engine"].faults(step_delay=0.25)
+    user = make_user("two-browsers")
+    first, second = new_context(), new_context()
+    for context in (first, second):
+        _signed_in(context, web.url, user)
+    watcher = second.new_page()
+    seen = _requests(watcher)
+    watcher.goto(f"{web.url}/")
+    watcher.wait_for_function("() => !!document.querySelector('[data-ws-results]')")
+    sender = first.new_page()
+    task_id = submit_prompt(sender, web.url, "a kite seen from afar", steps=12, stay=True)
+    for page in (watcher, sender):
+        page.wait_for_function(JS_CARD_PROGRESS, arg=task_id, timeout=40_000)
+    for page in (watcher, sender):
+        page.wait_for_function(JS_CARD_DONE, arg=task_id, timeout=60_000)
+    assert watcher.url == f"{web.url}/"  # never reloaded
+    assert any(u.endswith("/api/v1/events") for u in seen), seen
+    # The steps came from the stream: state.json only when the card opened and per stage.
+    states = [u for u in seen if f"/tasks/{task_id}/state.json" in u]
+    assert len(states) <= 8, states
