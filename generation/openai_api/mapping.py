@@ -138,7 +138,9 @@ def generation_request(data) -> ImageRequest:
 
 def _picture(file, *, param: str) -> Image.Image:
     try:
-        return upload_decode(file=file, name=getattr(file, "name", "") or "")
+        # Judged by its content alone: OpenAI's clients name uploads loosely ("image.png"
+        # for a JPEG), and the picture is stored under a name of Easel's anyway.
+        return upload_decode(file=file, name="openai-upload")
     except ValidationError as exc:
         errors = exc.error_dict.get("image", []) if hasattr(exc, "error_dict") else []
         too_large = any(error.code == CODE_TOO_LARGE for error in errors)

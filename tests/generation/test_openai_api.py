@@ -314,3 +314,23 @@ def test_an_image_over_the_upload_limit_is_413(catalog, make_user, api_client_fo
     upload.name = "big.png"
     response = client.post("/openai/v1/images/edits", {"prompt": "x", "image": upload}, format="multipart")
     assert response.status_code == 413 and response.json()["error"]["param"] == "image"
+
+
+def test_an_edit_is_judged_by_its_content_and_an_unfinished_task_is_named(catalog, make_user, api_client_for,
+                                                                          settings):
+    """A JPEG sent as "image[].png" (clients name uploads loosely) is taken; with no time to
+    wait (the catalog's backend is offline) the answer is the 504 naming the task."""
+    settings.EASEL_CREATE_WAIT_SECONDS = 0
+    user = make_user()
+    client = api_client_for(user)
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 64), (10, 20, 30)).save(jpeg, "JPEG")
+    jpeg.seek(0)
+    jpeg.name = "image.png"
+    response = client.post("/openai/v1/images/edits", {"prompt": "x", "image[]": jpeg, "model": "demo-sd15"},
+                           format="multipart")
+    assert response.status_code == 504, response.content
+    assert response["x-should-retry"] == "false"
+    task = GenerationTask.objects.get(user=user)
+    assert response.json()["error"]["task_id"] == task.pk and task.status == "pending"
+    assert task.template.kind == "img2img" and task.source_image.content_type == "image/png"
