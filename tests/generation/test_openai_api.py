@@ -109,7 +109,7 @@ def test_generate_answers_base64_pngs_and_the_task_is_in_the_history(make_client
 
 
 def test_generate_answers_signed_links_that_work_without_a_token(make_client, studio):
-    client, user, _token = make_client()
+    client, user, token = make_client()
     # OpenAI's own model name: the studio's default model, its default size (64 × 64 here).
     answer = client.images.generate(model="dall-e-3", prompt="a red bicycle")
     assert len(answer.data) == 1 and answer.data[0].b64_json is None
@@ -132,6 +132,13 @@ def test_generate_answers_signed_links_that_work_without_a_token(make_client, st
         old = signing.TimestampSigner(salt="easel.openai.image-link").sign(str(image_id))
     expired = requests.get(f"{studio}/openai/v1/files/images/{old}", timeout=10)
     assert expired.status_code == 403 and expired.json()["error"]["code"] == "link_expired"
+
+    # Deleting the task takes its pictures, whatever links are out.
+    task = GenerationTask.objects.get(user=user)
+    assert requests.delete(f"{studio}/api/v1/generation/{task.pk}", headers={"Authorization": f"Bearer {token}"},
+                           timeout=10).status_code == 204
+    gone = requests.get(link, timeout=10)
+    assert gone.status_code == 404 and gone.json()["error"]["code"] == "not_found"
 
 
 def source_png(size=(64, 64), color=(30, 140, 220)) -> bytes:
@@ -334,3 +341,14 @@ def test_an_edit_is_judged_by_its_content_and_an_unfinished_task_is_named(catalo
     task = GenerationTask.objects.get(user=user)
     assert response.json()["error"]["task_id"] == task.pk and task.status == "pending"
     assert task.template.kind == "img2img" and task.source_image.content_type == "image/png"
+
+
+def test_the_rest_apis_rate_limit_applies(catalog, make_user, api_client_for, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {
+        **settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "user": "2/min"}}
+    client = api_client_for(make_user())
+    assert [client.get("/openai/v1/models").status_code for _ in range(2)] == [200, 200]
+    throttled = client.post("/openai/v1/images/generations", {"prompt": "x"}, format="json")
+    assert throttled.status_code == 429 and int(throttled["Retry-After"]) > 0
+    assert throttled.json()["error"]["code"] == "rate_limit_exceeded"
+    assert not GenerationTask.objects.exists()
