@@ -362,6 +362,9 @@ EASEL_CREATE_WAIT_SECONDS = env_float("EASEL_CREATE_WAIT_SECONDS", 30.0)
 # everyone else. Over either cap the create answers 202 at once.
 EASEL_CREATE_WAIT_PER_USER = env_int("EASEL_CREATE_WAIT_PER_USER", 2)
 EASEL_CREATE_WAIT_SLOTS = env_int("EASEL_CREATE_WAIT_SLOTS", max(1, env_int("GUNICORN_THREADS", 4) // 2))
+# How long an image link answered by the OpenAI-compatible API (`response_format=url`)
+# works, in seconds: a signed link that needs no token (generation.openai_api.links).
+EASEL_OPENAI_URL_MAX_AGE = env_int("EASEL_OPENAI_URL_MAX_AGE", 3600)
 # Progress is written to the database at most this often per task.
 EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # How long each process remembers the catalog answers every create asks for (the default

@@ -19,6 +19,8 @@ urlpatterns = [
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
     # Anything else under /api/ answers with the API's error body, never an HTML page.
     re_path(r"^api/", api_errors.json_404),
+    # The OpenAI-compatible Images API (a client's base_url: /openai/v1), in OpenAI's shapes.
+    path("openai/", include("generation.openai_api.urls")),
     path("", include("generation.web.urls")),
 ]
 

@@ -126,6 +126,14 @@ def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTe
     return remembered(("template-default", kind), load)
 
 
+def template_list_enabled(*, kind: str | None = None) -> list[WorkflowTemplate]:
+    """Enabled templates (of one kind, if given), each kind's default first, with their inputs."""
+    qs = WorkflowTemplate.objects.filter(enabled=True).prefetch_related("inputs")
+    if kind is not None:
+        qs = qs.filter(kind=kind)
+    return list(qs.order_by("-is_default", "pk"))
+
+
 def template_inputs_attach(templates) -> None:
     """Give each template its inputs from memory: a pump reads them for every task it
     claims, and they change only with the template (remembered per version: its

@@ -35,6 +35,14 @@ def test_python_example(live_env, tmp_path):
     assert (tmp_path / "easel-result.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_openai_example(live_env, tmp_path):
+    result = subprocess.run([sys.executable, "-c", example("openai")], cwd=tmp_path, env=live_env,
+                            capture_output=True, text=True, timeout=90)
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "saved easel-openai.png" in result.stdout
+    assert (tmp_path / "easel-openai.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 def test_curl_example(live_env, tmp_path, settings):
     result = subprocess.run(["bash", "-euo", "pipefail", "-c", example("curl")], cwd=tmp_path, env=live_env,

@@ -7,10 +7,8 @@ operations are added by `config.api_errors.EaselAutoSchema`.
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 
-from django.conf import settings
 from django.core.validators import MaxLengthValidator, MaxValueValidator, MinLengthValidator, MinValueValidator
 from django.urls import reverse
 from django.utils.translation import gettext_lazy
@@ -34,7 +32,7 @@ from ..representation import (
 from ..selectors import generation_get, generation_status_read
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
 from .schema import ETAG, IF_NONE_MATCH, LOCATION, NOT_MODIFIED, QUOTA_429, TASK_ID
-from .waits import wait_slot
+from .waits import task_wait
 
 _RANGES = ranges()  # read once: the schema describes the limits the studio started with
 _BOUNDS = (MinValueValidator, MaxValueValidator, MinLengthValidator, MaxLengthValidator)
@@ -199,14 +197,7 @@ class GenerationCreateApi(APIView):
         tags=["generation"],
     )
     def post(self, request):
-        task = _create(request)
-        with wait_slot(request.user.pk) as may_wait:
-            deadline = time.monotonic() + (settings.EASEL_CREATE_WAIT_SECONDS if may_wait else 0)
-            while time.monotonic() < deadline:
-                task.refresh_from_db()
-                if task.status in TERMINAL_STATUSES:
-                    break
-                time.sleep(0.25)
+        task = task_wait(_create(request), user_id=request.user.pk)
         if task.status in TERMINAL_STATUSES:
             return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_200_OK)
         return _accepted(request, task)

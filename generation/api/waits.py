@@ -9,11 +9,14 @@ that finds no free slot answers 202 at once, as if its wait had run out.
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from django.conf import settings
+
+from ..models import TERMINAL_STATUSES, GenerationTask
 
 _lock = threading.Lock()
 _by_user: Counter = Counter()
@@ -39,3 +42,17 @@ def wait_slot(user_id: int) -> Iterator[bool]:
                 _by_user[user_id] -= 1
                 if not _by_user[user_id]:
                     del _by_user[user_id]
+
+
+def task_wait(task: GenerationTask, *, user_id: int) -> GenerationTask:
+    """The task once it has ended, or as it is when the create wait
+    (EASEL_CREATE_WAIT_SECONDS) runs out or no wait slot is free. Shared by the REST
+    create and the OpenAI-compatible endpoints (generation.openai_api)."""
+    with wait_slot(user_id) as may_wait:
+        deadline = time.monotonic() + (settings.EASEL_CREATE_WAIT_SECONDS if may_wait else 0)
+        while time.monotonic() < deadline:
+            task.refresh_from_db()
+            if task.status in TERMINAL_STATUSES:
+                break
+            time.sleep(0.25)
+    return task

@@ -196,6 +196,23 @@ def source_image_create(*, user, file, name: str = "") -> SourceImage:
     return _clean_and_store(user=user, data=upload_read(file), name=name)
 
 
+def upload_decode(*, file, name: str = "") -> Image.Image:
+    """An upload's picture, read and checked as `source_image_create` does, but not stored:
+    for a door that changes it first (the OpenAI-compatible edits scale a picture to the
+    size asked for and turn a mask's transparency into Easel's white-means-redraw).
+    Raises the same ValidationError (on "image"); the caller closes the image."""
+    name = _clean_name(name or getattr(file, "name", "") or "")
+    return _decode(upload_read(file), name=name)[0]
+
+
+def source_image_store(*, user, image: Image.Image, name: str = "") -> SourceImage:
+    """Store a picture made in memory (from `upload_decode`) as a source image, as PNG
+    (deduplicated like an upload)."""
+    clean, content_type, width, height = _reencode(image, "PNG")
+    return _store(user=user, data=clean, content_type=content_type, width=width, height=height,
+                  name=_clean_name(name))
+
+
 def source_image_from_result(*, user, image: GeneratedImage) -> SourceImage:
     """Use one of the user's own finished results as a source image."""
     task = image.task
