@@ -283,8 +283,9 @@ REST_FRAMEWORK = {
     # REMOTE_ADDR only; X-Forwarded-For from a client is never trusted then).
     "NUM_PROXIES": env_int("EASEL_NUM_PROXIES", 1 if env_bool("EASEL_BEHIND_HTTPS_PROXY", False) else 0),
 }
-# After this many failed sign-ins for one username from one IP, further attempts are
-# refused with 429 until the window has passed since the first failure.
+# After this many failed sign-ins for one account from one IP, on any door (the API,
+# the sign-in page, the admin: accounts/lockout.py), further attempts are refused on all
+# three until the window has passed since the first failure.
 EASEL_LOGIN_MAX_FAILURES = env_int("EASEL_LOGIN_MAX_FAILURES", 5)
 EASEL_LOGIN_FAILURE_WINDOW = env_int("EASEL_LOGIN_FAILURE_WINDOW", 15 * 60)
 # Longest lifetime of a personal API token made with POST /api/v1/auth/tokens.
