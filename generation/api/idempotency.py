@@ -57,3 +57,9 @@ IDEMPOTENCY_422 = error_response(
                          "new request."}},
     )],
 )
+
+
+# Only when the key's task was deleted while a retry read it: a concurrent request with the
+# key otherwise waits for the first (generation.idempotency).
+IDEMPOTENCY_409 = error_response(
+    409, description=gettext_lazy("Another request with this Idempotency-Key is in progress; retry in a moment."))

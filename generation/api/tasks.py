@@ -33,7 +33,7 @@ from ..representation import (
 )
 from ..selectors import generation_get, generation_status_read
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
-from .idempotency import IDEMPOTENCY_422, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, idempotent_create, replayed_headers
+from .idempotency import IDEMPOTENCY_409, IDEMPOTENCY_422, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, idempotent_create, replayed_headers
 from .schema import ETAG, IF_NONE_MATCH, LOCATION, NOT_MODIFIED, QUOTA_429, TASK_ID
 from .waits import wait_slot
 
@@ -202,6 +202,7 @@ class GenerationCreateApi(APIView):
         responses={
             200: OpenApiResponse(TaskSerializer, description="Finished (completed, failed or cancelled)."),
             202: OpenApiResponse(TaskSerializer, description="Still running; poll `Location`."),
+            409: IDEMPOTENCY_409,
             422: IDEMPOTENCY_422,
             429: QUOTA_429,
         },
@@ -229,7 +230,7 @@ class GenerationCreateAsyncApi(APIView):
         request=TaskCreateInput,
         parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED],
         responses={202: OpenApiResponse(TaskSerializer, description="Accepted; poll `Location`."),
-                   422: IDEMPOTENCY_422, 429: QUOTA_429},
+                   409: IDEMPOTENCY_409, 422: IDEMPOTENCY_422, 429: QUOTA_429},
         tags=["generation"],
     )
     def post(self, request):
