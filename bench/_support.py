@@ -384,6 +384,25 @@ def prepare_database(env: dict, engines: list[str], users: int) -> list[str]:
     return [line.strip() for line in out.splitlines() if line.strip()][-users:]
 
 
+def start_gunicorn(procs: Processes, env: dict, base: str, *, ready_path: str = "/api/v1/health/live"):
+    """gunicorn as the run command starts it (deploy/gunicorn.conf.py), no access log; its
+    process once `ready_path` answers 200 (60 s at most)."""
+    web = procs.start("gunicorn", [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
+                                   "--access-logfile", "/dev/null", "config.asgi:application"], cwd=ROOT, env=env)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if requests.get(base + ready_path, timeout=1).status_code == 200:
+                return web
+        except requests.RequestException:
+            pass
+        if web.poll() is not None:
+            raise RuntimeError(f"gunicorn exited with {web.returncode}")
+        if time.monotonic() > deadline:
+            raise RuntimeError("gunicorn did not answer within 60 s")
+        time.sleep(0.2)
+
+
 def start_web_and_cluster(procs: Processes, env: dict) -> str:
     """gunicorn (2 uvicorn workers, as deployed) and a qcluster; the API's base URL once the
     health check sees a worker."""

@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 
 import requests
-from _support import ROOT, bench_env, bench_run, free_port, manage_shell, pct, signals_held
+from _support import ROOT, bench_env, bench_run, free_port, manage_shell, pct, signals_held, start_gunicorn
 
 SETUP = """
 from datetime import timedelta
@@ -171,8 +171,6 @@ def run(args, work: Path, procs, database_url: str) -> int:
     web_env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                    DJANGO_SETTINGS_MODULE="_api_overhead_site", GUNICORN_BIND=f"127.0.0.1:{port}",
                    GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning")
-    web = procs.start("gunicorn", [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                             "--access-logfile", "/dev/null", "config.asgi:application"], cwd=ROOT, env=web_env)
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {token}"}
     targets = {
@@ -180,18 +178,7 @@ def run(args, work: Path, procs, database_url: str) -> int:
         "status": (f"/api/v1/generation/status/{task_id}", auth),
         "history": ("/api/v1/generation/history", auth),
     }
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + targets["bare"][0], timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if web.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {web.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("gunicorn did not answer within 60 s")
-        time.sleep(0.2)
+    start_gunicorn(procs, web_env, base, ready_path=targets["bare"][0])
     for name, (path, headers) in targets.items():
         r = requests.get(base + path, headers=headers, timeout=10)
         if r.status_code != 200:

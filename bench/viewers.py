@@ -31,9 +31,8 @@ import time
 from pathlib import Path
 
 import aiohttp
-import requests
 
-from _support import ROOT, bench_run, bench_env, free_port, manage_shell, pct
+from _support import ROOT, bench_run, bench_env, free_port, manage_shell, pct, start_gunicorn
 from capacity import memory
 
 SETUP = """
@@ -172,22 +171,11 @@ def run(args, work: Path, procs, database_url: str) -> int:
     web_env = dict(env, PYTHONPATH=os.pathsep.join([str(ROOT / "bench"), env.get("PYTHONPATH", "")]).rstrip(os.pathsep),
                    DJANGO_SETTINGS_MODULE="_viewers_site", EASEL_BENCH_QUERY_COUNTS=str(counts),
                    GUNICORN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1",
-                   GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning")
-    web = procs.start("gunicorn", [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
-                                   "--access-logfile", "/dev/null", "config.asgi:application"], cwd=ROOT, env=web_env)
+                   GUNICORN_CONTROL_SOCKET=str(work / "gunicorn.ctl"), LOG_LEVEL="warning",
+                   # Many viewers share each user here (a crowd watching a few users' tasks).
+                   EASEL_EVENTS_STREAMS_PER_USER="0")
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(base + "/api/v1/health/live", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        if web.poll() is not None:
-            raise RuntimeError(f"gunicorn exited with {web.returncode}")
-        if time.monotonic() > deadline:
-            raise RuntimeError("gunicorn did not answer within 60 s")
-        time.sleep(0.2)
+    web = start_gunicorn(procs, web_env, base)
     stop = work / "driver.stop"
     procs.start("driver", [sys.executable, "manage.py", "shell", "-c",
                            DRIVER.format(stop=str(stop), interval=0.5)], cwd=ROOT, env=env)

@@ -146,6 +146,25 @@ DATABASES = {
         conn_health_checks=db_conn_max_age > 0,
     )
 }
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_bool("EASEL_DB_POOL", False):
+    # The web tier (deploy/gunicorn.conf.py sets EASEL_DB_POOL=1): under uvicorn's worker
+    # every sync request runs in a thread that ends with it, so a connection kept for the
+    # thread (DB_CONN_MAX_AGE) would never serve a second request, and each request paid
+    # for a new PostgreSQL session (~20 ms). A pool per process keeps them instead: a
+    # request borrows one and gives it back when it ends (config.asgi). Its size is what
+    # the process may use at once: GUNICORN_THREADS requests in sync code
+    # (config.concurrency) and the event hub's reader; more would wait for one (the pool's
+    # timeout) rather than exceed PostgreSQL's max_connections. Each borrowed connection
+    # is checked first (a failover or a restart drops idle ones). Other processes (the
+    # qcluster, manage.py) keep their own per-thread connections.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+        "min_size": 1,
+        "max_size": env_int("EASEL_DB_POOL_SIZE", env_int("GUNICORN_THREADS", 4) + 1),
+        "timeout": env_float("EASEL_DB_POOL_TIMEOUT", 30.0),
+        "max_idle": 300,
+    }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the qcluster workers and the tests' helper processes share one
     # SQLite file: WAL lets readers run beside a writer, IMMEDIATE transactions take the
@@ -349,12 +368,19 @@ EASEL_PROGRESS_WRITE_INTERVAL = env_float("EASEL_PROGRESS_WRITE_INTERVAL", 0.5)
 # How long each process remembers the catalog answers every create asks for (the default
 # model and template): a change saved in another process is seen within this time.
 EASEL_CATALOG_CACHE_SECONDS = env_float("EASEL_CATALOG_CACHE_SECONDS", 2.0)
+# How long each process keeps the queue's shape (waiting tasks per user, running tasks,
+# online backends, mean run times) that a waiting task's place and estimated times are
+# read from (generation.outlook).
+EASEL_QUEUE_OUTLOOK_SECONDS = env_float("EASEL_QUEUE_OUTLOOK_SECONDS", 2.0)
 # The event stream (GET /api/v1/events): how long the events a reconnecting client must
 # not miss are kept (Last-Event-ID), how often a web process on SQLite looks for new ones
 # (PostgreSQL wakes it with NOTIFY instead), and the keep-alive comment's interval.
 EASEL_EVENTS_KEEP_SECONDS = env_int("EASEL_EVENTS_KEEP_SECONDS", 3600)
 EASEL_EVENTS_POLL_INTERVAL = env_float("EASEL_EVENTS_POLL_INTERVAL", 0.5)
 EASEL_EVENTS_KEEPALIVE_SECONDS = env_float("EASEL_EVENTS_KEEPALIVE_SECONDS", 15.0)
+# Open streams one user may hold in one web process (tabs, devices); one more is refused
+# with 429 and the page polls instead. Bounds what one account can make a process hold.
+EASEL_EVENTS_STREAMS_PER_USER = env_int("EASEL_EVENTS_STREAMS_PER_USER", 10)
 # A job holds a task for this long without renewing before another may take it over.
 EASEL_TASK_LEASE_SECONDS = env_int("EASEL_TASK_LEASE_SECONDS", 60)
 # The pumps (generation.fleet.pump): how many django-q2 jobs follow the prompts (each one

@@ -60,6 +60,10 @@ worker_class = "config.asgi_worker.UvicornWorker"
 # What gunicorn serves when no application is named on its command line.
 wsgi_app = "config.asgi:application"
 threads = int(os.environ.get("GUNICORN_THREADS") or 4)
+# On PostgreSQL each worker borrows its connections from a pool of threads + 1 (the
+# event hub's reader): see DATABASES in config/settings.py. Set here, not in config.asgi,
+# so only the web workers pool (a process that imports config.asgi itself does not).
+os.environ.setdefault("EASEL_DB_POOL", "1")
 # Above the create wait, so `create` answers 200/202 itself instead of being killed.
 timeout = int(CREATE_WAIT_SECONDS) + 30
 graceful_timeout = 30

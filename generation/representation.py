@@ -14,6 +14,7 @@ from rest_framework import serializers
 from rest_framework.fields import SkipField
 from rest_framework.relations import PKOnlyObject
 
+from .outlook import Outlook, task_outlook
 from .models import GeneratedImage, GenerationTask, RunEnd, RunOutcome, TaskPreview, TaskRun, TaskStatus, preview_version
 from .task_text import render, render_fields
 
@@ -217,15 +218,39 @@ class RunSerializer(FieldsBuiltOnce, serializers.ModelSerializer):
         return run.error_text or None
 
 
+class QueueSerializer(serializers.Serializer):
+    position = serializers.IntegerField(
+        allow_null=True, help_text="1-based place in the caller's view of the fair queue while the task waits for "
+                                   "a backend (the caller's earlier tasks, and other users' turns before it); null "
+                                   "once it has one.")
+    estimated_start_at = serializers.DateTimeField(
+        allow_null=True, help_text="When it should start (the actual start once running), from measured run times "
+                                   "per model and backend; null when there is nothing to estimate from.")
+    estimated_finish_at = serializers.DateTimeField(allow_null=True, help_text="When it should finish; null likewise.")
+
+
+def outlook_answer(outlook: Outlook) -> dict:
+    return {"position": outlook.position, "estimated_start_at": _when(outlook.estimated_start_at),
+            "estimated_finish_at": _when(outlook.estimated_finish_at)}
+
+
 class TaskDetailSerializer(TaskSerializer):
-    """One task with its attempts (`runs`, oldest first): the status endpoint's answer.
-    Lists and webhooks keep the plain shape (no query per task for its runs)."""
+    """One task with its attempts (`runs`, oldest first) and, while it is not finished, its
+    place in the queue and estimated times (`queue`): the status endpoint's answer. Lists and
+    webhooks keep the plain shape (no query per task for its runs or its place)."""
 
     runs = RunSerializer(many=True, read_only=True)  # oldest first
+    queue = serializers.SerializerMethodField(help_text="Null once the task has finished.")
 
     class Meta(TaskSerializer.Meta):
-        fields = [*TaskSerializer.Meta.fields, "runs"]
+        fields = [*TaskSerializer.Meta.fields, "runs", "queue"]
         read_only_fields = fields
+
+    @extend_schema_field(QueueSerializer(allow_null=True))
+    def get_queue(self, task) -> dict | None:
+        if task.is_finished:
+            return None
+        return outlook_answer(task_outlook(task))
 
 
 # --- the status poll's answer, written by hand ---------------------------------------------
@@ -264,7 +289,8 @@ def task_status_etag(read, request) -> str:
     name, without making the answer. Weak: the same answer may not be the same bytes
     (a different JSON renderer), only the same content."""
     digest = hashlib.blake2b(digest_size=12)
-    digest.update(repr((read.task, read.runs, read.images, get_language(), request.build_absolute_uri("/")))
+    digest.update(repr((read.task, read.runs, read.images, read.outlook, get_language(),
+                        request.build_absolute_uri("/")))
                   .encode())
     return f'W/"{digest.hexdigest()}"'
 
@@ -347,4 +373,5 @@ def task_status_answer(read, request) -> dict:
             for number, backend_name, submitted_at, started_at, ended_at, outcome, ended_by, error_message,
             error_params in read.runs
         ],
+        "queue": None if read.outlook is None else outlook_answer(read.outlook),
     }

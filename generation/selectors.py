@@ -10,7 +10,8 @@ from django.shortcuts import get_object_or_404
 
 from config.prepared import Prepared
 
-from .models import GeneratedImage, GenerationTask, TaskPreview, TaskStatus, preview_version
+from .outlook import Outlook, outlook
+from .models import TERMINAL_STATUSES, GeneratedImage, GenerationTask, TaskPreview, TaskStatus, preview_version
 
 
 def task_visible_to(*, user) -> QuerySet[GenerationTask]:
@@ -38,7 +39,7 @@ STATUS_TASK_COLUMNS = (
     "completed_at", "negative_prompt", "width", "height", "steps", "cfg", "sampler", "scheduler", "seed",
     "batch_size", "status_message", "status_params", "progress_value", "progress_max", "progress_node",
     "error_code", "error_fields", "started_at", "template__slug", "source_image_id", "denoise", "callback_url",
-    "retries", "inputs", "preview__updated_at",
+    "retries", "inputs", "preview__updated_at", "backend_id",
 )
 STATUS_RUN_COLUMNS = ("number", "backend_name", "submitted_at", "started_at", "ended_at", "outcome", "ended_by",
                       "error_message", "error_params")
@@ -70,6 +71,7 @@ class TaskStatusRead:
     task: dict
     runs: tuple
     images: tuple
+    outlook: Outlook | None  # None once finished
 
 
 def generation_status_read(*, user, task_id: int) -> TaskStatusRead:
@@ -92,7 +94,12 @@ def generation_status_read(*, user, task_id: int) -> TaskStatusRead:
         if row[at_images] is not None:
             images.setdefault(row[at_images], row[at_images:])
     completed = task["status"] == TaskStatus.COMPLETED
-    return TaskStatusRead(task=task, runs=tuple(runs.values()), images=tuple(images.values()) if completed else ())
+    finished = task["status"] in TERMINAL_STATUSES
+    place = None if finished else outlook(
+        task_id=task["id"], user_id=task["user_id"], status=task["status"], backend_id=task["backend_id"],
+        model_name=task["model_name"], started_at=task["started_at"])
+    return TaskStatusRead(task=task, runs=tuple(runs.values()), images=tuple(images.values()) if completed else (),
+                          outlook=place)
 
 
 def generation_visible_id(*, user, task_id: int) -> int:

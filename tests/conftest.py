@@ -59,6 +59,11 @@ def _catalog_not_remembered(settings):
 
     settings.EASEL_CATALOG_CACHE_SECONDS = 0
     forget()
+    # The same for the queue's shape a waiting task's place is read from.
+    from generation import outlook
+
+    settings.EASEL_QUEUE_OUTLOOK_SECONDS = 0
+    outlook.forget()
 
 
 def free_port() -> int:

@@ -30,7 +30,8 @@ from django.db import close_old_connections, connection
 from config import shutdown
 
 from ..events import CHANNEL, events_after, events_latest_id
-from ..fleet.dispatch import queue_position
+from ..outlook import NONE, task_outlook
+from ..representation import outlook_answer
 from ..models import GenerationTask, TaskEvent, TaskEventKind
 
 logger = logging.getLogger(__name__)
@@ -42,13 +43,14 @@ CLOSED = object()  # put on a queue: the stream ends
 EVENTS_PER_READ = 1000
 
 
-def positions(rows: list[TaskEvent]) -> dict[int, int | None]:
-    """The place in Easel's queue, now, of each task with a `queued` event among the rows."""
+def positions(rows: list[TaskEvent]) -> dict[int, dict]:
+    """The place in the queue and the estimated start and finish, now, of each task with a
+    `queued` event among the rows (generation.outlook)."""
     ids = {row.task_id for row in rows if row.kind == TaskEventKind.QUEUED}
     if not ids:
         return {}
-    return {task.pk: queue_position(task=task)
-            for task in GenerationTask.objects.filter(pk__in=ids).only("pk", "status", "backend_id", "created_at")}
+    columns = ("pk", "user_id", "status", "backend_id", "model_name", "started_at")
+    return {task.pk: outlook_answer(task_outlook(task)) for task in GenerationTask.objects.filter(pk__in=ids).only(*columns)}
 
 
 def _read_after(after: int) -> list[TaskEvent]:
@@ -56,8 +58,12 @@ def _read_after(after: int) -> list[TaskEvent]:
     queue = positions(rows)
     for row in rows:
         if row.kind == TaskEventKind.QUEUED:
-            row.position = queue.get(row.task_id)
+            row.position = queue.get(row.task_id, outlook_answer(NONE))
     return rows
+
+
+class TooManyStreams(Exception):
+    """The user holds as many streams in this process as one may."""
 
 
 class Subscription:
@@ -87,11 +93,14 @@ class EventHub:
 
     # --- streams --------------------------------------------------------------------
 
-    async def subscribe(self, user_id: int) -> Subscription:
+    async def subscribe(self, user_id: int, *, limit: int = 0) -> Subscription:
         """A queue of this user's new events; returns once the hub reads, so whatever is
-        committed after this call reaches the queue (the caller reads older ones itself)."""
+        committed after this call reaches the queue (the caller reads older ones itself).
+        TooManyStreams when the user holds `limit` streams here already (0: no limit)."""
         self._ensure_running()
         await self.ready.wait()
+        if limit and len(self.streams.get(user_id, ())) >= limit:
+            raise TooManyStreams
         subscription = Subscription(self, user_id)
         if self.stopped:
             subscription.queue.put_nowait(CLOSED)

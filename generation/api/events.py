@@ -24,6 +24,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.db import connections
 from django.http import HttpResponse, JsonResponse, StreamingHttpResponse
 from django.utils import translation
+from django.utils.translation import gettext as _
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions
@@ -37,7 +38,9 @@ from config.concurrency import sync_slot
 from ..events import events_for_user
 from ..models import TaskEvent, TaskEventKind
 from ..task_text import render
-from .event_hub import CLOSED, hub, positions
+from ..outlook import NONE
+from ..representation import outlook_answer
+from .event_hub import CLOSED, TooManyStreams, hub, positions
 
 RETRY_MS = 3000  # the `retry:` hint: how soon a client reconnects after the stream ends
 BACKLOG_LIMIT = 500  # events sent after Last-Event-ID at most (a client away that long reloads)
@@ -51,7 +54,8 @@ def event_text(event: TaskEvent, *, request, language: str, queue: dict | None =
     data = dict(event.data)
     if event.kind == TaskEventKind.QUEUED:
         queue = queue or {}
-        data["position"] = queue[event.task_id] if event.task_id in queue else getattr(event, "position", None)
+        data.update(queue[event.task_id] if event.task_id in queue else getattr(event, "position", None)
+                    or outlook_answer(NONE))
     elif event.kind == TaskEventKind.FAILED:
         with translation.override(language):
             data["message"] = render(data.pop("message_params", {}), data.get("message", ""))
@@ -152,7 +156,15 @@ async def event_stream(request):
         # What is there after the client's last id, then the client reconnects.
         body = head + "".join(event_text(e, request=request, language=language, queue=queue) for e in backlog)
         return _headers(HttpResponse(body, content_type="text/event-stream; charset=utf-8"))
-    subscription = await hub.subscribe(user.pk)
+    try:
+        subscription = await hub.subscribe(user.pk, limit=settings.EASEL_EVENTS_STREAMS_PER_USER)
+    except TooManyStreams:
+        # A browser gives up on a refused EventSource: its page polls instead (task.js).
+        response = JsonResponse(error_body("too_many_streams", str(_(
+            "You have too many event streams open; close some tabs or follow your tasks by polling."))),
+            status=429)
+        response["Retry-After"] = str(RETRY_MS // 1000 * 10)
+        return response
     # Read once more now that the hub hands over everything newer: what was committed
     # between the first read and the subscription would be lost otherwise.
     if _after is not None:
@@ -217,13 +229,17 @@ class EventStreamApi(APIView):
         summary="Your task events (Server-Sent Events)",
         description=(
             "A `text/event-stream` of every task of the caller, pushed as they change: `created`, `queued` "
-            "(`position` in the queue), `started`, `progress` (`value`, `max`, `fraction`, `node`), `preview` "
+            "(`position` in the caller's view of the fair queue, `estimated_start_at` and `estimated_finish_at` "
+            "from measured run times, null when unknown; as the queue moves, the status endpoint says the "
+            "current ones), `started`, `progress` (`value`, `max`, `fraction`, `node`), `preview` "
             "(`url` of the latest frame), `completed` (`images` as in the status endpoint, `result_id`), `failed` "
             "(`code`, `message`), `cancelled`. Each event's `data` is JSON with `task_id` and has an `id:`; "
             "reconnect with the `Last-Event-ID` header (an integer; browsers send it) to get what was missed: "
             "endings are kept for "
             "`EASEL_EVENTS_KEEP_SECONDS`, progress only a minute. A comment line every 15 seconds keeps the "
-            "connection open; `retry:` says when to reconnect. Token or session auth."
+            "connection open; `retry:` says when to reconnect. Token or session auth. A user may hold "
+            "`EASEL_EVENTS_STREAMS_PER_USER` streams (default 10) per web process; one more is refused with 429 "
+            "`too_many_streams`."
         ),
         parameters=[
             # (The `Last-Event-ID` header is described above, not declared: a declared header
@@ -238,6 +254,7 @@ class EventStreamApi(APIView):
                                              "nothing after `Last-Event-ID`: poll the status endpoint instead."),
             400: error_response(400),
             401: error_response(401),
+            429: error_response(429),
         },
         tags=["events"],
     )

@@ -258,16 +258,3 @@ def _choose(options: set[int], free: dict, backends: dict, loaded: dict, want: s
         return (loaded.get(pk) != want, busy / max(1, backends[pk].max_in_flight), busy, pk)
 
     return min(open_, key=key)
-
-
-def queue_position(*, task: GenerationTask) -> int | None:
-    """1-based place of a waiting task in Easel's queue (None once it has a backend).
-
-    An estimate: the tasks created before it that still wait unassigned.
-    """
-    if task.status != TaskStatus.PENDING or task.backend_id:
-        return None
-    ahead = GenerationTask.objects.filter(
-        status=TaskStatus.PENDING, backend__isnull=True, created_at__lt=task.created_at
-    ).count()
-    return ahead + 1

@@ -2,10 +2,12 @@
 queue, the stage, and whether the studio can start a task at all (the waiting banner)."""
 from __future__ import annotations
 
+from django.utils import timezone
 from django.utils.translation import get_language, gettext as _, gettext_lazy
 
 from models_catalog.models import ComfyBackend
 
+from ..outlook import NONE, Outlook
 from ..fleet.workers import worker_status
 from ..models import GenerationTask, TaskStatus
 
@@ -42,12 +44,30 @@ def _ordinal(n: int) -> str:
     return f"{n}{suffix}"
 
 
-def queue_text(position: int | None) -> str:
-    if position is None:
-        return ""
-    if position == 1:
-        return _("Next in the queue")
-    return _("%(ordinal)s in the queue") % {"ordinal": _ordinal(position)}
+def about(seconds: float) -> str:
+    """A wait in words, as close as an estimate deserves: "about 40 s", "about 3 min"."""
+    seconds = max(5, int(round(seconds / 5.0)) * 5)
+    if seconds < 90:
+        return _("about %(seconds)s s") % {"seconds": seconds}
+    if seconds < 90 * 60:
+        return _("about %(minutes)s min") % {"minutes": round(seconds / 60)}
+    return _("about %(hours)s h") % {"hours": round(seconds / 3600)}
+
+
+def queue_text(outlook: Outlook) -> str:
+    """The place and the estimate beside the stage: "3rd in the queue, starts in about 40 s",
+    "about 12 s left"; empty when there is neither."""
+    now = timezone.now()
+    if outlook.position is not None:
+        place = (_("Next in the queue") if outlook.position == 1
+                 else _("%(ordinal)s in the queue") % {"ordinal": _ordinal(outlook.position)})
+        if outlook.estimated_start_at is None:
+            return place
+        return _("%(place)s, starts in %(wait)s") % {
+            "place": place, "wait": about((outlook.estimated_start_at - now).total_seconds())}
+    if outlook.estimated_finish_at is not None and outlook.estimated_finish_at > now:
+        return _("%(wait)s left") % {"wait": about((outlook.estimated_finish_at - now).total_seconds())}
+    return ""
 
 
 def task_stage(task: GenerationTask) -> str:
@@ -74,7 +94,7 @@ def progress_line(task: GenerationTask) -> str:
     return ""
 
 
-def live_status(task: GenerationTask, position: int | None) -> dict:
+def live_status(task: GenerationTask, outlook: Outlook = NONE) -> dict:
     """Everything the live panel of the task page shows, from one read of the task.
 
     The page renders it and its script reads it again (the task page's state.json)
@@ -85,8 +105,8 @@ def live_status(task: GenerationTask, position: int | None) -> dict:
     return {
         "status": task.status,
         "status_label": str(TaskStatus(task.status).label),
-        "queue_position": position,
-        "queue_text": queue_text(position),
+        "queue_position": outlook.position,
+        "queue_text": queue_text(outlook),
         "stage": task_stage(task),
         "line": progress_line(task),
         "message": task.status_text,

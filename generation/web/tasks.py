@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from urllib.parse import parse_qsl
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -21,7 +20,7 @@ from models_catalog.models import WorkflowTemplate
 from models_catalog.selectors import template_default
 
 from ..errors import GenerationError
-from ..fleet.dispatch import queue_position
+from ..outlook import task_outlook
 from ..gallery.files import preview_response
 from ..gallery.selectors import result_image_get_own
 from ..gallery.sharing import task_share, task_unshare
@@ -30,6 +29,7 @@ from ..gallery.zips import images_zip_response
 from ..models import ACTIVE_STATUSES, GenerationTask, RunOutcome, TaskRun, TaskStatus
 from ..selectors import generation_get, generation_visible_id, preview_version_get
 from ..services import generation_cancel, generation_create, generation_delete, generation_retry
+from .cards import card_answer, generation_time, result_tools, settings_query, wants_json
 from .status import live_status, service_health
 
 # Error keys (binding names from ComfyUI's node_errors, or service fields) → the
@@ -56,31 +56,6 @@ def _error_rows(task) -> tuple[dict[str, list[str]], list[tuple[str, list[str]]]
         else:
             rest.append((str(labels.get(key, key)), value))
     return beside, rest
-
-
-def settings_query(task: GenerationTask, *, seed: bool = True) -> str:
-    """The generate page's query string that reproduces this task's settings."""
-    values = {
-        "prompt": task.prompt,
-        "negative_prompt": task.negative_prompt,
-        "model": task.model_name,
-        "width": task.width,
-        "height": task.height,
-        "steps": task.steps,
-        "cfg": task.cfg,
-        "sampler": task.sampler,
-        "scheduler": task.scheduler,
-        "batch_size": task.batch_size,
-    }
-    if seed:
-        values["seed"] = task.seed
-    if task.template_id:
-        values["template"] = task.template.slug
-    if task.source_image_id:
-        values["source"] = f"s{task.source_image_id}"
-    if task.denoise is not None:
-        values["denoise"] = task.denoise
-    return urlencode({k: v for k, v in values.items() if v not in (None, "")})
 
 
 def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict]:
@@ -110,48 +85,13 @@ def _param_rows(task: GenerationTask, errors: dict[str, list[str]]) -> list[dict
     ]
 
 
-def generation_time(task: GenerationTask) -> str:
-    """How long the picture took: from the start on the image server to completion."""
-    if task.status != TaskStatus.COMPLETED or not (task.started_at and task.completed_at):
-        return ""
-    seconds = max(0.0, (task.completed_at - task.started_at).total_seconds())
-    if seconds < 60:
-        return _("%(seconds).1f s") % {"seconds": seconds}
-    minutes, rest = divmod(round(seconds), 60)
-    return _("%(minutes)d min %(seconds)02d s") % {"minutes": minutes, "seconds": rest}
-
-
-def enabled_tools() -> set[str]:
-    """The slugs of the result tools staff keep on (one query, shared by a page's cards)."""
-    return set(WorkflowTemplate.objects.filter(enabled=True, slug__in=("upscale", "inpaint", "hires-fix"))
-               .values_list("slug", flat=True))
-
-
-def result_tools(task: GenerationTask, *, enabled: set[str] | None = None) -> dict[str, str]:
-    """The generate page's address for each tool a result can go to: upscale it, inpaint
-    it (the mask is drawn there), or draw it again through the hires fix (same settings
-    and seed). The picture's id is added by the page (source=r<id>)."""
-    if enabled is None:
-        enabled = enabled_tools()
-    base = reverse("generation:generate")
-    tools = {}
-    if "upscale" in enabled:
-        tools["upscale"] = base + "?" + urlencode({"template": "upscale"})
-    if "inpaint" in enabled:
-        tools["inpaint"] = base + "?" + urlencode({"template": "inpaint", "prompt": task.prompt, "model": task.model_name})
-    if "hires-fix" in enabled and task.source_image_id is None:
-        query = dict(parse_qsl(settings_query(task, seed=True)), template="hires-fix")
-        tools["hires"] = base + "?" + urlencode(query)
-    return tools
-
-
 @login_required
 def task_detail(request, task_id: int):
     task = generation_get(user=request.user, task_id=task_id)
     active = task.status in ACTIVE_STATUSES
     owner = task.user_id == request.user.pk
     images = list(task.images.order_by("index")) if task.status == TaskStatus.COMPLETED else []
-    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
+    outlook = task_outlook(task) if active else None
     beside, rest = _error_rows(task)
     context = {
         "task": task,
@@ -161,7 +101,7 @@ def task_detail(request, task_id: int):
         "error_beside": beside,
         "param_rows": _param_rows(task, beside),
         "error_fields": rest,
-        "live": live_status(task, position) if active else None,
+        "live": live_status(task, outlook) if active else None,
         "preview_size": _preview_size(task),
         "generation_time": generation_time(task),
         "runs": _attempts(task),
@@ -226,8 +166,7 @@ def task_state(request, task_id: int):
     live frame's versioned URL (null before the first frame). A weak ETag of the answer;
     304 with no body when `If-None-Match` names it."""
     task = generation_get(user=request.user, task_id=task_id)
-    position = queue_position(task=task) if task.status == TaskStatus.PENDING else None
-    state = live_status(task, position)
+    state = live_status(task, task_outlook(task))
     version = preview_version_get(task_id=task.pk) if task.status == TaskStatus.PROCESSING else None
     state["preview_url"] = (
         None if version is None else f"{reverse('generation:task_preview', args=[task.pk])}?v={version}"
@@ -260,8 +199,12 @@ def _task_action(request, task_id: int, service, success: str):
     try:
         service(task=task)
     except GenerationError as exc:
+        if wants_json(request):  # the workspace's card: the message beside the card
+            return card_answer(request, task.pk, status=409, message=exc.message)
         messages.error(request, exc.message)
     else:
+        if wants_json(request):
+            return card_answer(request, task.pk, message=success % {"id": task.pk})
         messages.success(request, success % {"id": task.pk})
     return redirect("generation:task", task_id=task.pk)
 
@@ -311,11 +254,18 @@ def task_vary(request, task_id: int):
             denoise=task.denoise,
         )
     except ValidationError as exc:
-        messages.error(request, " ".join(m for msgs in exc.message_dict.values() for m in msgs))
+        refusal = " ".join(m for msgs in exc.message_dict.values() for m in msgs)
+        if wants_json(request):
+            return card_answer(request, task.pk, status=400, message=refusal)
+        messages.error(request, refusal)
         return redirect(reverse("generation:generate") + "?" + settings_query(task, seed=False))
     except GenerationError as exc:
+        if wants_json(request):
+            return card_answer(request, task.pk, status=409, message=exc.message)
         messages.error(request, exc.message)
         return redirect("generation:task", task_id=task.pk)
+    if wants_json(request):  # the new run's card, put at the top of the results pane
+        return card_answer(request, new.pk, status=201)
     return redirect(_back_to(request) or reverse("generation:task", args=[new.pk]))
 
 
@@ -335,9 +285,14 @@ def task_share_view(request, task_id: int):
     try:
         task_share(task=task)
     except GenerationError as exc:
+        if wants_json(request):
+            return card_answer(request, task.pk, status=409, message=exc.message)
         messages.error(request, exc.message)
     else:
-        messages.success(request, _("Anyone with the link can now see this task's pictures and prompt."))
+        shared = _("Anyone with the link can now see this task's pictures and prompt.")
+        if wants_json(request):
+            return card_answer(request, task.pk, message=shared)
+        messages.success(request, shared)
     return redirect("generation:task", task_id=task.pk)
 
 
@@ -384,6 +339,13 @@ def task_delete(request, task_id: int):
     task = generation_get(user=request.user, task_id=task_id)
     if request.method == "POST" and request.POST.get("confirm") == "yes":
         generation_delete(task=task)
-        messages.success(request, _("Task #%(id)d deleted.") % {"id": task_id})
+        deleted = _("Task #%(id)d deleted.") % {"id": task_id}
+        if wants_json(request):  # the workspace's card goes
+            return card_answer(request, task_id, message=deleted)
+        messages.success(request, deleted)
         return redirect(_back_to(request) or reverse("generation:history"))
-    return render(request, "generation/task_confirm_delete.html", {"task": task, "task_list": [task]})
+    # Without script: confirmed on a page of its own, then back where the form was (the
+    # workspace sends its address), or kept and back there too.
+    back = _back_to(request)
+    return render(request, "generation/task_confirm_delete.html",
+                  {"task": task, "task_list": [task], "next": back or ""})

@@ -11,6 +11,8 @@
 (function () {
   "use strict";
 
+  var QUEUE_REFRESH_MS = 5000;
+
   function init() {
     var configNode = document.getElementById("task-poll");
     var live = document.querySelector("[data-task-live]");
@@ -31,10 +33,12 @@
     var preview = window.EaselTaskPoll.preview(live.querySelector("[data-preview]"));
 
     var pushed = !!(window.EaselTaskEvents && config.eventsUrl && typeof window.EventSource === "function");
+    var waiting = false;
     var follower = window.EaselTaskPoll.follow(config.stateUrl, {
       manual: pushed,
       // The panel, all from one answer of state.json: the words cannot disagree.
       onState: function (state) {
+        waiting = state.status === "pending";
         window.EaselTaskPoll.render(state, nodes);
         preview.show(state.preview_url);
       },
@@ -45,6 +49,11 @@
       }
     });
     if (!pushed) return;
+    // The queue moves as other tasks start, which no event of this task tells: while it
+    // waits, its place and estimate are asked again now and then (a 304 when unchanged).
+    var queueTimer = window.setInterval(function () {
+      if (waiting && !document.hidden) follower.poke();
+    }, QUEUE_REFRESH_MS);
     var lastNode = null;
     // A step from the stream: the bar and its line here, without asking the server; the
     // words of a new stage (a node name) from state.json, once per stage.
@@ -69,7 +78,7 @@
       onState: follower.poke,
       onProgress: onProgress,
       onPreview: function (data) { preview.show(data.url); }, // a versioned URL: fetched once
-      onEnd: function () { follower.stop(); window.location.reload(); },
+      onEnd: function () { window.clearInterval(queueTimer); follower.stop(); window.location.reload(); },
       onFallback: follower.auto
     });
     if (!stream) follower.auto();

@@ -175,21 +175,57 @@
         });
     }
 
-    // Deleting from a card asks first (easel.js binds only the forms of the first render).
+    // A card's actions (vary the seed, share, cancel, delete) are done in place: the form
+    // is posted asking for JSON and the answer is the card as it is now (or the new run's
+    // card, or none once deleted), rendered by the server, with a line to say. Deleting
+    // asks first (easel.js binds only the forms of the first render).
     list.addEventListener("submit", function (event) {
       var target = event.target;
-      if (!target.matches || !target.matches("form[data-ws-confirm]")) return;
-      if (!window.confirm(target.getAttribute("data-ws-confirm"))) {
-        event.preventDefault();
-        return;
+      if (!target.matches) return;
+      if (target.matches("form[data-ws-confirm]")) {
+        if (!window.confirm(target.getAttribute("data-ws-confirm"))) {
+          event.preventDefault();
+          return;
+        }
+        if (!target.querySelector("input[name=confirm]")) {
+          var input = document.createElement("input");
+          input.type = "hidden";
+          input.name = "confirm";
+          input.value = "yes";
+          target.appendChild(input);
+        }
       }
-      if (!target.querySelector("input[name=confirm]")) {
-        var input = document.createElement("input");
-        input.type = "hidden";
-        input.name = "confirm";
-        input.value = "yes";
-        target.appendChild(input);
-      }
+      if (!target.matches("form[data-ws-action]")) return;
+      event.preventDefault();
+      var card = target.closest("[data-ws-card]");
+      target.setAttribute("aria-busy", "true");
+      fetch(target.action, {
+        method: "POST",
+        body: new FormData(target),
+        credentials: "same-origin",
+        headers: { Accept: "application/json", "X-Requested-With": "XMLHttpRequest" }
+      }).then(function (response) {
+        var type = response.headers.get("Content-Type") || "";
+        if (type.indexOf("application/json") === -1) throw new Error("status " + response.status);
+        return response.json();
+      }).then(function (answer) {
+        say(answer.message || "");
+        if (!answer.card) {
+          if (card && card.dataset.taskId === String(answer.id)) card.remove();
+          return;
+        }
+        var fresh = fromHtml(answer.card);
+        if (fresh && card && card.parentNode && fresh.dataset.taskId === card.dataset.taskId) {
+          card.parentNode.replaceChild(fresh, card);
+          watch(fresh);
+        } else {
+          addCard(answer.card); // a new run (vary): at the top
+        }
+      }).catch(function () {
+        say(labels.action_failed);
+      }).then(function () {
+        target.removeAttribute("aria-busy");
+      });
     });
 
     list.querySelectorAll("[data-ws-card]").forEach(watch);

@@ -113,4 +113,23 @@ def test_two_runs_from_one_page_follow_themselves_and_refill_the_form(
     expect(page.locator("#id_steps")).to_have_value(str(STEPS))
     # Both runs are still in the pane, rendered by the server this time.
     expect(page.locator("[data-ws-card]")).to_have_count(2)
+
+    # A card's actions in place: vary the seed (a new run at the top), cancel it, delete it.
+    done = page.locator(f'[data-ws-card][data-task-id="{first}"]')
+    with page.expect_response(lambda r: "/vary" in r.url) as varied:
+        done.get_by_role("button", name="Vary seed").click()
+    assert varied.value.status == 201
+    third = varied.value.json()["id"]
+    expect(page.locator("[data-ws-card]")).to_have_count(3)
+    assert page.locator("[data-ws-card]").nth(0).get_attribute("data-task-id") == str(third)
+    new_card = page.locator(f'[data-ws-card][data-task-id="{third}"]')
+    new_card.get_by_role("button", name="Cancel").click()
+    expect(new_card.locator(".badge")).to_have_text("cancelled")
+    expect(page.locator("[data-ws-status]")).to_contain_text(f"Task #{third} cancelled.")
+    page.once("dialog", lambda dialog: dialog.accept())
+    new_card.get_by_role("button", name="Delete").click()
+    expect(page.locator(f'[data-ws-card][data-task-id="{third}"]')).to_have_count(0)
+    expect(page.locator("[data-ws-card]")).to_have_count(2)
+    assert not GenerationTask.objects.filter(pk=third).exists()
+    assert page.url.startswith(f"{base}/?")  # never left the workspace
     assert errors == [], errors

@@ -1,7 +1,8 @@
 """The dispatcher's decisions: routing, model affinity, capacity, fairness, priority, caps."""
 import pytest
 
-from generation.fleet.dispatch import dispatch, queue_position
+from generation.fleet.dispatch import dispatch
+from generation.outlook import task_outlook
 from generation.models import GenerationTask, TaskStatus
 from generation.services import generation_create
 from models_catalog.models import Checkpoint, ComfyBackend
@@ -103,7 +104,8 @@ def test_round_robin_a_light_user_is_served_within_one_round(fleet, make_user):
     dispatch(probe=False)
     # The next free slot goes to the light user, not to heavy's 18 older tasks.
     assert assigned(late) is not None
-    assert queue_position(task=late) is None
+    late.refresh_from_db()
+    assert task_outlook(late).position is None
 
 
 def test_users_alternate_when_capacity_frees(fleet, make_user):
@@ -155,7 +157,7 @@ def test_queue_position_counts_waiting_tasks_ahead(fleet, make_user):
     user = make_user(max_concurrent_tasks=10)
     tasks = [create(user) for _ in range(3)]
     dispatch(probe=False)
-    assert [queue_position(task=t) for t in tasks] == [1, 2, 3]
+    assert [task_outlook(GenerationTask.objects.get(pk=t.pk)).position for t in tasks] == [1, 2, 3]
 
 
 def test_dispatch_runs_on_the_29th_of_february(fleet, make_user, monkeypatch):

@@ -285,6 +285,33 @@ def test_credentials_are_required_and_a_session_works(web, make_user, catalog, c
     stream.close()
 
 
+def test_one_user_may_hold_only_so_many_streams(web, make_user, catalog):
+    """EASEL_EVENTS_STREAMS_PER_USER (10) per process: one more is refused in the error body
+    (a refused EventSource stops, and the page polls), another user is not affected, and a
+    closed stream makes room."""
+    user = make_user()
+    headers = _bearer(user)
+    streams = [Stream(web.url, headers=headers) for _ in range(10)]
+    assert all(s.response.status_code == 200 for s in streams)
+    refused = requests.get(f"{web.url}/api/v1/events", headers=headers, timeout=10)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "too_many_streams"
+    assert int(refused.headers["Retry-After"]) > 0
+    assert Stream(web.url, headers=_bearer(make_user())).response.status_code == 200
+    streams.pop().close()
+
+    def room():
+        again = Stream(web.url, headers=headers)
+        if again.response.status_code == 200:
+            streams.append(again)
+            return True
+        again.response.close()
+        return False
+
+    wait_for(room, timeout=15, message="a closed stream to make room")
+    for stream in streams:
+        stream.close()
+
+
 def test_without_the_asgi_server_it_answers_what_is_there_and_ends(client, make_user, catalog):
     """Django's test client (or any WSGI server): no open stream, the backlog after the id."""
     from generation import transitions
@@ -409,9 +436,9 @@ def test_fifty_streams_cost_one_reader_not_fifty(web, make_user, catalog):
     assert all(s.response.status_code == 200 for _u, s in streams)
     if sampler:
         sampler.join()
-        # A burst of connects takes at most GUNICORN_THREADS connections at once
-        # (config.concurrency), beside the hub's reader and its LISTEN connection.
-        assert most[0] <= 4 + 2, (before, most[0])
+        # A burst of connects takes at most the process's pool (GUNICORN_THREADS requests
+        # in sync code (config.concurrency) and the hub's reader), and its LISTEN connection.
+        assert most[0] <= 4 + 1 + 1, (before, most[0])
         with connection.cursor() as cursor:
             cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
                            "AND query ILIKE 'LISTEN %%'")
@@ -426,13 +453,21 @@ def test_fifty_streams_cost_one_reader_not_fifty(web, make_user, catalog):
     # Every stream heard within a few poll intervals (PostgreSQL: woken by NOTIFY).
     assert time.monotonic() - started < 10
     if _pg():
-        # Each sync request's thread closes its connection when it ends (config.asgi):
-        # many requests leave no connections behind.
-        before = sessions()
+        # Each sync request gives its connection back to the pool when it ends
+        # (config.asgi): many requests, one after another, reuse the pool's; none is
+        # opened anew (a new one would show a later backend_start).
+        def opened():
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT max(backend_start) FROM pg_stat_activity WHERE datname = current_database() "
+                               "AND application_name = 'easel-test-web' AND query NOT ILIKE 'LISTEN %%'")
+                return cursor.fetchone()[0]
+
+        requests.get(f"{web.url}/api/v1/quota", headers={"Authorization": f"Bearer {tokens[users[0].pk]}"}, timeout=10)
+        before, newest = sessions(), opened()
         for _ in range(30):
             assert requests.get(f"{web.url}/api/v1/quota", headers={"Authorization": f"Bearer {tokens[users[0].pk]}"},
                                 timeout=10).status_code == 200
-        assert sessions() <= before + 1
+        assert sessions() <= before and opened() == newest
     for _user, stream in streams:
         stream.close()
 
@@ -446,6 +481,7 @@ def test_the_hub_reads_once_a_tick_however_many_streams(transactional_db, make_u
     import uvicorn
     from generation.api.event_hub import hub
 
+    settings.EASEL_EVENTS_STREAMS_PER_USER = 0  # fifty of one user here
     port = free_port()
     server = uvicorn.Server(uvicorn.Config("config.asgi:application", host="127.0.0.1", port=port,
                                            lifespan="off", log_level="warning"))

@@ -38,6 +38,19 @@ CONTRACT = {
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
 
 
+@pytest.fixture(autouse=True)
+def _one_queue_snapshot(settings):
+    """The queue's shape read once and kept (generation.outlook), as in a running
+    studio: the serializer's answer and the view's then read the same snapshot, and the
+    poll counts only its own statements."""
+    from generation import outlook
+
+    settings.EASEL_QUEUE_OUTLOOK_SECONDS = 600
+    outlook.forget()
+    yield
+    outlook.forget()
+
+
 @pytest.fixture
 def owner(db):
     return get_user_model().objects.create_user(username="poller", password="correct horse battery")
@@ -167,8 +180,9 @@ def test_the_answers_say_what_each_status_holds(owner, template, api_client_for)
 
 @pytest.mark.parametrize("case, statements", [
     # The token (with its user), and the task with its template slug, frame time, runs and
-    # images joined: one round trip each.
-    ("pending", 2), ("processing with a frame", 2), ("completed with images", 2),
+    # images joined: one round trip each; a waiting task's place in the queue: a count of
+    # its user's own waiting tasks (the rest of the queue's shape is a kept snapshot).
+    ("pending", 3), ("processing with a frame", 2), ("completed with images", 2),
 ])
 def test_the_poll_reads_each_thing_once(case, statements, owner, template, api_client_for):
     task = CASES[case](owner, template)

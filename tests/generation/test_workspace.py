@@ -131,6 +131,43 @@ def test_delete_from_a_card_returns_to_the_workspace(alice_client, completed_ima
     assert not GenerationTask.objects.exists()
 
 
+def test_without_script_the_delete_confirmation_returns_to_the_workspace(alice_client, completed_image, media):
+    url = reverse("generation:task_delete", args=[completed_image.task_id])
+    page = alice_client.post(url, {"next": reverse("generation:generate")}).content.decode()
+    # The confirmation page carries `next` on, and "Keep it" goes back there too.
+    assert f'name="next" value="{reverse("generation:generate")}"' in page
+    assert f'href="{reverse("generation:generate")}"' in page
+    assert GenerationTask.objects.exists()
+    response = alice_client.post(url, {"confirm": "yes", "next": reverse("generation:generate")})
+    assert response["Location"] == reverse("generation:generate")
+
+
+def test_a_cards_actions_answer_json_for_the_workspace(alice_client, alice, completed_image, media, checkpoint):
+    task_id = completed_image.task_id
+    varied = alice_client.post(reverse("generation:task_vary", args=[task_id]), **JSON)
+    assert varied.status_code == 201
+    new = varied.json()
+    assert new["id"] != task_id and f'data-task-id="{new["id"]}"' in new["card"]
+    cancelled = alice_client.post(reverse("generation:task_cancel", args=[new["id"]]), **JSON)
+    assert cancelled.status_code == 200 and "ws-card--cancelled" in cancelled.json()["card"]
+    assert cancelled.json()["message"] == f"Task #{new['id']} cancelled."
+    # Cancelling again is refused, said beside the card.
+    again = alice_client.post(reverse("generation:task_cancel", args=[new["id"]]), **JSON)
+    assert again.status_code == 409 and again.json()["message"]
+    shared = alice_client.post(reverse("generation:task_share", args=[task_id]), **JSON)
+    assert shared.status_code == 200 and "Shared: see the link" in shared.json()["card"]
+    deleted = alice_client.post(reverse("generation:task_delete", args=[new["id"]]), {"confirm": "yes"}, **JSON)
+    assert deleted.status_code == 200 and deleted.json()["card"] is None
+    assert not GenerationTask.objects.filter(pk=new["id"]).exists()
+
+
+def test_a_cards_actions_are_the_owners_only(bob_client, completed_image, media):
+    for name in ("task_vary", "task_cancel", "task_share", "task_delete"):
+        response = bob_client.post(reverse(f"generation:{name}", args=[completed_image.task_id]), {"confirm": "yes"},
+                                   **JSON)
+        assert response.status_code == 404, name
+
+
 def test_next_elsewhere_is_ignored(alice_client, completed_image, media):
     response = alice_client.post(
         reverse("generation:task_delete", args=[completed_image.task_id]),
