@@ -11,7 +11,7 @@ from django.utils.translation import gettext, gettext_lazy as _, ngettext
 from generation.models import GeneratedImage
 from generation.quota import images_used_today
 
-from .forms import StaffPasswordForm
+from .forms import AdminSignInForm, StaffPasswordForm
 from .groups import BUILTIN_GROUPS, group_label
 from .models import ApiToken, User
 from .services import user_deactivate
@@ -86,6 +86,9 @@ class UserAdmin(DjangoUserAdmin):
             messages.SUCCESS,
         )
 
+
+# The admin's login counts wrong passwords with the API's and the sign-in page's (accounts.lockout).
+admin.site.login_form = AdminSignInForm
 
 admin.site.unregister(Group)
 

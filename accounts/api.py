@@ -1,26 +1,22 @@
 """Account endpoints of the API: register, login, me, and the caller's tokens."""
 from __future__ import annotations
 
-import hashlib
-import math
-import time
 from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import authenticate
-from django.core.cache import cache
 from django.utils.translation import gettext as _, gettext_lazy
 from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import exceptions, serializers, status
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
-from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from config.api_errors import ApiError, error_response
 from config.api_input import JsonInput
 from config.throttling import ScopedThrottle
 
+from .lockout import client_ip, login_failure_record, login_failures_clear, login_locked_for
 from .models import ApiToken
 from .serializers import (
     ApiTokenCreatedSerializer,
@@ -36,45 +32,17 @@ def _token_body(user, instance: ApiToken, token: str) -> dict:
     return {"token": token, "expiry": instance.expiry, "user": UserSerializer(user).data}
 
 
-# --- failed sign-ins --------------------------------------------------------------
-#
-# Counted per (username, client IP) in the default cache (see the note on throttles in
-# config/api_errors.py), so guessing one account's password is slowed down without
-# letting a stranger lock its owner out from another address.
-
-
-def _failure_key(username: str, ip: str) -> str:
-    digest = hashlib.sha256(f"{username.strip().lower()}\0{ip}".encode()).hexdigest()
-    return f"easel:login-failures:{digest}"
-
-
-def _client_ip(request) -> str:
-    return BaseThrottle().get_ident(request) or ""
+# --- failed sign-ins: the rule is accounts.lockout's, shared with the pages and the admin ---
 
 
 def login_failures_check(*, username: str, ip: str) -> None:
-    """Refuse with 429 while this username+IP has used up its failed attempts."""
-    record = cache.get(_failure_key(username, ip))
-    if record and record["count"] >= settings.EASEL_LOGIN_MAX_FAILURES:
-        wait = max(1, math.ceil(record["until"] - time.time()))
+    """Refuse with 429 while this account has used up its failed attempts from this IP."""
+    wait = login_locked_for(username=username, ip=ip)
+    if wait:
         raise exceptions.Throttled(
             wait=wait,
             detail=_("Too many failed sign-in attempts. Try again in %(n)d seconds.") % {"n": wait},
         )
-
-
-def login_failure_record(*, username: str, ip: str) -> None:
-    key = _failure_key(username, ip)
-    now = time.time()
-    record = cache.get(key)
-    if not record or record["until"] <= now:
-        record = {"count": 0, "until": now + settings.EASEL_LOGIN_FAILURE_WINDOW}
-    record["count"] += 1
-    cache.set(key, record, timeout=max(1, math.ceil(record["until"] - now)))
-
-
-def login_failures_clear(*, username: str, ip: str) -> None:
-    cache.delete(_failure_key(username, ip))
 
 
 TOKEN_ISSUED_EXAMPLE = OpenApiExample(
@@ -101,8 +69,8 @@ class AuthLoginApi(APIView):
         summary="Sign in: get a token",
         description=(
             "Answers a new token (clear text, shown once) with its expiry. Limited per client IP; after "
-            "`EASEL_LOGIN_MAX_FAILURES` wrong passwords for one username from one IP, 429 until "
-            "`retry_after` seconds have passed."
+            "`EASEL_LOGIN_MAX_FAILURES` wrong passwords for one account from one IP (counted together with "
+            "the sign-in page and the admin's login), 429 until `retry_after` seconds have passed."
         ),
         request=InputSerializer,
         responses={
@@ -119,7 +87,7 @@ class AuthLoginApi(APIView):
     def post(self, request):
         data = self.InputSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        username, ip = data.validated_data["username"], _client_ip(request)
+        username, ip = data.validated_data["username"], client_ip(request)
         login_failures_check(username=username, ip=ip)
         user = authenticate(request, **data.validated_data)
         if user is None:

@@ -1,12 +1,58 @@
-"""Sign-up form: the page's face of `user_create`; the admin's password form."""
+"""Sign-up form: the page's face of `user_create`; the sign-in forms of the page and the
+admin (with the lockout the API has); the admin's password form."""
+import math
+
 from django import forms
-from django.contrib.auth.forms import AdminPasswordChangeForm, SetUnusablePasswordMixin
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.contrib.auth.forms import AdminPasswordChangeForm, AuthenticationForm, SetUnusablePasswordMixin
 from django.contrib.auth.password_validation import password_validators_help_text_html
 from django.core.exceptions import ValidationError
 from django.utils.text import format_lazy
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_lazy as _, ngettext
 
+from .lockout import client_ip, login_failure_record, login_failures_clear, login_locked_for
 from .services import user_create
+
+
+class LockoutMixin:
+    """The lockout of accounts.lockout on a Django sign-in form: refused while locked out
+    (even with the right password, and without checking it), a wrong password counted,
+    a right one clearing the count."""
+
+    def clean(self):
+        username, password = self.cleaned_data.get("username"), self.cleaned_data.get("password")
+        if not username or not password:
+            return super().clean()
+        ip = client_ip(self.request)
+        wait = login_locked_for(username=username, ip=ip)
+        if wait:
+            minutes = math.ceil(wait / 60)
+            raise ValidationError(
+                ngettext(
+                    "Too many failed sign-in attempts for this account. Try again in %(n)d minute.",
+                    "Too many failed sign-in attempts for this account. Try again in %(n)d minutes.",
+                    minutes,
+                ) % {"n": minutes},
+                code="locked_out",
+            )
+        try:
+            cleaned = super().clean()
+        except ValidationError:
+            # Only a wrong password counts: the admin refuses a right one of an account
+            # that is not staff with the same words, which is no guess.
+            if self.user_cache is None:
+                login_failure_record(username=username, ip=ip)
+            raise
+        login_failures_clear(username=username, ip=ip)
+        return cleaned
+
+
+class SignInForm(LockoutMixin, AuthenticationForm):
+    """The sign-in page's form."""
+
+
+class AdminSignInForm(LockoutMixin, AdminAuthenticationForm):
+    """The admin's login form (staff only, as Django's)."""
 
 
 class SignUpForm(forms.Form):

@@ -283,8 +283,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
     "DEFAULT_SCHEMA_CLASS": "config.api_errors.EaselAutoSchema",
     # Rate limits. The counters live in the `default` cache: per process with the
-    # embedded LocMemCache; multi-process deployments should point that cache at the
-    # database or Redis so the limits hold across workers.
+    # embedded LocMemCache; multi-process deployments set CACHE_URL (Redis or a
+    # database table) so the limits hold across workers.
     "DEFAULT_THROTTLE_CLASSES": [
         "config.throttling.UserThrottle",
         "config.throttling.AnonThrottle",
@@ -302,8 +302,9 @@ REST_FRAMEWORK = {
     # REMOTE_ADDR only; X-Forwarded-For from a client is never trusted then).
     "NUM_PROXIES": env_int("EASEL_NUM_PROXIES", 1 if env_bool("EASEL_BEHIND_HTTPS_PROXY", False) else 0),
 }
-# After this many failed sign-ins for one username from one IP, further attempts are
-# refused with 429 until the window has passed since the first failure.
+# After this many failed sign-ins for one account from one IP, on any door (the API,
+# the sign-in page, the admin: accounts/lockout.py), further attempts are refused on all
+# three until the window has passed since the first failure.
 EASEL_LOGIN_MAX_FAILURES = env_int("EASEL_LOGIN_MAX_FAILURES", 5)
 EASEL_LOGIN_FAILURE_WINDOW = env_int("EASEL_LOGIN_FAILURE_WINDOW", 15 * 60)
 # Longest lifetime of a personal API token made with POST /api/v1/auth/tokens.
@@ -442,8 +443,12 @@ Q_CLUSTER = {
     "guard_cycle": 1.0,
 }
 
+from config.cache_url import cache_from_url  # noqa: E402
+
 CACHES = {
-    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    # Rate limits and sign-in lockouts (config/cache_url.py): shared by every web worker
+    # and host when CACHE_URL names Redis or a database table.
+    "default": cache_from_url(os.environ.get("CACHE_URL") or "locmem://"),
     "qcluster": {"BACKEND": "django.core.cache.backends.db.DatabaseCache", "LOCATION": "easel_qcluster_cache"},
     # Live preview frames by (task, version) (generation.gallery.files.preview_response),
     # apart from `default` so that frames never push the rate-limit counters out. Per

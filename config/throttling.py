@@ -3,10 +3,10 @@
 A module of its own: DRF imports the throttle classes named in settings while it
 builds `APIView`, so this must not import anything that imports DRF's views.
 
-Counters live in the `default` cache. That is a per-process LocMemCache in the embedded
-setup, so with several gunicorn workers each keeps its own count (limits are then per
-process); multi-process deployments should point the default cache at the database
-(DatabaseCache) or Redis so the limits hold across processes and hosts.
+Counters live in the `default` cache (`CACHE_URL`, config/cache_url.py). That is a
+per-process LocMemCache in the embedded setup, so with several gunicorn workers each
+keeps its own count (limits are then per process); multi-process deployments set
+CACHE_URL to Redis or a database table so the limits hold across processes and hosts.
 """
 from __future__ import annotations
 

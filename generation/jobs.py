@@ -17,6 +17,7 @@ from .fleet.pump import pump_run as _pump_run, pumps_ensure
 from .fleet.recovery import tasks_recover
 from .fleet.runner import task_run
 from .gallery.retention import retention_run as _retention_run
+from .idempotency import idempotency_keys_expire as _idempotency_keys_expire
 from .ops.rollup import roll_up
 from .webhooks.delivery import webhook_deliver as _webhook_deliver, webhook_retry_due
 from .webhooks.services import webhook_enqueue_for_task, webhooks_sweep
@@ -63,6 +64,10 @@ def webhook_deliver(delivery_id: int) -> None:
 
 def retention_run() -> dict:
     return _retention_run()
+
+
+def idempotency_keys_expire() -> int:
+    return _idempotency_keys_expire()
 
 
 def studio_tick() -> None:

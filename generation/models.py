@@ -582,3 +582,31 @@ class TaskEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.task_id} ({self.pk})"
+
+
+class IdempotencyKey(models.Model):
+    """One `Idempotency-Key` a user sent with a create, and the task it created.
+
+    Kept for 24 hours (generation.idempotency.KEEP): a retry of the same request with the
+    same key within that time answers this task instead of creating another. `fingerprint`
+    is a hash of the canonical request body, so the same key with a different body is
+    refused. The row is inserted in the transaction that creates the task: a concurrent
+    request with the same key waits on the unique index until that transaction ends.
+    Deleting the task deletes the key with it (the user removed what the key stood for).
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+",
+                             verbose_name=_("user"))
+    key = models.CharField(_("key"), max_length=255)
+    fingerprint = models.CharField(_("request fingerprint"), max_length=64)
+    task = models.ForeignKey(GenerationTask, null=True, on_delete=models.CASCADE, related_name="+",
+                             verbose_name=_("task"))
+    created_at = models.DateTimeField(_("created at"), default=timezone.now, db_index=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["user", "key"], name="idempotencykey_user_key")]
+        verbose_name = _("idempotency key")
+        verbose_name_plural = _("idempotency keys")
+
+    def __str__(self) -> str:
+        return f"{self.key} → #{self.task_id}"

@@ -84,6 +84,11 @@ def test_compose_services_run_the_one_image_with_health_checks(compose):
         assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
         assert any(v["target"] == "/data" and v["source"] == "easel-data" for v in services[name]["volumes"])
     assert services["migrate"]["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # Every web worker counts limits and lockouts in one Redis, up before the studio starts.
+    assert services["redis"]["healthcheck"]["test"] == ["CMD", "redis-cli", "ping"]
+    assert services["migrate"]["depends_on"]["redis"]["condition"] == "service_healthy"
+    for name in ("web", "worker", "migrate"):
+        assert services[name]["environment"]["CACHE_URL"] == "redis://redis:6379/0"
     assert "comfyui:" in (ROOT / "docker-compose.yml").read_text()  # the commented real-ComfyUI example
 
 

@@ -103,6 +103,21 @@ def test_unsafe_settings_are_errors_in_production_and_warnings_on_a_laptop(setti
     assert doctor.check_security()[0].level == "ok"
 
 
+def test_a_cache_per_worker_is_a_warning_in_production(settings):
+    from config.cache_url import cache_from_url
+
+    settings.PRODUCTION = True
+    settings.CACHES = {**settings.CACHES, "default": cache_from_url("locmem://")}
+    check = doctor.check_shared_cache()
+    assert check.level == "warning" and "CACHE_URL" in check.message and "CACHE_URL" in check.fix
+    settings.PRODUCTION = False
+    assert doctor.check_shared_cache().level == "ok"
+    settings.PRODUCTION = True
+    settings.CACHES = {**settings.CACHES, "default": cache_from_url("redis://127.0.0.1:6379/13")}
+    check = doctor.check_shared_cache()
+    assert check.level == "ok" and "RedisCache" in check.message
+
+
 def test_unapplied_migrations_are_reported_and_stop_the_other_checks(db):
     from django.db.migrations.loader import MigrationLoader
 

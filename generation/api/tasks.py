@@ -31,6 +31,7 @@ from ..representation import (
 )
 from ..selectors import generation_get, generation_status_read
 from ..services import generation_cancel, generation_check, generation_create, generation_delete, generation_retry
+from .idempotency import IDEMPOTENCY_409, IDEMPOTENCY_422, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, idempotent_create, replayed_headers
 from .schema import ETAG, IF_NONE_MATCH, LOCATION, NOT_MODIFIED, QUOTA_429, TASK_ID
 from .waits import task_wait
 
@@ -149,7 +150,13 @@ def _parsed(data: serializers.Serializer) -> dict:
     return values
 
 
-def _create(request) -> GenerationTask:
+def _create(request) -> tuple[GenerationTask, bool]:
+    """The task of this create (replayed=True: the one an earlier request with the same
+    Idempotency-Key created)."""
+    return idempotent_create(request, operation="generation.create", create_fn=lambda: _create_task(request))
+
+
+def _create_task(request) -> GenerationTask:
     data = TaskCreateInput(data=request.data)
     token = request.auth if isinstance(request.auth, ApiToken) else None
     if not data.is_valid():
@@ -172,9 +179,10 @@ def _status_url(request, task: GenerationTask) -> str:
     return request.build_absolute_uri(reverse("api-generation-status", args=[task.pk]))
 
 
-def _accepted(request, task: GenerationTask) -> Response:
+def _accepted(request, task: GenerationTask, *, replayed: bool = False) -> Response:
     body = TaskSerializer(task, context={"request": request}).data
-    return Response(body, status=status.HTTP_202_ACCEPTED, headers={"Location": _status_url(request, task)})
+    return Response(body, status=status.HTTP_202_ACCEPTED,
+                    headers={"Location": _status_url(request, task), **replayed_headers(replayed)})
 
 
 class GenerationCreateApi(APIView):
@@ -188,19 +196,23 @@ class GenerationCreateApi(APIView):
                     "`EASEL_CREATE_WAIT_PER_USER` creates waiting (or when the server's waiting slots are "
                     "taken) gets the 202 at once.",
         request=TaskCreateInput,
-        parameters=[LOCATION],
+        parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED],
         responses={
             200: OpenApiResponse(TaskSerializer, description="Finished (completed, failed or cancelled)."),
             202: OpenApiResponse(TaskSerializer, description="Still running; poll `Location`."),
+            409: IDEMPOTENCY_409,
+            422: IDEMPOTENCY_422,
             429: QUOTA_429,
         },
         tags=["generation"],
     )
     def post(self, request):
-        task = task_wait(_create(request), user_id=request.user.pk)
+        task, replayed = _create(request)
+        task = task_wait(task, user_id=request.user.pk)
         if task.status in TERMINAL_STATUSES:
-            return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_200_OK)
-        return _accepted(request, task)
+            return Response(TaskSerializer(task, context={"request": request}).data, status=status.HTTP_200_OK,
+                            headers=replayed_headers(replayed))
+        return _accepted(request, task, replayed=replayed)
 
 
 class GenerationCreateAsyncApi(APIView):
@@ -208,12 +220,14 @@ class GenerationCreateAsyncApi(APIView):
         operation_id="generation_create_async",
         summary="Create a task and return at once",
         request=TaskCreateInput,
-        parameters=[LOCATION],
-        responses={202: OpenApiResponse(TaskSerializer, description="Accepted; poll `Location`."), 429: QUOTA_429},
+        parameters=[IDEMPOTENCY_KEY, LOCATION, IDEMPOTENT_REPLAYED],
+        responses={202: OpenApiResponse(TaskSerializer, description="Accepted; poll `Location`."),
+                   409: IDEMPOTENCY_409, 422: IDEMPOTENCY_422, 429: QUOTA_429},
         tags=["generation"],
     )
     def post(self, request):
-        return _accepted(request, _create(request))
+        task, replayed = _create(request)
+        return _accepted(request, task, replayed=replayed)
 
 
 # The status answer may be kept by the client but is asked again each time (If-None-Match).

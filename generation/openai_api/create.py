@@ -6,12 +6,14 @@ anything of OpenAI's request shape.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 
 from django.core.exceptions import ValidationError
 from django.utils.translation import gettext as _
 
 from ..gallery.uploads import source_image_store
+from ..idempotency import body_fingerprint
 from ..models import GenerationTask
 from ..services import generation_create
 from .errors import OpenAIError
@@ -57,3 +59,16 @@ def openai_task_create(*, user, api_token, request: ImageRequest) -> GenerationT
         # owner of the task is the token's user, so it is only written to the log.
         logger.info("OpenAI API task %s created for end user %r", task.pk, request.user[:200])
     return task
+
+
+def request_fingerprint(operation: str, request) -> str:
+    """What makes two requests the same one for an Idempotency-Key: the form or JSON
+    fields, and each uploaded picture by its content (an edit's image and mask)."""
+    fields = {k: v for k, v in request.data.items() if k not in request.FILES}
+    for name, upload in request.FILES.items():
+        digest = hashlib.sha256()
+        for chunk in upload.chunks():
+            digest.update(chunk)
+        upload.seek(0)
+        fields[name] = "sha256:" + digest.hexdigest()
+    return body_fingerprint(operation, fields)

@@ -17,24 +17,32 @@ from models_catalog.selectors import (
     template_list_enabled,
 )
 
+from ..api.idempotency import replayed_headers
 from ..api.waits import task_wait
+from ..idempotency import idempotency_key_clean, with_idempotency
 from .answers import images_answer
-from .create import openai_task_create
+from .create import openai_task_create, request_fingerprint
 from .errors import model_not_found
 from .mapping import OPENAI_MODEL_PREFIXES, edit_request, generation_request
 from .views_base import OpenAIView
 
 
-def _answer(request, parsed) -> Response:
+def _answer(request, parsed, *, operation: str) -> Response:
+    """Create (once per Idempotency-Key, as the REST creates: a retry with the key answers
+    the first request's task), wait for it, answer its images."""
     token = request.auth if isinstance(request.auth, ApiToken) else None
-    task = openai_task_create(user=request.user, api_token=token, request=parsed)
+    key = idempotency_key_clean(request.headers.get("Idempotency-Key"))
+    task, replayed = with_idempotency(
+        user=request.user, key=key, fingerprint=request_fingerprint(operation, request),
+        create_fn=lambda: openai_task_create(user=request.user, api_token=token, request=parsed))
     task = task_wait(task, user_id=request.user.pk)
-    return Response(images_answer(request, task, response_format=parsed.response_format))
+    return Response(images_answer(request, task, response_format=parsed.response_format),
+                    headers=replayed_headers(replayed))
 
 
 class ImageGenerationsView(OpenAIView):
     def post(self, request):
-        return _answer(request, generation_request(request.data))
+        return _answer(request, generation_request(request.data), operation="openai.images.generations")
 
 
 class ImageEditsView(OpenAIView):
@@ -43,7 +51,7 @@ class ImageEditsView(OpenAIView):
     def post(self, request):
         parsed = edit_request(request.data, request.FILES)
         try:
-            return _answer(request, parsed)
+            return _answer(request, parsed, operation="openai.images.edits")
         finally:
             for picture in (parsed.image, parsed.mask):
                 if picture is not None:

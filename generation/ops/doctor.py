@@ -224,6 +224,20 @@ def check_security() -> list[Check]:
     return [Check("security", ERROR if production else WARNING, message, fix)]
 
 
+def check_shared_cache() -> Check:
+    """Rate limits and sign-in lockouts count in the default cache (CACHE_URL): in memory,
+    each web worker counts on its own, so every limit multiplies by the workers."""
+    backend = settings.CACHES["default"]["BACKEND"]
+    if not backend.endswith("locmem.LocMemCache"):
+        return Check("cache", OK, _("Rate limits and sign-in lockouts are shared by every web worker (%(backend)s).")
+                     % {"backend": backend.rsplit(".", 1)[-1]})
+    if getattr(settings, "PRODUCTION", False):
+        return Check("cache", WARNING,
+                     _("CACHE_URL is not set: rate limits and sign-in lockouts count per web worker."),
+                     _("Set CACHE_URL to a Redis or a database table (see docs/production.md)."))
+    return Check("cache", OK, _("Rate limits and sign-in lockouts count in this process's memory (one process)."))
+
+
 def check_clock_skew(*, now=None) -> Check:
     """Compare this host's clock with the worker hosts'.
 
@@ -263,6 +277,7 @@ def run_checks(*, probe: bool = True) -> list[Check]:
     checks.extend(check_backends(probe=probe))
     checks.append(check_media())
     checks.extend(check_security())
+    checks.append(check_shared_cache())
     checks.append(check_clock_skew())
     return checks
 

@@ -182,6 +182,32 @@ def test_edit_without_a_mask_is_image_to_image_at_the_size_asked(make_client):
     assert (task.source_image.width, task.source_image.height) == (64, 64)
 
 
+def test_a_retry_with_the_same_idempotency_key_gets_the_first_images(make_client):
+    """Issue 15: "create, create-async and the OpenAI endpoints honour an Idempotency-Key"."""
+    client, user, _token = make_client()
+    key = {"Idempotency-Key": "retry-7f3c"}
+    first = client.images.with_raw_response.generate(model="demo-sd15", prompt="a quiet pier", size="64x64",
+                                                     response_format="b64_json", extra_headers=key)
+    again = client.images.with_raw_response.generate(model="demo-sd15", prompt="a quiet pier", size="64x64",
+                                                     response_format="b64_json", extra_headers=key)
+    assert "Idempotent-Replayed" not in first.headers and again.headers["Idempotent-Replayed"] == "true"
+    assert first.parse().data[0].b64_json == again.parse().data[0].b64_json
+    assert GenerationTask.objects.filter(user=user).count() == 1
+    # The same key for another request: refused in OpenAI's shape, nothing created.
+    with pytest.raises(openai.UnprocessableEntityError) as refused:
+        client.images.generate(model="demo-sd15", prompt="a loud pier", size="64x64", extra_headers=key)
+    assert refused.value.body["code"] == "idempotency_key_reused"
+    # An edit's pictures are part of the request: another image under the key is another request.
+    edit_key = {"Idempotency-Key": "edit-1"}
+    client.images.edit(model="demo-sd15", image=("a.png", source_png(size=(64, 64)), "image/png"), prompt="snow",
+                       size="64x64", response_format="b64_json", extra_headers=edit_key)
+    other = Image.new("RGB", (64, 64), "navy")
+    with pytest.raises(openai.UnprocessableEntityError):
+        client.images.edit(model="demo-sd15", image=("a.png", png_bytes(other), "image/png"), prompt="snow",
+                           size="64x64", response_format="b64_json", extra_headers=edit_key)
+    assert GenerationTask.objects.filter(user=user).count() == 2
+
+
 def test_bad_uploads_are_refused_in_openais_shape(make_client, settings):
     client, user, _token = make_client()
     with pytest.raises(openai.BadRequestError) as refused:

@@ -176,6 +176,32 @@ def test_delivery_is_signed_so_the_client_can_verify_it_with_the_secret_from_the
     assert delivery.delivered_at is not None and delivery.next_attempt_at is None
 
 
+def test_a_real_delivery_passes_the_standard_webhooks_librarys_own_verifier(
+    allow_private, receiver, queued, make_user, api_client_for, django_capture_on_commit_callbacks
+):
+    """What a receiver built on the `standardwebhooks` package does with Easel's deliveries."""
+    from standardwebhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError
+
+    user, client, token = _user_with_token(make_user, api_client_for)
+    secret = client.get("/api/v1/webhooks/secret").json()["secret"]
+    task = _task(user, token, receiver.url)
+    webhook_deliver(_enqueue(task, django_capture_on_commit_callbacks).pk)
+    sent = receiver.requests[0]
+
+    # The secret exactly as the API shows it (whsec_...), the headers as they arrived.
+    payload = Webhook(secret).verify(sent["body"], sent["headers"])
+    assert payload["type"] == "task.completed" and payload["data"]["id"] == task.pk
+    # The library refuses a changed body, another secret, and an old replay.
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(sent["body"].replace(b"lighthouse", b"lightbulb!"), sent["headers"])
+    with pytest.raises(WebhookVerificationError):
+        Webhook("whsec_" + base64.b64encode(b"y" * 32).decode()).verify(sent["body"], sent["headers"])
+    stale = {**sent["headers"], "webhook-timestamp": str(int(time.time()) - 3600)}
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(sent["body"], stale)
+
+
 def test_webhook_sign_matches_the_standard_webhooks_reference_vector():
     # The example from the Standard Webhooks specification.
     signature = webhook_sign(
