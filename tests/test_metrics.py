@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from datetime import timedelta
 
 import pytest
@@ -30,8 +31,10 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "easel-dashboard.json"
 def _fresh_rolled_counts():
     # The rolled part is kept per process by the rollup's mark; tests make their own.
     metrics_module.rolled_counts.clear()
+    metrics_module.ended_deliveries.clear()
     yield
     metrics_module.rolled_counts.clear()
+    metrics_module.ended_deliveries.clear()
 
 
 @pytest.fixture
@@ -214,15 +217,35 @@ def test_failovers_are_counted_from_the_moved_attempts(client, studio, catalog, 
 
 
 @pytest.mark.django_db
-def test_webhook_deliveries_by_state(client, studio):
-    states = ["delivered"] * 3 + ["failed"] * 2 + ["pending"]
-    for i, state in enumerate(states):
-        WebhookDelivery.objects.create(user=studio["alice"], event="task.completed", url="https://example.com/h",
-                                       message_id=f"msg_{i}", payload={}, state=state)
-    s = scrape(client)
-    assert value(s, "easel_webhook_deliveries_total", state="delivered") == 3
-    assert value(s, "easel_webhook_deliveries_total", state="failed") == 2
-    assert value(s, "easel_webhook_deliveries_pending") == 1
+def test_webhook_deliveries_by_state_counted_in_steps(client, studio):
+    def delivery(state, *, age=timedelta(minutes=10)):
+        row = WebhookDelivery.objects.create(user=studio["alice"], event="task.completed",
+                                             url="https://example.com/h", message_id=f"msg_{uuid.uuid4().hex}",
+                                             payload={}, state=state)
+        WebhookDelivery.objects.filter(pk=row.pk).update(created_at=timezone.now() - age)
+        return row
+
+    def counts(s):
+        return (value(s, "easel_webhook_deliveries_total", state="delivered"),
+                value(s, "easel_webhook_deliveries_total", state="failed"),
+                value(s, "easel_webhook_deliveries_pending"))
+
+    for state in ["delivered"] * 3 + ["failed"] * 2:
+        delivery(state)
+    waiting = delivery("pending")
+    delivery("delivered")  # above the pending one: counted live until that one settles
+    assert counts(scrape(client)) == (4, 2, 1)
+    assert counts(scrape(client)) == (4, 2, 1)  # the settled part is not counted twice
+    # The pending one ends; new ones arrive (one just now, not settled yet).
+    WebhookDelivery.objects.filter(pk=waiting.pk).update(state="failed")
+    delivery("delivered")
+    delivery("pending", age=timedelta(seconds=1))
+    assert counts(scrape(client)) == (5, 3, 1)
+    assert counts(scrape(client)) == (5, 3, 1)
+    assert metrics_module.ended_deliveries._floor > waiting.pk
+    # A fresh process (another worker) counts the same.
+    metrics_module.ended_deliveries.clear()
+    assert counts(scrape(client)) == (5, 3, 1)
 
 
 @pytest.mark.django_db

@@ -13,7 +13,8 @@ a recent window or a day, never by the size of the history, and none runs per ta
   the tasks that ended since the mark on the completed_at index (about an hour's);
 - the fail-over counter: the moved attempts (`TaskRun`) on a partial index that holds
   only those;
-- webhook deliveries by state: the (state, next_attempt_at) index;
+- webhook deliveries by state: the ended ones counted once per process, then only the
+  deliveries since the oldest pending one (a primary-key range; `_EndedDeliveries`);
 - the duration histograms: the tasks that ended in the last `WINDOW` (at most
   `SAMPLE` of them), bucketed here (see `_durations` for why they are gauge histograms);
 - images today: the tasks completed since local midnight, the top `TOP_USERS` users.
@@ -30,7 +31,7 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Min, Q, Sum
+from django.db.models import Count, Max, Min, Q, Sum
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from prometheus_client.core import CollectorRegistry, CounterMetricFamily, GaugeHistogramMetricFamily, \
@@ -115,6 +116,61 @@ def finished_counts(*, now: datetime) -> dict:
     return counts
 
 
+# --- webhook deliveries, ended ones counted once per process -----------------------------------------------------
+
+
+class _EndedDeliveries:
+    """Delivered and failed deliveries below a floor id, counted once and then in steps.
+
+    A delivery's state is final once it is delivered or failed, and ids only grow, so the
+    deliveries below the oldest one still pending (or created in the last minute: one
+    whose transaction has not committed yet may hold a lower id than a visible one) are
+    settled. Each scrape counts only the deliveries from the last floor on, a primary-key
+    range over the recent ones, instead of the whole table. A process started later
+    counts the same rows, save those a user's deletion removed since (this process keeps
+    counting them).
+    """
+
+    # Longer than any transaction that creates a delivery stays open.
+    SETTLE_AFTER = timedelta(minutes=1)
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._floor = 0
+        self._settled: dict = defaultdict(int)
+
+    def get(self, *, now: datetime) -> dict:
+        State = WebhookDelivery.State
+        with self._lock:
+            recent = WebhookDelivery.objects.filter(id__gte=self._floor)
+            floor = recent.filter(Q(state=State.PENDING) | Q(created_at__gte=now - self.SETTLE_AFTER)).aggregate(
+                m=Min("id"))["m"]
+            if floor is None:
+                top = recent.aggregate(m=Max("id"))["m"]
+                floor = top + 1 if top is not None else self._floor
+            if floor > self._floor:
+                for r in (WebhookDelivery.objects.filter(id__gte=self._floor, id__lt=floor)
+                          .values("state").annotate(n=Count("id")).order_by()):
+                    self._settled[r["state"]] += r["n"]
+                self._floor = floor
+            counts = {state: self._settled.get(state, 0) for state in State.values}
+            for r in WebhookDelivery.objects.filter(id__gte=floor).values("state").annotate(n=Count("id")).order_by():
+                counts[r["state"]] += r["n"]
+            return counts
+
+    def clear(self) -> None:
+        with self._lock:
+            self._floor, self._settled = 0, defaultdict(int)
+
+
+ended_deliveries = _EndedDeliveries()
+
+
+def delivery_counts(*, now: datetime) -> dict:
+    """state → deliveries in that state (pending ones as they are now)."""
+    return ended_deliveries.get(now=now)
+
+
 # --- the collector -----------------------------------------------------------------------------------------------
 
 
@@ -147,7 +203,7 @@ class EaselCollector(Collector):
         yield from self._backends(backends)
         yield from self._finished(now, backend)
         yield from self._moves()
-        yield from self._webhooks()
+        yield from self._webhooks(now)
         yield from self._durations(now, backend)
         yield from self._images_today(now)
         yield from self._workers()
@@ -248,14 +304,12 @@ class EaselCollector(Collector):
             moves.add_metric([r["backend_name"] or NONE, r["ended_by"]], r["n"])
         yield moves
 
-    def _webhooks(self):
-        counts = {state: 0 for state in WebhookDelivery.State.values}
-        for r in WebhookDelivery.objects.values("state").annotate(n=Count("id")).order_by():
-            counts[r["state"]] = r["n"]
+    def _webhooks(self, now):
+        counts = delivery_counts(now=now)
         ended = CounterMetricFamily(
             "easel_webhook_deliveries",
             "Webhook deliveries that ended: delivered, or failed after their last attempt. Counted from the "
-            "delivery rows, which Easel keeps.", labels=["state"])
+            "delivery rows, which Easel keeps (deleting a user removes theirs).", labels=["state"])
         for state in (WebhookDelivery.State.DELIVERED, WebhookDelivery.State.FAILED):
             ended.add_metric([state], counts[state])
         yield ended
