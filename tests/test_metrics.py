@@ -366,3 +366,64 @@ def test_the_grafana_dashboard_names_only_exposed_metrics(client, token, make_us
     datasources = {panel["datasource"]["uid"] for panel in dashboard["panels"] if "datasource" in panel}
     provisioned = (ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text()
     assert datasources == {"easel-prometheus"} and "uid: easel-prometheus" in provisioned
+
+
+# --- a real Prometheus scrapes it with deploy/prometheus.yml -----------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_real_prometheus_scrapes_the_queue_and_backends(live_server, settings, tmp_path, make_user):
+    """The scrape example as Prometheus itself runs it: bearer token from the file, the
+    queue and backend series in its database, and a wrong token's scrape marked down."""
+    import shutil
+    import subprocess
+
+    import requests
+    import yaml
+
+    from tests.conftest import free_port
+
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("no prometheus binary here (Debian: apt-get install prometheus)")
+    settings.EASEL_METRICS_TOKEN, settings.EASEL_METRICS_ALLOW = TOKEN, []
+    ComfyBackend.objects.create(name="gpu", base_url="http://10.0.0.1:8188", is_online=True)
+    user = make_user("alice")
+    for _ in range(2):
+        task(user, TaskStatus.PENDING, model="m1", age=timedelta(minutes=1))
+
+    config = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", scrape_timeout="1s")
+    [job] = config["scrape_configs"]
+    (tmp_path / "token").write_text(TOKEN)
+    (tmp_path / "wrong").write_text("not-the-token")
+    target = live_server.url.split("://", 1)[1]
+    job["authorization"]["credentials_file"] = str(tmp_path / "token")
+    job["static_configs"] = [{"targets": [target]}]
+    wrong = {**job, "job_name": "easel-wrong-token",
+             "authorization": {"type": "Bearer", "credentials_file": str(tmp_path / "wrong")}}
+    config["scrape_configs"] = [job, wrong]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def query(expr: str) -> dict:
+        try:
+            answer = requests.get(f"http://127.0.0.1:{port}/api/v1/query", params={"query": expr}, timeout=5).json()
+        except (requests.RequestException, ValueError):
+            return {}
+        return {tuple(sorted(r["metric"].items())): float(r["value"][1]) for r in answer.get("data", {}).get("result", [])}
+
+    try:
+        waiting = wait_for(lambda: query('easel_tasks_waiting{model="m1"}'), timeout=60, message="a scrape")
+        assert list(waiting.values()) == [2]
+        assert list(query('easel_backend_up{backend="gpu"}').values()) == [1]
+        assert list(query('up{job="easel"}').values()) == [1]
+        assert wait_for(lambda: query('up{job="easel-wrong-token"}'), timeout=30, message="the wrong token's scrape")
+        assert list(query('up{job="easel-wrong-token"}').values()) == [0]
+    finally:
+        proc.terminate()
+        proc.wait(10)
