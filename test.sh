@@ -14,6 +14,15 @@ if [ ! -x /usr/bin/chromium ]; then
     echo "No /usr/bin/chromium and no root to install it: the browser tests will be skipped."
   fi
 fi
+# A real Prometheus scrapes /metrics with deploy/prometheus.yml (tests/test_metrics.py).
+if ! command -v prometheus >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "Installing Debian's prometheus for the metrics scrape test ..."
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; } || echo "Could not install prometheus: the scrape test will be skipped."
+  else
+    echo "No prometheus and no root to install it: the scrape test will be skipped."
+  fi
+fi
 set +e
 
 PG_URL=${EASEL_TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/easel_ci_$$}

@@ -467,6 +467,28 @@ CACHES = {
 EASEL_MAX_HISTORY_DAYS = env_int("EASEL_MAX_HISTORY_DAYS", 0)
 EASEL_MAX_STORAGE_GB = env_float("EASEL_MAX_STORAGE_GB", 0.0)
 
+# --- Metrics (generation/ops/metrics.py; docs/production.md) ------------------------
+
+# GET /metrics (Prometheus) is off (404) unless one of these is set. With a token the
+# scraper sends `Authorization: Bearer <token>`; with an allow-list (IP addresses or
+# CIDR networks, comma-separated) only those clients may scrape, the client's address
+# read as the API's throttles read it (EASEL_NUM_PROXIES). With both, both must pass.
+EASEL_METRICS_TOKEN = os.environ.get("EASEL_METRICS_TOKEN", "")
+EASEL_METRICS_ALLOW = env_list("EASEL_METRICS_ALLOW")
+
+
+def _check_networks(name: str, values: list[str]) -> None:
+    import ipaddress
+
+    for value in values:
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}: {value!r} is not an IP address or CIDR network.") from None
+
+
+_check_networks("EASEL_METRICS_ALLOW", EASEL_METRICS_ALLOW)
+
 # --- Logging ----------------------------------------------------------------------
 
 # `text` (readable, the default) or `json` (one object per line, for a log shipper).

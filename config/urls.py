@@ -17,6 +17,8 @@ urlpatterns = [
     path("api/v1/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/redoc/", SpectacularRedocView.as_view(url_name="api-schema"), name="api-redoc"),
+    # Prometheus' scrape (off unless EASEL_METRICS_TOKEN or EASEL_METRICS_ALLOW is set).
+    path("", include("generation.ops.metrics_urls")),
     # Anything else under /api/ answers with the API's error body, never an HTML page.
     re_path(r"^api/", api_errors.json_404),
     # The OpenAI-compatible Images API (a client's base_url: /openai/v1), in OpenAI's shapes.

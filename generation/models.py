@@ -210,6 +210,11 @@ class RunEnd(models.TextChoices):
     RECOVERY = "recovery", _("recovery")  # found open when the task was given a new backend or gave up
 
 
+# The endings that move a task to another backend (the metrics' fail-overs), in one
+# order: the partial index's condition and the query that uses it must match.
+MOVE_ENDINGS = (RunEnd.FAIL_OVER.value, RunEnd.HAND_BACK.value)
+
+
 class TaskRun(models.Model):
     """One attempt at a task: its time on one backend, from assignment until it ended.
 
@@ -247,6 +252,12 @@ class TaskRun(models.Model):
             models.UniqueConstraint(fields=["task", "number"], name="taskrun_task_number"),
             # The open run is found by this index, whatever the length of the history.
             models.UniqueConstraint(fields=["task"], condition=models.Q(outcome="running"), name="taskrun_one_open"),
+        ]
+        indexes = [
+            # The metrics count the moves (fail-overs, hand-backs) on every scrape: they are
+            # few among many runs, so a partial index keeps that count small.
+            models.Index(fields=["ended_by", "backend_name"], condition=models.Q(ended_by__in=MOVE_ENDINGS),
+                         name="taskrun_moves"),
         ]
         # ("attempts" alone is already a webhook delivery's count.)
         verbose_name = pgettext_lazy("task run", "attempt")
@@ -467,6 +478,9 @@ class TaskHourStat(models.Model):
 
     hour = models.DateTimeField(_("hour"))
     status = models.CharField(_("status"), max_length=20, choices=TaskStatus.choices)
+    # Why the failed ones failed (the task's error_code; empty otherwise), for the
+    # metrics' failures by reason. Rows written before it was kept have it empty.
+    error_code = models.CharField(_("error code"), max_length=50, blank=True, default="")
     model_name = models.CharField(_("model"), max_length=200)
     backend = models.ForeignKey(
         "models_catalog.ComfyBackend", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",

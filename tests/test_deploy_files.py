@@ -92,6 +92,44 @@ def test_compose_services_run_the_one_image_with_health_checks(compose):
     assert "comfyui:" in (ROOT / "docker-compose.yml").read_text()  # the commented real-ComfyUI example
 
 
+def test_compose_monitoring_profile_scrapes_easel_with_the_token(compose):
+    """`--profile monitoring` adds Prometheus and Grafana with Easel's files; without it,
+    neither starts, and /metrics stays off unless EASEL_METRICS_TOKEN is set."""
+    import json
+
+    import yaml
+
+    plain = _compose_config(compose, COMPOSE_ENV, "--format", "json")
+    assert plain.returncode == 0, plain.stderr
+    services = json.loads(plain.stdout)["services"]
+    assert not {"prometheus", "grafana"} & set(services)
+    assert services["web"]["environment"]["EASEL_METRICS_TOKEN"] == ""
+
+    env = {**COMPOSE_ENV, "EASEL_METRICS_TOKEN": "scrape-token"}
+    result = _compose_config(compose, {**env, "COMPOSE_PROFILES": "monitoring"}, "--format", "json")
+    assert result.returncode == 0, result.stderr
+    config = json.loads(result.stdout)
+    services = config["services"]
+    assert services["prometheus"]["image"].startswith("prom/prometheus")
+    assert services["grafana"]["image"].startswith("grafana/grafana")
+    assert services["web"]["environment"]["EASEL_METRICS_TOKEN"] == "scrape-token"
+    mounts = {v["target"]: v["source"] for name in ("prometheus", "grafana") for v in services[name]["volumes"]}
+    assert mounts["/etc/prometheus/prometheus.yml"] == str(ROOT / "deploy/prometheus.yml")
+    assert mounts["/etc/grafana/provisioning"] == str(ROOT / "deploy/grafana/provisioning")
+    assert mounts["/var/lib/grafana/dashboards/easel-dashboard.json"] == str(ROOT / "deploy/grafana/easel-dashboard.json")
+    # Prometheus reads the same token from the secret the scrape config names.
+    [secret] = services["prometheus"]["secrets"]
+    assert config["secrets"][secret["source"]]["environment"] == "EASEL_METRICS_TOKEN"
+    scrape = yaml.safe_load((ROOT / "deploy/prometheus.yml").read_text())
+    [job] = scrape["scrape_configs"]
+    assert job["metrics_path"] == "/metrics" and job["static_configs"][0]["targets"] == ["web:8000"]
+    assert job["authorization"] == {"type": "Bearer", "credentials_file": f"/run/secrets/{secret['target']}"}
+    provider = yaml.safe_load((ROOT / "deploy/grafana/provisioning/dashboards/easel.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    source = yaml.safe_load((ROOT / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    assert source["datasources"][0]["url"] == "http://prometheus:9090"
+
+
 def test_dockerfile_is_multi_stage_non_root_with_a_liveness_healthcheck():
     text = (ROOT / "Dockerfile").read_text()
     instructions = [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

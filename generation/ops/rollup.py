@@ -63,11 +63,11 @@ def ended_between(start: datetime, end: datetime):
 
 
 def ended_by_hour(start: datetime, end: datetime) -> list[dict]:
-    """Tasks that ended in [start, end), per UTC hour, outcome, model and backend."""
+    """Tasks that ended in [start, end), per UTC hour, outcome, error code, model and backend."""
     rows = (
         ended_between(start, end)
         .annotate(hour=TruncHour("completed_at", tzinfo=dt_timezone.utc))
-        .values("hour", "status", "model_name", "backend_id")
+        .values("hour", "status", "error_code", "model_name", "backend_id")
         .annotate(
             n=Count("id"),
             done_images=Coalesce(Sum("batch_size", filter=Q(status=TaskStatus.COMPLETED)), 0),
@@ -76,7 +76,8 @@ def ended_by_hour(start: datetime, end: datetime) -> list[dict]:
         .order_by()
     )
     return [
-        {"hour": r["hour"], "status": r["status"], "model_name": r["model_name"], "backend_id": r["backend_id"],
+        {"hour": r["hour"], "status": r["status"], "error_code": r["error_code"], "model_name": r["model_name"],
+         "backend_id": r["backend_id"],
          "tasks": r["n"], "images": r["done_images"], "busy_seconds": r["busy"].total_seconds() if r["busy"] else 0.0}
         for r in rows
     ]
