@@ -12,7 +12,10 @@ two rounds of --seconds each:
 
 For each it prints the requests per second the web process answered, the SQL statements
 per second it ran (counted inside it: bench/_viewers_site.py), the updates the viewers
-saw per second, and the web process's memory (PSS, its process tree). The queries of the
+saw per second, the delay from a progress write (its commit, in the stand-in for the
+pump) to each viewer seeing that step (p50/p95: from the event for the stream, from the
+first state.json that shows it for polling, so polling's includes its one-second
+interval), and the web process's memory (PSS, its process tree). The queries of the
 second half of a round leave out the streams' connects (each reads its session once). Run
 by hand:
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -65,11 +69,30 @@ from generation.events import tasks_progressed
 from generation.models import GenerationTask
 ids = list(GenerationTask.objects.filter(status="processing").values_list("pk", flat=True))
 stop = Path({stop!r})
+written = open({log!r}, "a", buffering=1)
+step = 0
 while not stop.exists():
     GenerationTask.objects.filter(pk__in=ids).update(progress_value=(F("progress_value") + 1) % 1000)
     tasks_progressed(ids)
+    step = (step + 1) % 1000  # every task is at this step now (they all started at 0)
+    written.write(f"{{step}} {{time.time()}}\\n")  # committed: the events are readable
     time.sleep({interval})
 """
+
+
+def delays(seen: list[tuple[int, float]], log: Path) -> list[float]:
+    """Seconds from each step's write to each sighting of it (a step's value comes back
+    after 1,000 writes: the latest write of it before the sighting counts)."""
+    writes: dict[int, list[float]] = {}
+    for line in log.read_text().splitlines():
+        value, at = line.split()
+        writes.setdefault(int(value), []).append(float(at))
+    out = []
+    for value, at in seen:
+        before = [w for w in writes.get(value, ()) if w <= at]
+        if before:
+            out.append(at - before[-1])
+    return out
 
 
 def queries_so_far(folder: Path) -> int:
@@ -85,15 +108,21 @@ def queries_so_far(folder: Path) -> int:
 
 async def poll(session, base: str, task_id: int, until: float, stats: dict) -> None:
     # The task page without a stream: the status API, then the page's state.json, each second.
+    last = None
     while time.monotonic() < until:
         started = time.monotonic()
         for path in (f"/api/v1/generation/status/{task_id}", f"/tasks/{task_id}/state.json"):
             try:
                 async with session.get(base + path) as response:
-                    await response.read()
+                    body = await response.read()
                     stats["requests"] += 1
                     stats["bad"] += response.status != 200
-                    stats["updates"] += path.endswith("state.json")
+                    if path.endswith("state.json") and response.status == 200:
+                        stats["updates"] += 1
+                        value = json.loads(body)["progress"]["value"]
+                        if value is not None and value != last:
+                            last = value
+                            stats["seen"].append((value, time.time()))
             except aiohttp.ClientError:
                 stats["bad"] += 1
             stats["latency"].append(time.monotonic() - started)
@@ -108,6 +137,7 @@ async def watch(session, base: str, until: float, stats: dict) -> None:
                 stats["bad"] += 1
                 return
             stats["open"] += 1
+            progress = False
             while time.monotonic() < until:
                 try:
                     line = await asyncio.wait_for(response.content.readline(), max(0.01, until - time.monotonic()))
@@ -117,12 +147,16 @@ async def watch(session, base: str, until: float, stats: dict) -> None:
                     break
                 if line.startswith(b"event: progress"):
                     stats["updates"] += 1
+                    progress = True
+                elif line.startswith(b"data: ") and progress:
+                    stats["seen"].append((json.loads(line[6:])["value"], time.time()))
+                    progress = False
     except aiohttp.ClientError:
         stats["bad"] += 1
 
 
 async def round_of(kind: str, base: str, viewers: list[tuple[int, str]], seconds: float) -> dict:
-    stats = {"requests": 0, "bad": 0, "updates": 0, "open": 0, "latency": []}
+    stats = {"requests": 0, "bad": 0, "updates": 0, "open": 0, "latency": [], "seen": []}
     connector = aiohttp.TCPConnector(limit=0)
     sessions = [aiohttp.ClientSession(base, connector=connector, connector_owner=False, cookies={"sessionid": key})
                 for _task, key in viewers]
@@ -178,7 +212,7 @@ def run(args, work: Path, procs, database_url: str) -> int:
     web = start_gunicorn(procs, web_env, base)
     stop = work / "driver.stop"
     procs.start("driver", [sys.executable, "manage.py", "shell", "-c",
-                           DRIVER.format(stop=str(stop), interval=0.5)], cwd=ROOT, env=env)
+                           DRIVER.format(stop=str(stop), log=str(work / "progress.log"), interval=0.5)], cwd=ROOT, env=env)
     print(f"web up on 127.0.0.1:{port} (1 uvicorn worker); viewers={args.viewers} tasks={args.tasks} "
           f"users={min(args.users, args.tasks)} seconds={args.seconds:g}; database: {database_url.split(':', 1)[0]}",
           flush=True)
@@ -208,8 +242,11 @@ def run(args, work: Path, procs, database_url: str) -> int:
         queries = now_queries - before
         at, then = half[0] or (started, before)
         steady = (now_queries - then) / max(0.001, time.monotonic() - 0.6 - at)
-        latency = (f" p50={pct(stats['latency'], .5) * 1000:.0f}ms p95={pct(stats['latency'], .95) * 1000:.0f}ms"
+        latency = (f" request p50={pct(stats['latency'], .5) * 1000:.0f}ms p95={pct(stats['latency'], .95) * 1000:.0f}ms"
                    if stats["latency"] else f" streams open={stats['open']}")
+        delay = delays(stats["seen"], work / "progress.log")
+        latency += (f" progress delay p50={pct(delay, .5) * 1000:.0f}ms p95={pct(delay, .95) * 1000:.0f}ms"
+                    if delay else " progress delay: none seen")
         print(f"{kind:8s} req/s={stats['requests'] / elapsed:8.1f} queries/s={queries / elapsed:8.1f} "
               f"(second half: {steady:.1f}) "
               f"updates seen/s={stats['updates'] / elapsed:8.1f}{latency} "
