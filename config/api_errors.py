@@ -69,6 +69,30 @@ def error_body(code: str, message: str, fields: dict | None = None, **extra) -> 
     return {"error": body}
 
 
+# The OpenAI-compatible API (generation.openai_api) answers OpenAI's clients, which read
+# OpenAI's error shape; what the middleware and Django's own error handlers answer under
+# its prefix (a body too large, an address too long, a lost database, a crash outside a
+# view) takes that shape too. Its views answer it themselves.
+OPENAI_PREFIX = "/openai/"
+JSON_PREFIXES = ("/api/", OPENAI_PREFIX)
+
+
+def answers_json(path: str) -> bool:
+    """A path whose errors are JSON bodies (the API's, OpenAI's), not pages."""
+    return path.startswith(JSON_PREFIXES)
+
+
+def door_error(path: str, status_code: int, code: str, message: str, **extra) -> JsonResponse:
+    """An error answer in the body of the door `path` came through: OpenAI's under
+    /openai/, the API's one error body elsewhere."""
+    if path.startswith(OPENAI_PREFIX):
+        kind = "server_error" if status_code >= 500 else "requests" if status_code == 429 else "invalid_request_error"
+        body = {"error": {"message": str(message), "type": kind, "param": None, "code": code}}
+    else:
+        body = error_body(code, message, **extra)
+    return JsonResponse(body, status=status_code)
+
+
 def _flatten(detail) -> dict[str, list[str]]:
     if isinstance(detail, dict):
         return {
@@ -97,13 +121,12 @@ def unavailable_message() -> str:
     return _("The service is briefly unavailable. Please try again in a moment.")
 
 
-def database_lost_response() -> JsonResponse:
+def database_lost_response(path: str = "/api/") -> JsonResponse:
     """503 for a request whose database connection died (config.db): the connection is
     closed so the next request opens a fresh one, and the client is told when to retry.
     `ConnectionLostMiddleware` runs a read once more before answering this."""
     close_lost_connection()
-    response = JsonResponse(
-        error_body("unavailable", unavailable_message(), retry_after=RETRY_AFTER_SECONDS), status=503)
+    response = door_error(path, 503, "unavailable", unavailable_message(), retry_after=RETRY_AFTER_SECONDS)
     response["Retry-After"] = str(RETRY_AFTER_SECONDS)
     response.database_lost = True
     return response
@@ -164,17 +187,17 @@ def api_exception_handler(exc, context):
 # they must get the 404 body, not Django's CSRF page.
 @csrf_exempt
 def json_404(request, exception=None):
-    return JsonResponse(error_body("not_found", _("Not found.")), status=404)
+    return door_error(request.path, 404, "not_found", _("Not found."))
 
 
 def json_500(request):
-    return JsonResponse(error_body("server_error", _("Something went wrong on our side.")), status=500)
+    return door_error(request.path, 500, "server_error", _("Something went wrong on our side."))
 
 
-def json_error(status_code: int, code: str) -> JsonResponse:
+def json_error(status_code: int, code: str, path: str = "/api/") -> JsonResponse:
     """The error body for the statuses Django itself answers (400 a bad Host, 403)."""
     messages = {400: _("Bad request."), 403: _("You do not have permission to perform this action.")}
-    return JsonResponse(error_body(code, messages.get(status_code, _("Error."))), status=status_code)
+    return door_error(path, status_code, code, messages.get(status_code, _("Error.")))
 
 
 # --- OpenAPI ----------------------------------------------------------------------

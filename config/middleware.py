@@ -23,7 +23,7 @@ from django.http import Http404, HttpResponse, JsonResponse
 from django.template.loader import render_to_string
 from django.utils.translation import gettext as _
 
-from config.api_errors import database_lost_response, error_body, too_large_message
+from config.api_errors import answers_json, database_lost_response, door_error, too_large_message
 from config.bounds import INT64_MAX
 from config.db import RETRY_AFTER_SECONDS, close_lost_connection, connection_lost
 from config.uploads import MULTIPART_ALLOWANCE
@@ -45,7 +45,7 @@ _DEFAULT_CODES = {
 
 
 def _is_api(request) -> bool:
-    return request.path_info.startswith("/api/")
+    return answers_json(request.path_info)
 
 
 def _declared_length(request) -> int:
@@ -61,19 +61,19 @@ class ApiErrorMiddleware:
 
     def __call__(self, request):
         if _is_api(request) and _declared_length(request) > self._body_limit(request):
-            return self._too_large()
+            return self._too_large(request)
         response = self.get_response(request)
         if _is_api(request):
-            response = self._as_error_body(response)
+            response = self._as_error_body(request, response)
         return response
 
     def process_exception(self, request, exception):
         if not _is_api(request):
             return None
         if isinstance(exception, RequestDataTooBig):
-            return self._too_large()
+            return self._too_large(request)
         logger.error("unhandled API error on %s %s", request.method, request.path, exc_info=exception)
-        return JsonResponse(error_body("server_error", _("Something went wrong on our side.")), status=500)
+        return door_error(request.path_info, 500, "server_error", _("Something went wrong on our side."))
 
     @staticmethod
     def _body_limit(request) -> float:
@@ -87,11 +87,11 @@ class ApiErrorMiddleware:
         return float("inf") if limit is None else limit
 
     @staticmethod
-    def _too_large() -> JsonResponse:
-        return JsonResponse(error_body("too_large", too_large_message()), status=413)
+    def _too_large(request) -> JsonResponse:
+        return door_error(request.path_info, 413, "too_large", too_large_message())
 
     @staticmethod
-    def _as_error_body(response):
+    def _as_error_body(request, response):
         """Replace a non-JSON error answer (Django's HTML pages) by the error body."""
         if response.status_code < 400 or getattr(response, "streaming", False):
             return response
@@ -110,7 +110,7 @@ class ApiErrorMiddleware:
                 message = _("Not found.")
             elif status_code == 400:
                 message = _("Bad request.")
-        replacement = JsonResponse(error_body(code, message), status=status_code)
+        replacement = door_error(request.path_info, status_code, code, message)
         for header in ("Allow", "Retry-After", "WWW-Authenticate", "Vary"):
             if response.has_header(header):
                 replacement[header] = response[header]
@@ -158,7 +158,7 @@ class ConnectionLostMiddleware:
         if not connection_lost(exception):
             return None
         logger.warning("database connection lost on %s %s", request.method, request.path, exc_info=exception)
-        return database_lost_response() if _is_api(request) else database_lost_page()
+        return database_lost_response(request.path_info) if _is_api(request) else database_lost_page()
 
 
 def _uri_length(request) -> int:
@@ -189,7 +189,7 @@ class RequestLimitsMiddleware:
         # database driver in the lookups Django does not guard (related ids, raw SQL).
         if any(isinstance(v, int) and abs(v) > INT64_MAX for v in (*view_args, *view_kwargs.values())):
             if _is_api(request):
-                return JsonResponse(error_body("not_found", _("Not found.")), status=404)
+                return door_error(request.path_info, 404, "not_found", _("Not found."))
             raise Http404
         return None
 
@@ -198,7 +198,7 @@ class RequestLimitsMiddleware:
         limit = settings.EASEL_MAX_URI_LENGTH
         if _is_api(request):
             message = _("The address of this request is too long: at most %(limit)d characters.") % {"limit": limit}
-            return JsonResponse(error_body("uri_too_long", message), status=414)
+            return door_error(request.path_info, 414, "uri_too_long", message)
         return HttpResponse(render_to_string("414.html", {"limit": limit}), status=414)
 
 

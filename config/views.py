@@ -9,18 +9,18 @@ from config.middleware import database_lost_page
 
 
 def _api(request) -> bool:
-    return request.path.startswith("/api/")
+    return api_errors.answers_json(request.path)
 
 
 def bad_request(request, exception=None):
     if _api(request):
-        return api_errors.json_error(400, "bad_request")
+        return api_errors.json_error(400, "bad_request", request.path)
     return defaults.bad_request(request, exception)
 
 
 def permission_denied(request, exception=None):
     if _api(request):
-        return api_errors.json_error(403, "permission_denied")
+        return api_errors.json_error(403, "permission_denied", request.path)
     return defaults.permission_denied(request, exception)
 
 
@@ -34,7 +34,7 @@ def server_error(request):
     # Django calls this inside its `except`: a database connection that died outside a
     # view (the session saved after it) is a 503, as in a view (ConnectionLostMiddleware).
     if connection_lost(sys.exc_info()[1]):
-        return api_errors.database_lost_response() if _api(request) else database_lost_page()
+        return api_errors.database_lost_response(request.path) if _api(request) else database_lost_page()
     if _api(request):
         return api_errors.json_500(request)
     return defaults.server_error(request)

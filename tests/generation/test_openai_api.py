@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import subprocess
 import sys
 import time
@@ -337,6 +338,23 @@ def test_malformed_requests_keep_openais_shape(catalog, make_user, api_client_fo
     session.force_login(make_user())
     refused = session.post("/openai/v1/images/generations", {"prompt": "x"}, format="json")
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+
+def test_what_the_middleware_refuses_is_in_openais_shape_too(catalog, make_user, api_client_for, settings):
+    """Refused before any view runs (an address too long, a body declared too large) or a
+    crash outside a view: OpenAI's error shape under /openai/, never a page."""
+    client = api_client_for(make_user())
+    long = client.get("/openai/v1/models/" + "m" * (settings.EASEL_MAX_URI_LENGTH + 10))
+    assert long.status_code == 414 and long.json()["error"]["code"] == "uri_too_long"
+    assert set(long.json()["error"]) == {"message", "type", "param", "code"}
+    big = client.post("/openai/v1/images/generations", b"{}", content_type="application/json",
+                      CONTENT_LENGTH=str(settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1))
+    assert big.status_code == 413 and big.json()["error"]["type"] == "invalid_request_error"
+    from config.views import server_error
+    from django.test import RequestFactory
+
+    crashed = server_error(RequestFactory().get("/openai/v1/models"))
+    assert crashed.status_code == 500 and json.loads(crashed.content)["error"]["type"] == "server_error"
 
 
 def test_an_image_over_the_upload_limit_is_413(catalog, make_user, api_client_for, settings):
