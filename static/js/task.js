@@ -32,6 +32,17 @@
     };
     var preview = poll.preview(live.querySelector("[data-preview]"));
 
+    // A form sent from the page (cancel, retry, delete) navigates by itself, to a page with
+    // its message: the end it causes must not reload this one in the middle of that (the
+    // reload would replace the answer, and its message would be lost).
+    var leaving = false;
+    document.addEventListener("submit", function (event) {
+      if (!event.defaultPrevented) leaving = true;
+    });
+    function reload() {
+      if (!leaving) window.location.reload();
+    }
+
     var events = window.EaselTaskEvents && config.eventsUrl ? window.EaselTaskEvents.open(config.eventsUrl) : null;
     var waiting = false;
     var follower = poll.follow(config.stateUrl, {
@@ -42,7 +53,7 @@
         poll.render(state, nodes);
         preview.show(state.preview_url);
       },
-      onEnd: function () { window.location.reload(); },
+      onEnd: reload,
       // Said on the panel; the next answer writes it over.
       onError: function () {
         if (nodes.message && nodes.message.textContent !== labels.offline) nodes.message.textContent = labels.offline;
@@ -52,7 +63,7 @@
     poll.pushed(events, config.taskId, follower, nodes, preview, {
       stepLabel: labels.step,
       waiting: function () { return waiting; },
-      onEnd: function () { events.close(); window.location.reload(); }
+      onEnd: function () { events.close(); reload(); }
     });
   }
 
