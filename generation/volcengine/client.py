@@ -52,12 +52,13 @@ _OUTPUT_REFUSED = gettext_noop("VolcEngine's content moderation refused the gene
 _NOT_FOUND = gettext_noop("VolcEngine no longer knows this task (it may have been forgotten after 12 hours)")
 _EXPIRED = gettext_noop("the VolcEngine task expired before its pictures were fetched")
 
-#: The visual API's business codes (its public error table), as (kind, retryable). A picture refused *after*
-#: generation may pass with another try (the table says so); a refused prompt will not.
+#: The visual API's business codes (its public error table), as (kind, retryable: the same call may succeed
+#: later). The table calls a picture refused *after* generation (50511, 50519) retryable: that means a new task
+#: (the owner's retry) may pass, while polling the refused task again gives the same refusal.
 _BUSINESS_CODES = {
     50411: (CONTENT_REFUSED, False), 50412: (CONTENT_REFUSED, False), 50413: (CONTENT_REFUSED, False),
     50512: (CONTENT_REFUSED, False), 50518: (CONTENT_REFUSED, False),
-    50511: (CONTENT_REFUSED, True), 50519: (CONTENT_REFUSED, True),
+    50511: (CONTENT_REFUSED, False), 50519: (CONTENT_REFUSED, False),
     50429: (THROTTLED, True), 50430: (THROTTLED, True),
     # The table advises against retrying these two; Easel retries them within the task's timeout all the same,
     # since an internal error of one call says nothing about the next.
