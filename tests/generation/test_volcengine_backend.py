@@ -141,8 +141,23 @@ def test_transient_errors_are_retried_within_the_timeout(volc_backend, volc_stan
     assert volc_standin.stats()["submissions"] == 1
 
 
-def test_a_size_the_model_cannot_make_fails_on_the_field(volc_backend, volc_standin, make_user):
-    task = assigned(make_user, width=256, height=256)
+def test_what_the_model_cannot_make_is_refused_at_create_time(volc_backend, volc_standin, make_user,
+                                                                api_client_for):
+    client = api_client_for(make_user("asker", max_concurrent_tasks=2))
+    response = client.post("/api/v1/generation/create-async", {
+        "prompt": "x", "model_name": "jimeng_t2i_v31", "width": 256, "height": 4096, "batch_size": 2},
+        format="json")
+    assert response.status_code == 400
+    body = response.json()
+    assert "Jimeng 3.1 makes pictures from 512 to 2048 pixels a side." in str(body)
+    assert "makes one picture per task" in str(body)
+    assert not GenerationTask.objects.exists()
+
+
+def test_a_size_the_model_cannot_make_fails_on_the_field_at_run_time_too(volc_backend, volc_standin, make_user):
+    # (The model's limits may have changed since the task was created.)
+    task = assigned(make_user)
+    GenerationTask.objects.filter(pk=task.pk).update(width=256, height=256)
     task_run(task_id=task.pk)
     task.refresh_from_db()
     assert (task.status, task.error_code) == ("failed", "invalid_parameters")
@@ -192,3 +207,23 @@ def test_a_volcengine_backend_needs_a_model_and_a_key(staff_client, transactiona
     errors = response.context["adminform"].form.errors
     assert "offered_models" in errors and "access_key_id" in errors
     assert not ComfyBackend.objects.filter(name="cloud").exists()
+
+
+def test_a_user_picks_the_model_on_the_generate_page_and_gets_a_stored_picture(
+        volc_backend, volc_standin, client, make_user):
+    from django.urls import reverse
+
+    client.force_login(make_user("painter", max_concurrent_tasks=2))
+    page = client.get(reverse("generation:generate")).content.decode()
+    assert "Jimeng 3.1" in page
+    response = client.post(reverse("generation:generate"), {
+        "prompt": "a lighthouse at dusk", "negative_prompt": "", "model": "jimeng_t2i_v31", "size": "custom",
+        "width": "512", "height": "512", "steps": "20", "cfg": "7", "sampler": "euler", "scheduler": "normal",
+        "seed": "5", "batch_size": "1"})
+    assert response.status_code == 302, response.content.decode()[:2000]
+    task = GenerationTask.objects.get(user__username="painter")
+    dispatch(probe=False)
+    task_run(task_id=task.pk)
+    task.refresh_from_db()
+    assert task.status == "completed" and task.images.count() == 1
+    assert volc_standin.stats()["submissions"] == 1
