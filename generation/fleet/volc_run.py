@@ -13,6 +13,7 @@ import threading
 import time
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
@@ -66,7 +67,9 @@ class VolcRun:
         self.task = runner.task
         self.backend = runner.task.backend
         self.client: VolcClient = volc_client(self.backend)
-        self.limit = rate_limit(self.backend.pk, self.backend.requests_per_second)
+        # Each pump (a process of its own) gets its share of the account's rate, so all of them together never
+        # exceed it (a share goes unused while another pump holds this backend's tasks: the safe side).
+        self.limit = rate_limit(self.backend.pk, self.backend.requests_per_second / max(1, settings.EASEL_PUMPS))
         self.req_key = self.task.checkpoint.ckpt_name if self.task.checkpoint else self.task.model_name
 
     def run(self) -> None:

@@ -227,3 +227,31 @@ def test_a_user_picks_the_model_on_the_generate_page_and_gets_a_stored_picture(
     task.refresh_from_db()
     assert task.status == "completed" and task.images.count() == 1
     assert volc_standin.stats()["submissions"] == 1
+
+
+def test_a_cancel_mid_poll_stops_the_run_and_stores_nothing(volc_backend, volc_standin, make_user):
+    from generation.services import generation_cancel
+
+    volc_standin.faults(generate_seconds=3)
+    task = assigned(make_user)
+    job = threading.Thread(target=lambda: (task_run(task_id=task.pk), connections.close_all()))
+    job.start()
+    wait_for(lambda: GenerationTask.objects.get(pk=task.pk).provider_task_id, timeout=20,
+             message="the provider's task id to be stored")
+    generation_cancel(task=GenerationTask.objects.get(pk=task.pk))
+    job.join(20)
+    assert not job.is_alive()
+    task.refresh_from_db()
+    assert task.status == "cancelled" and task.images.count() == 0
+    assert volc_standin.stats()["submissions"] == 1
+
+
+def test_the_doctor_speaks_of_a_volcengine_backend(volc_backend):
+    from generation.ops.doctor import BACKEND_CHECK, check_backends
+
+    [check] = [c for c in check_backends(probe=True) if c.name == f"{BACKEND_CHECK}volc"]
+    assert check.level == "ok" and "VolcEngine" in check.message
+    volc_backend.secret_access_key = "wrong"
+    volc_backend.save()
+    [check] = [c for c in check_backends(probe=True) if c.name == f"{BACKEND_CHECK}volc"]
+    assert check.level == "error" and "VolcEngine endpoint" in check.fix
