@@ -65,9 +65,13 @@ def test_the_health_check_tells_a_wrong_key(volc_backend):
     assert not volc_backend.is_online and "SignatureDoesNotMatch" in volc_backend.last_error
 
 
-def test_a_task_is_submitted_once_polled_and_stored(volc_backend, volc_standin, make_user):
+def test_a_task_is_submitted_once_polled_and_stored(volc_backend, volc_standin, make_user, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
     task = assigned(make_user, seed=42)
     task_run(task_id=task.pk)
+    assert volc_standin.secret_access_key not in caplog.text  # never logged, even at DEBUG
     task.refresh_from_db()
     assert task.status == "completed", (task.status, task.error_message)
     assert task.provider_task_id.isdigit() and task.rendered_prompt["req_key"] == "jimeng_t2i_v31"
