@@ -345,6 +345,11 @@ COMFYUI_URLS = env_list("COMFYUI_URLS")
 EASEL_DEMO_ENGINE = env_bool("EASEL_DEMO_ENGINE", True)
 EASEL_DEMO_ENGINE_PORT = env_int("EASEL_DEMO_ENGINE_PORT", 8189)
 COMFYUI_HTTP_TIMEOUT = env_float("COMFYUI_HTTP_TIMEOUT", 10.0)
+# VolcEngine backends: the key pair a backend uses when staff left its own empty in the admin (a deployment that
+# keeps secrets in the environment), and the timeout of one call to the visual API.
+EASEL_VOLCENGINE_ACCESS_KEY_ID = os.environ.get("EASEL_VOLCENGINE_ACCESS_KEY_ID", "")
+EASEL_VOLCENGINE_SECRET_ACCESS_KEY = os.environ.get("EASEL_VOLCENGINE_SECRET_ACCESS_KEY", "")
+EASEL_VOLCENGINE_HTTP_TIMEOUT = env_float("EASEL_VOLCENGINE_HTTP_TIMEOUT", 30.0)
 # How long a task waits for an unreachable backend (retrying with backoff) before failing.
 EASEL_BACKEND_UNREACHABLE_TIMEOUT = env_float("EASEL_BACKEND_UNREACHABLE_TIMEOUT", 120.0)
 EASEL_BACKEND_RETRY_MAX_DELAY = env_float("EASEL_BACKEND_RETRY_MAX_DELAY", 15.0)

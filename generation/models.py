@@ -97,6 +97,9 @@ class GenerationTask(models.Model):
     prompt_id = models.UUIDField(_("ComfyUI prompt id"), default=uuid.uuid4, unique=True, editable=False)
     client_id = models.CharField(_("ComfyUI client id"), max_length=64, default=_new_client_id, editable=False)
     rendered_prompt = models.JSONField(_("rendered ComfyUI prompt"), null=True, blank=True, editable=False)
+    # A VolcEngine backend's id for this run's task, stored as soon as its submit is answered: a restarted Easel
+    # polls it instead of submitting again (cleared with the prompt id when the task leaves its backend).
+    provider_task_id = models.CharField(_("provider task id"), max_length=100, blank=True, editable=False)
     # Jobs that took the task on (a redelivered or recovered job counts again).
     attempts = models.PositiveIntegerField(_("runs started"), default=0)
     # Times the owner asked to run it again after it failed or was cancelled.

@@ -36,6 +36,7 @@ from .models import GenerationTask, SourceImage
 from .queue import enqueue
 from .quota import quota_check, user_lock
 from .webhooks.targets import callback_url_validate
+from .volcengine.catalog import MODELS as VOLC_MODELS
 
 logger = logging.getLogger(__name__)
 
@@ -248,6 +249,8 @@ def _resolve(
     # Checked even when the model is unknown, so one answer lists every problem.
     for name, messages in parameter_errors(checked).items():
         errors.setdefault(name, messages)
+    if checkpoint is not None and checkpoint.ckpt_name in VOLC_MODELS:
+        _volc_errors(VOLC_MODELS[checkpoint.ckpt_name], checked, source_image is not None, errors)
     # A template may narrow Easel's own bounds (fewer steps, smaller pictures).
     for name in ("width", "height", "steps", "cfg", "batch_size", "denoise"):
         field, value = fields.get(name), checked.get(name)
@@ -273,6 +276,23 @@ def _resolve(
         "inputs": custom, "required_files": files,
     })
     return values, errors
+
+
+def _volc_errors(model, checked: dict, with_source: bool, errors: dict) -> None:
+    """What a VolcEngine model cannot make (its sizes, one picture per task, no source picture), told at create
+    time rather than as a failed task."""
+    width, height = checked.get("width"), checked.get("height")
+    if width is not None and height is not None and not model.size_ok(width, height):
+        message = _("%(name)s makes pictures from %(low)d to %(high)d pixels a side.") % {
+            "name": _(model.display_name), "low": model.min_side, "high": model.max_side}
+        for name in ("width", "height"):
+            errors.setdefault(name, [message])
+    if (checked.get("batch_size") or 1) != 1:
+        errors.setdefault("batch_size", [_("%(name)s makes one picture per task.") % {
+            "name": _(model.display_name)}])
+    if with_source:
+        errors.setdefault("source_image", [_("The VolcEngine model %(name)s does not take a source image.") % {
+            "name": _(model.display_name)}])
 
 
 def generation_check(*, user, **request) -> dict[str, list[str]]:

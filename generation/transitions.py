@@ -67,7 +67,8 @@ _NO_PROGRESS = {"progress_value": 0, "progress_max": 0, "progress_node": ""}
 def _fresh_prompt() -> dict:
     # A new ComfyUI prompt id: the old one may still sit in a backend's queue or history
     # with its old outcome, and must never be mistaken for this run.
-    return {"prompt_id": uuid.uuid4(), "client_id": new_client_id(), "submitted_at": None}
+    # (A VolcEngine task id belongs to the run it was submitted for, like the prompt id.)
+    return {"prompt_id": uuid.uuid4(), "client_id": new_client_id(), "submitted_at": None, "provider_task_id": ""}
 
 
 def lease_until():

@@ -14,9 +14,15 @@ from generation.comfy import ComfyError
 from generation.models import ACTIVE_STATUSES
 from generation.queue import enqueue
 
-from .forms import TemplateInputForm, TemplateInputFormSet, WorkflowTemplateAdminForm, WorkflowTemplateImportForm
+from .forms import (
+    ComfyBackendAdminForm,
+    TemplateInputForm,
+    TemplateInputFormSet,
+    WorkflowTemplateAdminForm,
+    WorkflowTemplateImportForm,
+)
 from .models import Checkpoint, ComfyBackend, ModelFile, TemplateInput, WorkflowTemplate
-from .services import backend_check, catalog_sync, checkpoint_make_default, comfy_client
+from .services import backend_check, catalog_sync, checkpoint_make_default, comfy_client, volc_models_apply
 from .templates import (
     errors_describe,
     inputs_detect,
@@ -75,16 +81,19 @@ class ComfyBackendAdmin(admin.ModelAdmin):
         "queue_remaining", "in_flight", "max_in_flight", "loaded_checkpoint",
     )
     list_display_links = ("name_badge",)
-    list_filter = ("enabled", "is_online", "draining", "is_demo")
+    list_filter = ("kind", "enabled", "is_online", "draining", "is_demo")
     search_fields = ("name", "base_url")
+    form = ComfyBackendAdminForm
     fields = (
-        "name", "base_url", "enabled", "draining", "max_in_flight", "is_demo", "is_online", "last_checked_at",
+        "name", "kind", "base_url", "enabled", "draining", "max_in_flight", "is_demo",
+        "region", "access_key_id", "secret_access_key", "secret_state", "forget_secret", "requests_per_second",
+        "offered_models", "is_online", "last_checked_at",
         "last_seen_at", "last_error", "comfyui_version", "devices_pretty", "queue_remaining", "loaded_checkpoint",
         "abandoned_prompts", "created_at",
     )
     readonly_fields = (
         "is_online", "last_checked_at", "last_seen_at", "last_error", "comfyui_version", "devices_pretty",
-        "queue_remaining", "loaded_checkpoint", "abandoned_prompts", "created_at",
+        "queue_remaining", "loaded_checkpoint", "abandoned_prompts", "created_at", "secret_state",
     )
     actions = [
         "test_connection", "sync_checkpoints", "enable", "disable", "drain", "undrain", "check_health",
@@ -116,6 +125,18 @@ class ComfyBackendAdmin(admin.ModelAdmin):
             backend.state, backend.last_error, backend.state_label,
         )
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if obj.is_volcengine:
+            # Its models are what staff just chose: offered at once, no server to read them from.
+            volc_models_apply(backend=obj)
+            _dispatch_soon()
+
+    @admin.display(description=_("saved secret"))
+    def secret_state(self, backend):
+        # Whether one is saved, never what it is.
+        return gettext("saved") if backend.secret_access_key else gettext("none saved")
+
     @admin.display(description=_("devices"))
     def devices_short(self, backend):
         return ", ".join(str(d.get("name") or d.get("type") or "?") for d in backend.devices or []) or "-"
@@ -137,6 +158,10 @@ class ComfyBackendAdmin(admin.ModelAdmin):
                     gettext("%(name)s: unreachable: %(error)s") % {"name": backend.name, "error": backend.last_error},
                     messages.ERROR,
                 )
+                continue
+            if backend.is_volcengine:
+                self.message_user(request, gettext("%(name)s: online, VolcEngine, models: %(models)s.") % {
+                    "name": backend.name, "models": ", ".join(backend.offered_models or []) or "-"}, messages.SUCCESS)
                 continue
             try:
                 count = str(len(comfy_client(backend).checkpoints()))

@@ -6,7 +6,11 @@ import json
 
 from django import forms
 from django.core.exceptions import ValidationError
+from django.conf import settings
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
+
+from generation.volcengine.catalog import MODELS as VOLC_MODELS
 
 from .builtin import known_spec
 from .inputs import narrow, spec_from, value_clean
@@ -123,3 +127,51 @@ class TemplateInputFormSet(forms.BaseInlineFormSet):
                 problems = value_clean(narrowed, data["default"], choices=() if spec.kind == "file" else None)[1]
                 if problems and spec.kind not in ("file", "image", "mask"):
                     form.add_error("default", problems)
+
+
+class ComfyBackendAdminForm(forms.ModelForm):
+    """A backend of either kind. A VolcEngine backend's secret is write-only: the field is always shown empty, an
+    empty answer keeps the saved secret, and nothing ever sends it back to a page."""
+
+    secret_access_key = forms.CharField(
+        label=_("secret access key"), required=False, strip=True,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text=_("VolcEngine: write-only, never shown again once saved. Leave empty to keep the saved one "
+                    "(or, with none saved, to use EASEL_VOLCENGINE_SECRET_ACCESS_KEY from the environment)."),
+    )
+    forget_secret = forms.BooleanField(label=_("forget the saved secret"), required=False)
+    offered_models = forms.MultipleChoiceField(
+        label=_("models offered"), required=False, widget=forms.CheckboxSelectMultiple,
+        choices=[(key, format_lazy("{} ({})", _(model.display_name), key)) for key, model in VOLC_MODELS.items()],
+        help_text=_("VolcEngine: the models users may pick on this backend."),
+    )
+
+    class Meta:
+        model = ComfyBackend
+        exclude = ("abandoned_prompts",)
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("kind") != ComfyBackend.KIND_VOLCENGINE:
+            return cleaned
+        if not cleaned.get("offered_models"):
+            self.add_error("offered_models", _("Choose at least one model this backend offers."))
+        if not (cleaned.get("access_key_id") or settings.EASEL_VOLCENGINE_ACCESS_KEY_ID):
+            self.add_error("access_key_id", _("Enter the access key id, or set EASEL_VOLCENGINE_ACCESS_KEY_ID."))
+        return cleaned
+
+    def save(self, commit=True):
+        backend = super().save(commit=False)
+        secret = self.cleaned_data.get("secret_access_key") or ""
+        if self.cleaned_data.get("forget_secret"):
+            backend.secret_access_key = ""
+        elif not secret and self.instance.pk:
+            # Empty means "keep": the page never had the saved secret to send back.
+            backend.secret_access_key = ComfyBackend.objects.filter(pk=self.instance.pk).values_list(
+                "secret_access_key", flat=True).first() or ""
+        else:
+            backend.secret_access_key = secret
+        if commit:
+            backend.save()
+            self.save_m2m()
+        return backend

@@ -9,10 +9,31 @@ from .builtin import shipped_text
 
 
 class ComfyBackend(models.Model):
-    """One ComfyUI server (or Easel's built-in demo engine) that runs prompts."""
+    """One ComfyUI server (or Easel's built-in demo engine) that runs prompts, or one VolcEngine account's
+    visual API (kind ``volcengine``: cloud text-to-image models, submitted and polled)."""
+
+    KIND_COMFYUI = "comfyui"
+    KIND_VOLCENGINE = "volcengine"
+    KIND_CHOICES = [(KIND_COMFYUI, _("ComfyUI")), (KIND_VOLCENGINE, _("VolcEngine"))]
 
     name = models.CharField(_("name"), max_length=100, unique=True)
-    base_url = models.URLField(_("base URL"), max_length=300, unique=True)
+    kind = models.CharField(_("kind"), max_length=20, choices=KIND_CHOICES, default=KIND_COMFYUI)
+    base_url = models.URLField(
+        _("base URL"), max_length=300, unique=True,
+        help_text=_("ComfyUI: the server's address. VolcEngine: the API endpoint, https://visual.volcengineapi.com."),
+    )
+    # VolcEngine only. The secret is write-only in the admin and never logged; both keys may be left empty to
+    # use EASEL_VOLCENGINE_ACCESS_KEY_ID / EASEL_VOLCENGINE_SECRET_ACCESS_KEY from the environment.
+    region = models.CharField(_("region"), max_length=50, blank=True, default="cn-north-1")
+    access_key_id = models.CharField(_("access key id"), max_length=200, blank=True)
+    secret_access_key = models.CharField(_("secret access key"), max_length=200, blank=True)
+    requests_per_second = models.FloatField(
+        _("requests per second"), default=1.0,
+        help_text=_("VolcEngine: the account's QPS limit for this API; Easel never calls it faster."),
+    )
+    offered_models = models.JSONField(
+        _("models offered"), default=list, blank=True, help_text=_("VolcEngine: the req_key of each model offered."),
+    )
     enabled = models.BooleanField(_("enabled"), default=True)
     is_demo = models.BooleanField(
         _("demo engine"), default=False, help_text=_("Easel's built-in engine: placeholder pictures, no GPU.")
@@ -67,6 +88,10 @@ class ComfyBackend(models.Model):
     @property
     def accepts_work(self) -> bool:
         return self.enabled and self.is_online and not self.draining
+
+    @property
+    def is_volcengine(self) -> bool:
+        return self.kind == self.KIND_VOLCENGINE
 
 
 class Checkpoint(models.Model):

@@ -5,6 +5,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import models, transaction
@@ -12,6 +13,8 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from generation.comfy import ComfyClient, ComfyError, ComfyUnreachable
+from generation.volcengine.catalog import MODELS as VOLC_MODELS
+from generation.volcengine.client import VolcClient, VolcError
 
 from . import files
 from .builtin import DEMO_DESCRIPTION, DEMO_FILE_DESCRIPTION
@@ -25,6 +28,17 @@ DEMO_DEVICE = "Easel demo engine"
 
 def comfy_client(backend: ComfyBackend) -> ComfyClient:
     return ComfyClient(backend.base_url, timeout=settings.COMFYUI_HTTP_TIMEOUT)
+
+
+def volc_client(backend: ComfyBackend, *, timeout: float | None = None) -> VolcClient:
+    """The client of a VolcEngine backend: its endpoint, region and key pair (its own, or the environment's)."""
+    endpoint = urlsplit(backend.base_url)
+    return VolcClient(
+        access_key_id=backend.access_key_id or settings.EASEL_VOLCENGINE_ACCESS_KEY_ID,
+        secret_access_key=backend.secret_access_key or settings.EASEL_VOLCENGINE_SECRET_ACCESS_KEY,
+        host=endpoint.netloc, scheme=endpoint.scheme or "https", region=backend.region or "cn-north-1",
+        timeout=timeout or settings.EASEL_VOLCENGINE_HTTP_TIMEOUT,
+    )
 
 
 def backend_ensure(*, name: str, base_url: str, is_demo: bool | None = None) -> ComfyBackend:
@@ -60,6 +74,8 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
     When a backend comes back, prompts Easel moved away from it meanwhile are taken
     off it and its checkpoints and other model files are read again.
     """
+    if backend.is_volcengine:
+        return _volc_check(backend=backend, timeout=timeout)
     now = timezone.now()
     client = ComfyClient(backend.base_url, timeout=timeout or settings.COMFYUI_HTTP_TIMEOUT)
     was_online = backend.is_online
@@ -93,6 +109,54 @@ def backend_check(*, backend: ComfyBackend, timeout: float | None = None) -> boo
         logger.info("backend %s is back online", backend.name)
         catalog_sync(backends=[backend])
     return True
+
+
+# Asked about by the health check: no task has this id, so a working account answers "not_found".
+_HEALTH_TASK_ID = "0"
+
+
+def _volc_check(*, backend: ComfyBackend, timeout: float | None) -> bool:
+    """A VolcEngine account has no status call: poll a task that does not exist. The gateway checks the key pair
+    first, so an answer means the endpoint is reachable and the keys are good (and it costs no generation)."""
+    now = timezone.now()
+    was_online = backend.is_online
+    req_key = next(iter(backend.offered_models or []), None) or next(iter(VOLC_MODELS))
+    try:
+        volc_client(backend, timeout=timeout).result(req_key, _HEALTH_TASK_ID)
+    except VolcError as exc:
+        ComfyBackend.objects.filter(pk=backend.pk).update(
+            is_online=False, last_checked_at=now, last_error=str(exc)[:2000])
+        backend.is_online, backend.last_error, backend.last_checked_at = False, str(exc), now
+        return False
+    ComfyBackend.objects.filter(pk=backend.pk).update(
+        is_online=True, last_checked_at=now, last_seen_at=now, last_error="")
+    backend.is_online, backend.last_error, backend.last_checked_at = True, "", now
+    if not was_online:
+        logger.info("backend %s is back online", backend.name)
+        catalog_sync(backends=[backend])
+    return True
+
+
+def volc_models_apply(*, backend: ComfyBackend, summary: SyncSummary | None = None) -> None:
+    """A VolcEngine backend's models as checkpoints (file name: the req_key), offered at once: staff chose them
+    on the backend. A model no longer offered leaves this backend's list."""
+    summary = summary if summary is not None else SyncSummary()
+    names = [key for key in backend.offered_models or [] if key in VOLC_MODELS]
+    with transaction.atomic():
+        before = set(backend.checkpoints.values_list("ckpt_name", flat=True))
+        current = []
+        for req_key in names:
+            model = VOLC_MODELS[req_key]
+            checkpoint = Checkpoint.objects.filter(ckpt_name=req_key).first()
+            if checkpoint is None:
+                checkpoint = Checkpoint.objects.create(
+                    ckpt_name=req_key, name=_checkpoint_name(req_key), display_name=model.display_name,
+                    default_width=model.default_side, default_height=model.default_side)
+                summary.added.append(req_key)
+            current.append(checkpoint)
+        backend.checkpoints.set(current)
+    summary.now_available += sorted(set(names) - before)
+    summary.no_longer_available += sorted(before - set(names))
 
 
 def backends_health_check(*, only_offline: bool = False, min_interval: float = 0.0) -> list[ComfyBackend]:
@@ -130,6 +194,9 @@ def prompt_abandon(*, backend_id: int, prompt_id: str) -> None:
     """
     backend = ComfyBackend.objects.filter(pk=backend_id).first()
     if backend is None:
+        return
+    if backend.is_volcengine:
+        # The visual API has no cancel for these models: the provider's task runs out, its pictures unfetched.
         return
     try:
         comfy_client(backend).abandon(prompt_id)
@@ -244,6 +311,9 @@ def checkpoints_sync(*, backends=None) -> SyncSummary:
     summary = SyncSummary()
     first_start = not Checkpoint.objects.exists()
     for backend in _sync_targets(backends):
+        if backend.is_volcengine:
+            volc_models_apply(backend=backend, summary=summary)
+            continue
         try:
             names = comfy_client(backend).checkpoints()
         except ComfyError as exc:
@@ -335,6 +405,11 @@ def _catalog_sync(*, backends, checkpoints: bool) -> CatalogSyncSummary:
     files_first = {kind: not ModelFile.objects.filter(kind=kind).exists() for kind in files.MODEL_FILE_KINDS}
     kinds = ((files.CHECKPOINT,) if checkpoints else ()) + files.MODEL_FILE_KINDS
     for backend in _sync_targets(backends):
+        if backend.is_volcengine:
+            # Its models are what staff chose on it, not files read from a server.
+            if checkpoints:
+                volc_models_apply(backend=backend, summary=summary.checkpoints)
+            continue
         lists, problems, unreachable = _listings_read(backend, kinds)
         if unreachable is not None:
             summary.errors[backend.name] = str(unreachable)

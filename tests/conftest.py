@@ -198,6 +198,58 @@ def demo_engine(tmp_path):
     engine.stop()
 
 
+class VolcStandin:
+    """The VolcEngine stand-in as a real process on a real port, with its key pair and fault controls."""
+
+    access_key_id = "AKLTtestkey"
+    secret_access_key = "test-secret-access-key"
+
+    def __init__(self, port: int):
+        self.port = port
+        self.host = f"127.0.0.1:{port}"
+        self.url = f"http://{self.host}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, *extra: str) -> None:
+        argv = [sys.executable, "-m", "generation.volcengine.standin", "--port", str(self.port),
+                "--access-key-id", self.access_key_id, "--secret-access-key", self.secret_access_key,
+                "--generate-seconds", "0.3", *extra]
+        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if "listening" in line:
+                return
+            if not line and self.proc.poll() is not None:
+                break
+        raise RuntimeError("volcengine stand-in did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    def faults(self, **values) -> dict:
+        response = requests.post(f"{self.url}/standin/faults", json=values, timeout=5)
+        response.raise_for_status()
+        return response.json()
+
+    def stats(self) -> dict:
+        return requests.get(f"{self.url}/standin/stats", timeout=5).json()
+
+
+@pytest.fixture
+def volc_standin():
+    standin = VolcStandin(free_port())
+    standin.start()
+    yield standin
+    standin.stop()
+
+
 @pytest.fixture
 def engine_catalog(transactional_db, demo_engine):
     """The demo engine registered as a backend, with its checkpoints and other files synced."""

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 APPS = ("config", "accounts", "models_catalog", "generation")
 # The rooms of `generation` (packages) and its core modules are each a unit of their
 # own; the other apps are one unit each.
-GENERATION_ROOMS = ("api", "openai_api", "comfy", "demo_engine", "fleet", "gallery", "ops", "web", "webhooks", "management")
+GENERATION_ROOMS = ("api", "openai_api", "comfy", "demo_engine", "fleet", "gallery", "ops", "volcengine", "web",
+                    "webhooks", "management")
 
 
 def _module_name(path: Path) -> str:
@@ -134,6 +135,11 @@ def graph_edges(unit: str) -> set[str]:
 def test_libraries_import_nothing_of_the_studio(leaf):
     # The ComfyUI client and the demo engine are plain Python; the limits only read settings.
     assert graph_edges(leaf) == {leaf}
+
+
+def test_the_volcengine_client_is_plain_python_too():
+    # It shares only the translatable Message of the ComfyUI client.
+    assert graph_edges("generation.volcengine") <= {"generation.volcengine", "generation.comfy"}
 
 
 def test_webhooks_build_their_payload_without_the_api_layer():

@@ -61,6 +61,8 @@ from .dispatch import dispatch
 from .feeds import Feeds, FeedsClosed
 from .log import task_log
 from .progress import ProgressBatch
+from .stops import HandOver, TaskFailed, TaskGone
+from .volc_run import volc_run
 
 logger = logging.getLogger(__name__)
 
@@ -80,20 +82,6 @@ SEEN_REFRESH_SECONDS = 10.0
 def _seen_lately(backend: ComfyBackend) -> bool:
     return bool(backend.is_online and backend.last_seen_at and not backend.last_error
                 and timezone.now() - backend.last_seen_at < timedelta(seconds=SEEN_REFRESH_SECONDS))
-
-
-class TaskGone(Exception):
-    """The task was deleted, cancelled or taken over while this job worked on it."""
-
-
-class HandOver(Exception):
-    """The pump running this job ends: let go of the task (its prompt runs on) for the next pump."""
-
-
-class TaskFailed(Exception):
-    def __init__(self, code: str, message: Text | str, fields: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.fields = code, message, fields or {}
 
 
 @dataclass
@@ -224,6 +212,10 @@ class TaskRunner:
 
     def _run(self) -> None:
         task = self.task
+        if task.backend is not None and task.backend.is_volcengine:
+            # A cloud model: no graph, no socket; submitted once and polled (generation.fleet.volc_run).
+            volc_run(self)
+            return
         if task.template is None:
             raise TaskFailed("no_template", text(gettext_noop("The workflow template of this task was removed.")))
         if task.template.takes_image and task.source_image is None:
@@ -538,14 +530,18 @@ class TaskRunner:
         # would have been lost, and TaskGone raised).
         backend = self.task.backend
         client = comfy_client(backend)
+        self.complete_with(lambda index, ref: self._store_image(client, index, ref), outcome.images)
+
+    def complete_with(self, store: Callable[[int, object], GeneratedImage], outputs: list) -> None:
+        """Store each output (`store(index, output)`) and complete the task with them, keeping one set."""
         stored: list[GeneratedImage] = []
         self.finishing = True
         try:
-            for index, ref in enumerate(outcome.images):
+            for index, ref in enumerate(outputs):
                 # (A cancel meanwhile is noticed here within a second, or by `complete`
                 # below, which only the lease owner of an unfinished task can make.)
                 self.heartbeat()
-                stored.append(self._store_image(client, index, ref))
+                stored.append(store(index, ref))
             with transaction.atomic():
                 # The first output's size is the task's size from now on (img2img keeps
                 # the source's size, whatever width and height the request carried).
@@ -577,7 +573,10 @@ class TaskRunner:
         removes what this attempt stored; the next attempt downloads again)."""
         buffer = io.BytesIO()
         client.download(ref, buffer)
-        data = buffer.getvalue()
+        return self.store_data(index, buffer.getvalue())
+
+    def store_data(self, index: int, data: bytes) -> GeneratedImage:
+        """Store one output's bytes, retrying a storage error as `_store_image` says."""
         delay = STORAGE_RETRY_FIRST_DELAY
         while True:
             try:

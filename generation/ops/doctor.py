@@ -155,6 +155,18 @@ def check_pumps() -> Check:
     return Check("pumps", OK, message)
 
 
+def _volc_check(name: str, backend: ComfyBackend, offered: set) -> Check:
+    if not backend.is_online:
+        return Check(name, ERROR, _("%(name)s is unreachable: %(error)s")
+                     % {"name": backend.name, "error": backend.last_error or _("not checked yet")},
+                     _("Check the VolcEngine endpoint %(url)s and the backend's access key, or disable this backend.")
+                     % {"url": backend.base_url})
+    if not offered:
+        return Check(name, WARNING, _("%(name)s has none of the enabled checkpoints.") % {"name": backend.name},
+                     _("Choose the models it offers on the backend in the admin, and enable them."))
+    return Check(name, OK, _("%(name)s online (VolcEngine).") % {"name": backend.name})
+
+
 def check_backends(*, probe: bool = True, timeout: float = 3.0) -> list[Check]:
     """At least one backend online; each enabled one reachable and holding an enabled checkpoint.
 
@@ -180,7 +192,9 @@ def check_backends(*, probe: bool = True, timeout: float = 3.0) -> list[Check]:
                             % {"n": len(online), "total": len(backends)}))
     for backend in backends:
         name = f"{BACKEND_CHECK}{backend.name}"
-        if not backend.is_online:
+        if backend.is_volcengine:
+            checks.append(_volc_check(name, backend, availability.get(backend.pk, set()) & enabled_checkpoints))
+        elif not backend.is_online:
             checks.append(Check(name, ERROR, _("%(name)s is unreachable: %(error)s")
                                 % {"name": backend.name, "error": backend.last_error or _("not checked yet")},
                                 _("Check that ComfyUI runs at %(url)s, or disable this backend.")
