@@ -7,7 +7,6 @@ import os
 from datetime import timedelta
 from types import SimpleNamespace
 
-import pytest
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.recorder import MigrationRecorder
