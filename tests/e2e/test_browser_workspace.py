@@ -132,4 +132,12 @@ def test_two_runs_from_one_page_follow_themselves_and_refill_the_form(
     expect(page.locator("[data-ws-card]")).to_have_count(2)
     assert not GenerationTask.objects.filter(pk=third).exists()
     assert page.url.startswith(f"{base}/?")  # never left the workspace
+
+    # On a phone the results stack under the form, and nothing scrolls sideways.
+    page.set_viewport_size({"width": 375, "height": 740})
+    form_box = page.locator("[data-generate-form]").bounding_box()
+    pane_box = page.locator("[data-ws-results]").bounding_box()
+    assert pane_box["y"] >= form_box["y"] + form_box["height"] - 1, (form_box, pane_box)
+    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth + 1")
+    page.screenshot(path=SHOTS / "workspace-phone.png", full_page=False)
     assert errors == [], errors
