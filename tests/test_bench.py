@@ -368,10 +368,10 @@ def smoke_viewers(bench: Bench) -> None:
     assert re.search(r"^web memory idle: \d+\.\dMB$", out, re.M), out
     number = r" *\d+\.\d"
     assert re.search(rf"^polling  req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
-                     r"p50=\d+ms p95=\d+ms "
+                     r"request p50=\d+ms p95=\d+ms progress delay p50=\d+ms p95=\d+ms "
                      r"web memory peak=\d+\.\dMB$", out, re.M), out
     assert re.search(rf"^stream   req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
-                     r"streams open=4 "
+                     r"streams open=4 progress delay p50=\d+ms p95=\d+ms "
                      r"web memory peak=\d+\.\dMB$", out, re.M), out
     if url:
         assert not bench.exists(url), "viewers left its database behind"

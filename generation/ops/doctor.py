@@ -37,6 +37,7 @@ CHECK_LABELS = {
     "media": gettext_lazy("Media storage"),
     "security": gettext_lazy("Security settings"),
     "clock": gettext_lazy("Clocks"),
+    "cache": gettext_lazy("Shared cache"),
 }
 BACKEND_CHECK = "backend:"
 # Longer than a heartbeat's life in the cache (3 s) plus a beat.
