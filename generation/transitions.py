@@ -213,6 +213,9 @@ def release(task: TaskRef, *, owner: str) -> bool:
 def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> bool:
     """The backend has the prompt (just submitted, or found already there): processing."""
     now = now or timezone.now()
+    # A run that takes over a prompt already running (a hand-over to the next pump, a
+    # restart) starts it again for its lease, not for the reader: `started` is said once.
+    resumed = task.status == TaskStatus.PROCESSING
     with transaction.atomic():
         done = _apply(task, owned_by(task, owner), {
             "status": TaskStatus.PROCESSING,
@@ -226,7 +229,8 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
             # (The task keeps its first start across fail-overs; each run has its own.)
             at = Value(now, output_field=DateTimeField())
             _open_run(task).update(submitted_at=Coalesce("submitted_at", at), started_at=Coalesce("started_at", at))
-            events.task_started(task)
+            if not resumed:
+                events.task_started(task)
     return done
 
 

@@ -294,19 +294,24 @@ class Cluster:
             [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=self.env,
             stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+        if self.beating(timeout=30):
+            Cluster.running.add(self)
+            return
+        raise RuntimeError("qcluster did not start:\n" + Path(self.log.name).read_text()[-3000:])
+
+    def beating(self, *, timeout: float) -> bool:
+        """Whether this cluster's heartbeat is in the cache (one of a cluster stopped a
+        moment ago may still be there: its sentinel's parent is the process started here),
+        waiting up to `timeout` seconds for it."""
         from django_q.status import Stat
 
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            # This cluster's own heartbeat (one of a cluster stopped a moment ago may
-            # still be in the cache): its sentinel's parent is the process started here.
+        deadline = time.monotonic() + timeout
+        while True:
             if any(stat.pid == self.proc.pid for stat in Stat.get_all()):
-                Cluster.running.add(self)
-                return
-            if self.proc.poll() is not None:
-                break
+                return True
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                return False
             time.sleep(0.2)
-        raise RuntimeError("qcluster did not start:\n" + Path(self.log.name).read_text()[-3000:])
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -368,6 +373,11 @@ def qcluster(_session_cluster, django_db_blocker):
     with django_db_blocker.unblock():
         if _session_cluster.proc is None or _session_cluster.proc.poll() is not None:
             _session_cluster.start()
+        else:
+            # A test's flush empties the heartbeats' cache table too: the next beat (each
+            # second) writes this cluster's again; a test reading the workers' state (the
+            # doctor, health) must not run in between.
+            _session_cluster.beating(timeout=10)
         # A test's flush empties the pumps' rows and the queue (and the tick's schedule),
         # which in a studio only migrations and the tick would make again: a pump for
         # this test, as the tick would queue one.
