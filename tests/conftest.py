@@ -149,22 +149,65 @@ def catalog(db):
 # --- the demo engine --------------------------------------------------------------
 
 
-class DemoEngine:
-    """The built-in engine as a real process on a real port, with its fault controls."""
+class Web:
+    """The web app as deployed (gunicorn with deploy/gunicorn.conf.py: uvicorn's worker),
+    one worker process, on the test database and the cluster's media (MEDIA_ROOT); `env`
+    adds to or overrides its environment."""
 
-    def __init__(self, port: int, workdir: Path):
+    def __init__(self, **env):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data = tempfile.mkdtemp(prefix="easel-web-")
+        self.log = Path(self.data) / "web.log"
+        self.env = {**cluster_env(), "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(self.port),
+                    "WEB_CONCURRENCY": "1", "EASEL_DATA_DIR": self.data,
+                    "GUNICORN_CONTROL_SOCKET": str(Path(self.data) / "g.ctl"),
+                    "EASEL_EVENTS_KEEPALIVE_SECONDS": "1",
+                    # Its PostgreSQL sessions, told apart from the test's and the workers'.
+                    "PGAPPNAME": "easel-test-web", **env}
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py"],
+            cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+        def up():
+            assert self.proc.poll() is None, self.log.read_text()[-3000:]
+            try:
+                return requests.get(f"{self.url}/api/v1/health/live", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_for(up, timeout=60, interval=0.2, message="gunicorn")
+        return self
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, 9)
+
+
+class LocalServer:
+    """A server of the project's own (the demo engine, the VolcEngine stand-in) as a real
+    process on a real port: started with `argv()`, ready once it says "listening"."""
+
+    name = "server"
+
+    def __init__(self, port: int):
         self.port = port
-        self.workdir = workdir
         self.url = f"http://127.0.0.1:{port}"
         self.proc: subprocess.Popen | None = None
 
+    def argv(self, *extra: str) -> list[str]:
+        raise NotImplementedError
+
     def start(self, *extra: str) -> None:
-        argv = [
-            sys.executable, "-m", "generation.demo_engine", "--port", str(self.port),
-            "--output-dir", str(self.workdir / "output"), "--input-dir", str(self.workdir / "input"),
-            "--step-delay", "0.05", *extra,
-        ]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.proc = subprocess.Popen(self.argv(*extra), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     text=True)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             line = self.proc.stdout.readline()
@@ -172,7 +215,7 @@ class DemoEngine:
                 return
             if not line and self.proc.poll() is not None:
                 break
-        raise RuntimeError("demo engine did not start")
+        raise RuntimeError(f"{self.name} did not start")
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -182,6 +225,23 @@ class DemoEngine:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc = None
+
+
+class DemoEngine(LocalServer):
+    """The built-in engine as a real process on a real port, with its fault controls."""
+
+    name = "demo engine"
+
+    def __init__(self, port: int, workdir: Path):
+        super().__init__(port)
+        self.workdir = workdir
+
+    def argv(self, *extra: str) -> list[str]:
+        return [
+            sys.executable, "-m", "generation.demo_engine", "--port", str(self.port),
+            "--output-dir", str(self.workdir / "output"), "--input-dir", str(self.workdir / "input"),
+            "--step-delay", "0.05", *extra,
+        ]
 
     def faults(self, **values) -> None:
         requests.post(f"{self.url}/demo/faults", json=values, timeout=5).raise_for_status()
@@ -198,40 +258,21 @@ def demo_engine(tmp_path):
     engine.stop()
 
 
-class VolcStandin:
+class VolcStandin(LocalServer):
     """The VolcEngine stand-in as a real process on a real port, with its key pair and fault controls."""
 
+    name = "volcengine stand-in"
     access_key_id = "AKLTtestkey"
     secret_access_key = "test-secret-access-key"
 
     def __init__(self, port: int):
-        self.port = port
+        super().__init__(port)
         self.host = f"127.0.0.1:{port}"
-        self.url = f"http://{self.host}"
-        self.proc: subprocess.Popen | None = None
 
-    def start(self, *extra: str) -> None:
-        argv = [sys.executable, "-m", "generation.volcengine.standin", "--port", str(self.port),
+    def argv(self, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "generation.volcengine.standin", "--port", str(self.port),
                 "--access-key-id", self.access_key_id, "--secret-access-key", self.secret_access_key,
                 "--generate-seconds", "0.3", *extra]
-        self.proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if "listening" in line:
-                return
-            if not line and self.proc.poll() is not None:
-                break
-        raise RuntimeError("volcengine stand-in did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.proc = None
 
     def faults(self, **values) -> dict:
         response = requests.post(f"{self.url}/standin/faults", json=values, timeout=5)

@@ -12,7 +12,7 @@ if _reason:
 
 from playwright.sync_api import expect  # noqa: E402
 
-from tests.generation.test_events import Web  # noqa: E402
+from tests.conftest import Web  # noqa: E402
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(150)]
 

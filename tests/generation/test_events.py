@@ -4,62 +4,17 @@ on the test database, read by a real HTTP client as a browser's EventSource woul
 from __future__ import annotations
 
 import json
-import os
 import queue
 import socket
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import ROOT, api_create, cluster_env, free_port, wait_for
+from tests.conftest import Web, api_create, free_port, wait_for
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
-
-
-class Web:
-    """The web app under gunicorn + uvicorn's worker, one worker process."""
-
-    def __init__(self, **env):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.data = tempfile.mkdtemp(prefix="easel-sse-")
-        self.log = Path(self.data) / "web.log"
-        self.env = {**cluster_env(), "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(self.port),
-                    "WEB_CONCURRENCY": "1", "EASEL_DATA_DIR": self.data,
-                    "GUNICORN_CONTROL_SOCKET": str(Path(self.data) / "g.ctl"),
-                    "EASEL_EVENTS_KEEPALIVE_SECONDS": "1",
-                    # Its PostgreSQL sessions, told apart from the test's and the workers'.
-                    "PGAPPNAME": "easel-test-web", **env}
-        self.proc = None
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py"],
-            cwd=ROOT, env=self.env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
-
-        def up():
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                return requests.get(f"{self.url}/api/v1/health/live", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_for(up, timeout=60, interval=0.2, message="gunicorn")
-        return self
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
 
 
 @pytest.fixture

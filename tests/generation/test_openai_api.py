@@ -10,8 +10,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import subprocess
-import sys
 import time
 from unittest import mock
 
@@ -22,7 +20,7 @@ from PIL import Image, ImageDraw
 from rest_framework.test import APIClient
 
 from generation.models import GenerationTask, SourceImage
-from tests.conftest import ROOT, cluster_env, free_port, wait_for
+from tests.conftest import Web
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(180)]
 
@@ -33,29 +31,12 @@ URL_MAX_AGE = 600
 @pytest.fixture(scope="module")
 def web(django_db_setup, django_db_blocker):
     """gunicorn as deployed (deploy/gunicorn.conf.py) on the test database, for the module."""
-    port = free_port()
     with django_db_blocker.unblock():
-        env = {**cluster_env(), "EASEL_HOST": "127.0.0.1", "EASEL_PORT": str(port), "WEB_CONCURRENCY": "1",
-               "GUNICORN_THREADS": "4", "EASEL_CREATE_WAIT_SECONDS": str(WAIT), "EASEL_CREATE_WAIT_PER_USER": "2",
-               "EASEL_CREATE_WAIT_SLOTS": "2", "EASEL_CATALOG_CACHE_SECONDS": "0",
-               "EASEL_OPENAI_URL_MAX_AGE": str(URL_MAX_AGE)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "deploy/gunicorn.conf.py", "config.asgi:application"],
-        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        assert proc.poll() is None, f"gunicorn exited with {proc.returncode}"
-        try:
-            return requests.get(f"{url}/api/v1/health/live", timeout=5).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_for(up, timeout=90, interval=0.2, message="gunicorn")
-    yield url
-    proc.terminate()
-    proc.wait(20)
+        server = Web(GUNICORN_THREADS="4", EASEL_CREATE_WAIT_SECONDS=str(WAIT), EASEL_CREATE_WAIT_PER_USER="2",
+                     EASEL_CREATE_WAIT_SLOTS="2", EASEL_CATALOG_CACHE_SECONDS="0",
+                     EASEL_OPENAI_URL_MAX_AGE=str(URL_MAX_AGE)).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
