@@ -414,11 +414,13 @@ def qcluster(_session_cluster, django_db_blocker):
     with django_db_blocker.unblock():
         if _session_cluster.proc is None or _session_cluster.proc.poll() is not None:
             _session_cluster.start()
-        else:
-            # A test's flush empties the heartbeats' cache table too: the next beat (each
-            # second) writes this cluster's again; a test reading the workers' state (the
-            # doctor, health) must not run in between.
-            _session_cluster.beating(timeout=10)
+        # A test's flush empties the heartbeats' cache table too: the next beat (each
+        # second) writes this cluster's again; a test reading the workers' state (the
+        # doctor, health) must not run in between. A cluster alive but silent that long
+        # (a test cut its database connections, or froze it) is replaced.
+        elif not _session_cluster.beating(timeout=10):
+            _session_cluster.stop()
+            _session_cluster.start()
         # A test's flush empties the pumps' rows and the queue (and the tick's schedule),
         # which in a studio only migrations and the tick would make again: a pump for
         # this test, as the tick would queue one.
