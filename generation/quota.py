@@ -58,9 +58,13 @@ def user_lock(user):
     return get_user_model().objects.select_for_update().get(pk=user.pk)
 
 
+def _used_today(user) -> int:
+    return _counted_today().filter(user=user).aggregate(n=Sum("batch_size"))["n"] or 0
+
+
 def quota_usage(*, user) -> dict:
     """Images counted against today's quota, and when it resets."""
-    used = _counted_today().filter(user=user).aggregate(n=Sum("batch_size"))["n"] or 0
+    used = _used_today(user)
     limit = user.daily_image_quota
     return {
         "limit": limit,
@@ -74,9 +78,11 @@ def quota_usage(*, user) -> dict:
 
 def quota_check(*, user, images: int) -> None:
     """Raise QuotaExceeded, saying what is left, unless `images` more fit in today's quota."""
-    usage = quota_usage(user=user)
-    if usage["used"] + images <= usage["limit"]:
+    # One sum on the way that passes (every create takes it, under the user's lock); the
+    # whole usage only for the message.
+    if _used_today(user) + images <= user.daily_image_quota:
         return
+    usage = quota_usage(user=user)
     left = usage["remaining"]
     resets = _("It resets at %(time)s.") % {
         "time": time_format(timezone.localtime(usage["resets_at"]), "H:i")

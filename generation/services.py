@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+import time
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -369,6 +370,28 @@ def generation_retry(*, task: GenerationTask) -> GenerationTask:
     return task
 
 
+# A live pump seen by this process is believed alive for this long: a burst of creates
+# asks the database once, not once each. (A pump that dies meanwhile leaves the flag to
+# its successor or the tick, as one dying just after the question would.)
+PUMP_ALIVE_MEMORY_SECONDS = 1.0
+_pump_seen_at = -PUMP_ALIVE_MEMORY_SECONDS
+
+
+def _pump_alive() -> bool:
+    global _pump_seen_at
+    if time.monotonic() - _pump_seen_at < PUMP_ALIVE_MEMORY_SECONDS:
+        return True
+    if not pumps_alive().exists():
+        return False
+    _pump_seen_at = time.monotonic()
+    return True
+
+
+def forget_pump() -> None:
+    global _pump_seen_at
+    _pump_seen_at = -PUMP_ALIVE_MEMORY_SECONDS
+
+
 def generation_enqueue() -> None:
     """Let the dispatcher look at the queue now (a task arrived or came back).
 
@@ -379,7 +402,7 @@ def generation_enqueue() -> None:
     the schedule would anyway.
     """
     try:
-        if pumps_alive().exists():
+        if _pump_alive():
             if not again_requested():  # a burst of creates writes the flag once
                 again_request()
             return

@@ -64,6 +64,10 @@ def _catalog_not_remembered(settings):
 
     settings.EASEL_QUEUE_OUTLOOK_SECONDS = 0
     outlook.forget()
+    # And whether a pump is alive (a test stops its pump and expects creates to dispatch).
+    from generation import services
+
+    services.forget_pump()
 
 
 def free_port() -> int:
