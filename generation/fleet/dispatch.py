@@ -150,8 +150,41 @@ def _probe_offline_backends() -> None:
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
 
 
+def _taking_work():
+    """The backends dispatch gives work to."""
+    return ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False)
+
+
+def _models_on(backend_ids) -> dict[int, set[int]]:
+    """Checkpoint id → which of these backends have it (a VolcEngine backend's offered models are its checkpoints)."""
+    where: dict[int, set[int]] = defaultdict(set)
+    for checkpoint_id, backend_id in Checkpoint.backends.through.objects.filter(
+        comfybackend_id__in=list(backend_ids)
+    ).values_list("checkpoint_id", "comfybackend_id"):
+        where[checkpoint_id].add(backend_id)
+    return where
+
+
+def _able(checkpoint_id: int | None, files: dict | None, backend_ids, where: dict[int, set[int]]) -> frozenset[int]:
+    """Of these backends, the ones that can run a task of this model needing these files (any, for no model)."""
+    found = set(backend_ids) if checkpoint_id is None else set(where.get(checkpoint_id, ()))
+    holders = backends_having({k: set(v) for k, v in (files or {}).items()})
+    return frozenset(found if holders is None else found & holders)
+
+
+def backends_able(task: GenerationTask, *, excluding: int | None = None) -> frozenset[int]:
+    """The backends taking work now (other than `excluding`) that dispatch could give this task to.
+
+    The runner asks before moving a task off a backend that stopped answering (ComfyUI or VolcEngine): moving it
+    helps only when this rule, the one dispatch places it by, finds another home for it."""
+    ids = set(_taking_work().exclude(pk=excluding).values_list("pk", flat=True))
+    if not ids:
+        return frozenset()
+    return _able(task.checkpoint_id, task.required_files, ids, _models_on(ids))
+
+
 def _plan() -> list[tuple[int, int, object, str]]:
-    backends = {b.pk: b for b in ComfyBackend.objects.filter(enabled=True, is_online=True, draining=False)}
+    backends = {b.pk: b for b in _taking_work()}
     if not backends:
         return []
     load = dict(
@@ -162,11 +195,7 @@ def _plan() -> list[tuple[int, int, object, str]]:
     free = {pk: b.max_in_flight - load.get(pk, 0) for pk, b in backends.items()}
     if all(n <= 0 for n in free.values()):
         return []
-    where: dict[int, set[int]] = defaultdict(set)
-    for checkpoint_id, backend_id in Checkpoint.backends.through.objects.filter(
-        comfybackend_id__in=list(backends)
-    ).values_list("checkpoint_id", "comfybackend_id"):
-        where[checkpoint_id].add(backend_id)
+    where = _models_on(backends)
     ckpt_names = dict(Checkpoint.objects.filter(pk__in=list(where)).values_list("pk", "ckpt_name"))
     loaded = {pk: b.loaded_checkpoint for pk, b in backends.items()}
 
@@ -186,9 +215,7 @@ def _plan() -> list[tuple[int, int, object, str]]:
     def options(checkpoint_id, files) -> frozenset[int]:
         key = (checkpoint_id, tuple(sorted((k, tuple(sorted(v))) for k, v in (files or {}).items())))
         if key not in having:
-            found = set(backends) if checkpoint_id is None else set(where.get(checkpoint_id, ()))
-            holders = backends_having({k: set(v) for k, v in (files or {}).items()})
-            having[key] = frozenset(found if holders is None else found & holders)
+            having[key] = _able(checkpoint_id, files, backends, where)
         return having[key]
 
     queues: dict[int, deque[_Candidate]] = defaultdict(deque)

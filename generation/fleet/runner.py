@@ -57,7 +57,7 @@ from ..events import tasks_progressed
 from ..gallery.results import StorageFailed, UnreadableImage, files_delete, result_store
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
-from .dispatch import dispatch
+from .dispatch import backends_able, dispatch
 from .feeds import Feeds, FeedsClosed
 from .log import task_log
 from .progress import ProgressBatch
@@ -247,7 +247,7 @@ class TaskRunner:
             waited = now - failing_since
             # Move the task only when another backend can run it; with nowhere else to
             # go it waits right here and resumes the moment this backend answers.
-            if waited >= settings.EASEL_BACKEND_HANDBACK_SECONDS and self._elsewhere(backend):
+            if waited >= settings.EASEL_BACKEND_HANDBACK_SECONDS and self.elsewhere(backend):
                 if not task.submitted_at:
                     # Nothing was sent there yet: give it back to the queue.
                     self._hand_back(
@@ -266,15 +266,9 @@ class TaskRunner:
             self.wait(delay)
             delay = min(delay * 2, settings.EASEL_BACKEND_RETRY_MAX_DELAY)
 
-    def _elsewhere(self, backend: ComfyBackend) -> bool:
-        """Is another backend taking work that has this task's model?"""
-        task = self.task
-        return (
-            task.checkpoint_id is not None
-            and ComfyBackend.objects.filter(
-                enabled=True, is_online=True, draining=False, checkpoints=task.checkpoint_id
-            ).exclude(pk=backend.pk).exists()
-        )
+    def elsewhere(self, backend: ComfyBackend) -> bool:
+        """Could dispatch give this task to another backend now (its model and files, taking work)?"""
+        return bool(backends_able(self.task, excluding=backend.pk))
 
     def _hand_back(self, backend: ComfyBackend, reason: Text) -> None:
         if not transitions.hand_back(self.task, owner=self.owner, reason=reason):
@@ -290,10 +284,15 @@ class TaskRunner:
         never be attached to it.
         """
         backend_abandon_prompt(backend_id=backend.pk, prompt_id=str(self.task.prompt_id))
-        reason = text(gettext_noop("Backend %(name)s went away; moved back to the queue."), name=backend.name)
+        self.fail_over(backend, text(gettext_noop("Backend %(name)s went away; moved back to the queue."),
+                                     name=backend.name))
+
+    def fail_over(self, backend: ComfyBackend, reason: Text) -> None:
+        """Back to the queue, to be sent anew (a new prompt id; a VolcEngine task loses its provider task id),
+        wherever dispatch places it; the run on `backend` ends as moved, with `reason`."""
         if not transitions.fail_over(self.task, owner=self.owner, reason=reason):
             raise TaskGone()
-        self.log.warning("failed over from backend %s", backend.name)
+        self.log.warning("failed over from backend %s: %s", backend.name, reason)
         self._dispatch_soon()
 
     def _dispatch_soon(self) -> None:

@@ -6,6 +6,15 @@ such id and no way to ask "did you get this?". So exactly-once rests on the orde
 an id polls it (a restart, a hand-over to the next pump); one that finds the intent without an id cannot know
 whether VolcEngine has the task, and fails the task rather than risk running (and billing) it twice. A submit
 refused outright created nothing and is tried again within the task's timeout when the refusal is transient.
+
+Fail-over follows the ComfyUI run's rules, bounded like them by the task's execution timeout counted from its first
+start (a move keeps `started_at`):
+- VolcEngine answers `not_found` or `expired` for the stored id: it holds nothing, so sending again cannot run the
+  task twice. The task goes back to the queue (`transitions.fail_over` clears the provider's id and the intent) and is
+  submitted anew wherever dispatch places it; once the timeout has run out it fails as `provider_task_lost`.
+- The backend does not answer the polls for `EASEL_FAILOVER_GRACE_SECONDS` from the last contact and another backend
+  offers the model: the task moves there; the abandoned provider task (no cancel exists) may still finish and be
+  billed, which the run's reason says. With nowhere else to go it keeps polling here until the timeout.
 """
 from __future__ import annotations
 
@@ -17,13 +26,13 @@ from django.conf import settings
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from models_catalog.services import volc_client
+from models_catalog.services import backend_mark, volc_client
 
 from .. import transitions
 from ..comfy import Message
 from ..task_text import Text, message_fields, text
 from ..volcengine.catalog import MODELS
-from ..volcengine.client import BAD_PARAMS, CONTENT_REFUSED, QUOTA, AUTH, Result, VolcClient, VolcError
+from ..volcengine.client import BAD_PARAMS, CONTENT_REFUSED, QUOTA, AUTH, THROTTLED, Result, VolcClient, VolcError
 from ..volcengine.pacing import Backoff, RateLimit
 from .stops import TaskFailed, TaskGone
 
@@ -98,9 +107,12 @@ class VolcRun:
             raise TaskGone()
         self.runner.lease_renewed = time.monotonic()
         result = self._poll(task_id)
+        if result is None:
+            return  # moved to another backend
         failure = result.failure()
         if failure is not None:
-            raise TaskFailed("provider_task_lost", _as_text(failure))
+            self._lost(task_id, failure)
+            return
         self.runner.log.info("VolcEngine task %s done with %d picture(s)", task_id, len(result.images))
         self.runner.complete_with(lambda index, data: self.runner.store_data(index, data), result.images)
 
@@ -127,13 +139,16 @@ class VolcRun:
                 continue
             # Stored at once: a restart from here on polls this id instead of submitting again.
             runner.update(provider_task_id=task_id)
+            runner.last_contact = time.monotonic()
             runner.log.info("submitted to VolcEngine %s as task %s", self.backend.name, task_id)
             return task_id
 
-    def _poll(self, task_id: str) -> Result:
+    def _poll(self, task_id: str) -> Result | None:
+        """The task's answer once it stopped running, or None when the task was moved to another backend."""
         runner = self.runner
         backoff = Backoff(first=POLL_FIRST_DELAY, longest=POLL_LONGEST_DELAY)
         timeout, deadline = runner._deadline()
+        failing_since: float | None = None  # the first failed poll since the last answer
         while True:
             if timezone.now() > deadline:
                 raise TaskFailed("timeout", text(gettext_noop("Timed out after %(n)d s."), n=timeout))
@@ -146,13 +161,43 @@ class VolcRun:
                     raise _failed(exc) from exc
                 runner.log.info("polling VolcEngine failed for now: %s", exc)
                 self._say(_as_text(exc.message))
+                if exc.kind != THROTTLED:  # a busy account answered: it is there
+                    now = time.monotonic()
+                    if failing_since is None:
+                        failing_since = now
+                        # Marked offline like a ComfyUI backend that stops answering: dispatch sends it no more
+                        # work (the task moved away must not come straight back), and the health check or the
+                        # next answer here brings it back.
+                        backend_mark(backend_id=self.backend.pk, online=False, error=str(exc))
+                    # From the last contact in this run (a resumed run that never reached it: its first failure).
+                    away = now - (runner.last_contact or failing_since)
+                    if away >= settings.EASEL_FAILOVER_GRACE_SECONDS and runner.elsewhere(self.backend):
+                        runner.fail_over(self.backend, text(gettext_noop(
+                            "Backend %(name)s did not answer for %(n)d s; moved back to the queue to run elsewhere. "
+                            "Its VolcEngine task %(id)s was abandoned (VolcEngine cannot cancel it): it may still "
+                            "finish there and be billed."), name=self.backend.name, n=int(away), id=task_id))
+                        return None
             else:
                 runner.last_contact = time.monotonic()
+                if failing_since is not None:
+                    failing_since = None
+                    backend_mark(backend_id=self.backend.pk, online=True)
                 if not result.running:
                     return result
                 self._say(text(gettext_noop("Queued at VolcEngine.")) if result.status == "in_queue"
                           else text(gettext_noop("VolcEngine is generating the picture.")))
             runner.wait(backoff.next())
+
+    def _lost(self, task_id: str, failure: Message) -> None:
+        """VolcEngine holds nothing under this id (`not_found`, `expired`): sending the task again cannot run it
+        twice. It goes back to the queue while its execution timeout allows (the bound every move of a task has),
+        and fails as lost after that."""
+        runner = self.runner
+        if timezone.now() >= runner._deadline()[1]:
+            raise TaskFailed("provider_task_lost", _as_text(failure))
+        runner.fail_over(self.backend, text(gettext_noop(
+            "Backend %(name)s lost its VolcEngine task %(id)s (%(e)s); moved back to the queue to be sent again."),
+            name=self.backend.name, id=task_id, e=_as_text(failure)))
 
     def _say(self, message: Text | str) -> None:
         if self.task.status_message != str(message):

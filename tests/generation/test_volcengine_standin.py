@@ -201,6 +201,15 @@ def test_an_expiring_task_reports_expired(sdk, volc_standin):
     assert seen[-1] == "expired" and answer["data"]["binary_data_base64"] is None
 
 
+def test_a_forgotten_task_runs_then_is_not_found_and_the_next_is_not(sdk, volc_standin):
+    volc_standin.faults(forget_next=True)
+    answer, seen = poll(sdk, submit(sdk))
+    assert seen[-1] == "not_found" and seen[0] in ("in_queue", "generating")
+    assert volc_standin.faults()["forget_next"] is False
+    answer, seen = poll(sdk, submit(sdk))
+    assert seen[-1] == "done"
+
+
 def test_a_task_is_forgotten_after_its_time_to_live(volc_standin):
     volc_standin.stop()
     volc_standin.start("--task-ttl", "0.5")

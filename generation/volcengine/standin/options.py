@@ -33,6 +33,7 @@ class Faults:
     ``throttle_next`` refuses the next submit for the QPS limit (HTTP 429 ``50429``).
     ``refuse_output_next`` lets the next task run, then refuses its picture (``50511 Post Img Risk Not Pass``).
     ``expire_next`` lets the next task run, then reports it ``expired`` instead of ``done``.
+    ``forget_next`` lets the next task run, then forgets it (``not_found``, as after the service's 12 hours).
     """
 
     delay: float = 0.0
@@ -43,6 +44,7 @@ class Faults:
     throttle_next: bool = False
     refuse_output_next: bool = False
     expire_next: bool = False
+    forget_next: bool = False
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply a JSON body of the same names; unknown names raise ``KeyError``, bad values ``ValueError``."""

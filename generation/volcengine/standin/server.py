@@ -137,7 +137,7 @@ def submit(standin: Standin, request: web.Request, form: dict, started: float) -
     task = Task(task_id=standin.tasks.new_id(), req_key=req_key, prompt=prompt,
                 seed=seed if seed >= 0 else secrets.randbelow(2**31), width=width, height=height, submitted=now,
                 generate_seconds=faults.generate_seconds, refuse_output=faults.take("refuse_output_next"),
-                expire=faults.take("expire_next"))
+                expire=faults.take("expire_next"), forget=faults.take("forget_next"))
     standin.tasks.add(task)
     standin.stats["submissions"] += 1
     return _answer(started, 200, SUCCESS, "Success", {"task_id": task.task_id})

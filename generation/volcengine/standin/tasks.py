@@ -22,6 +22,8 @@ class Task:
     generate_seconds: float
     refuse_output: bool = False
     expire: bool = False
+    #: Forgotten (``not_found``) once generated, as if its 12 hours had passed (the ``forget_next`` fault).
+    forget: bool = False
     _png: bytes | None = field(default=None, repr=False)
 
     def status(self, now: float) -> str:
@@ -61,7 +63,8 @@ class TaskTable:
     def get(self, task_id: str, now: float | None = None) -> Task | None:
         now = time.monotonic() if now is None else now
         task = self.tasks.get(task_id)
-        if task is not None and now - task.submitted > self.ttl:
+        if task is not None and (now - task.submitted > self.ttl
+                                 or (task.forget and now - task.submitted >= task.generate_seconds)):
             del self.tasks[task_id]  # forgotten, as the real service forgets a task after 12 hours
             return None
         return task
