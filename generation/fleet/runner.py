@@ -250,7 +250,7 @@ class TaskRunner:
             if waited >= settings.EASEL_BACKEND_HANDBACK_SECONDS and self.elsewhere(backend):
                 if not task.submitted_at:
                     # Nothing was sent there yet: give it back to the queue.
-                    self._hand_back(
+                    self.hand_back(
                         backend, text(gettext_noop("Waiting: backend %(name)s is unreachable."), name=backend.name)
                     )
                     return
@@ -270,7 +270,7 @@ class TaskRunner:
         """Could dispatch give this task to another backend now (its model and files, taking work)?"""
         return bool(backends_able(self.task, excluding=backend.pk))
 
-    def _hand_back(self, backend: ComfyBackend, reason: Text) -> None:
+    def hand_back(self, backend: ComfyBackend, reason: Text) -> None:
         if not transitions.hand_back(self.task, owner=self.owner, reason=reason):
             raise TaskGone()
         self.log.info("handed back to the queue (%s unreachable)", backend.name)

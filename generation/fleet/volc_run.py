@@ -103,6 +103,8 @@ class VolcRun:
                     "twice. Retry it to send it anew.")))
             task_id = self._submit(model.params(prompt=task.prompt, width=task.width, height=task.height,
                                                 seed=task.seed, scale=None))
+            if task_id is None:
+                return  # handed back to the queue (the backend refused every try)
         if not transitions.start(task, owner=self.runner.owner):
             raise TaskGone()
         self.runner.lease_renewed = time.monotonic()
@@ -116,12 +118,14 @@ class VolcRun:
         self.runner.log.info("VolcEngine task %s done with %d picture(s)", task_id, len(result.images))
         self.runner.complete_with(lambda index, data: self.runner.store_data(index, data), result.images)
 
-    def _submit(self, params: dict) -> str:
+    def _submit(self, params: dict) -> str | None:
+        """The provider's task id; None when the task went back to the queue instead (see below)."""
         runner = self.runner
         # The intent, before the call: from here on the task counts as sent (see the module's docstring).
         runner.update(submitted_at=timezone.now(), rendered_prompt={"req_key": self.req_key, **params})
         backoff = Backoff(first=POLL_FIRST_DELAY, longest=POLL_LONGEST_DELAY)
         _timeout, deadline = runner._deadline()
+        failing_since: float | None = None  # the first refusal by an unreachable or failing service
         while True:
             self.limit.wait()
             try:
@@ -135,8 +139,22 @@ class VolcRun:
                     raise _failed(exc) from exc
                 runner.log.info("VolcEngine refused the submit for now: %s", exc)
                 self._say(_as_text(exc.message))
+                if exc.kind != THROTTLED:  # a busy account is there; one that fails or cannot be reached is not
+                    now = time.monotonic()
+                    if failing_since is None:
+                        failing_since = now
+                        backend_mark(backend_id=self.backend.pk, online=False, error=str(exc))
+                    # As a ComfyUI task not yet sent: back to the queue when another backend could take it. Every
+                    # try was refused outright, so VolcEngine holds nothing and the intent is withdrawn first.
+                    if now - failing_since >= settings.EASEL_BACKEND_HANDBACK_SECONDS and runner.elsewhere(self.backend):
+                        runner.update(submitted_at=None)
+                        runner.hand_back(self.backend, text(gettext_noop("Waiting: backend %(name)s is unreachable."),
+                                                            name=self.backend.name))
+                        return None
                 runner.wait(backoff.next())
                 continue
+            if failing_since is not None:
+                backend_mark(backend_id=self.backend.pk, online=True)
             # Stored at once: a restart from here on polls this id instead of submitting again.
             runner.update(provider_task_id=task_id)
             runner.last_contact = time.monotonic()
