@@ -42,6 +42,8 @@ from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, 
 from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
+from models_catalog.models import ComfyBackend
+
 from .models import (
     ACTIVE_STATUSES,
     GenerationTask,
@@ -116,15 +118,26 @@ def _run_start(task: TaskRef, now: datetime, known: dict | None = None) -> None:
     """The task was just assigned: its next attempt begins on that backend. `known`: its
     prompt_id, backend_id and backend__name, when the caller has them (dispatch does)."""
     row = known or GenerationTask.objects.filter(pk=_pk(task)).values("prompt_id", "backend_id", "backend__name").get()
-    last = TaskRun.objects.filter(task_id=_pk(task)).order_by("-number").values("pk", "number", "outcome").first()
-    if last and last["outcome"] == RunOutcome.RUNNING:
+    _runs_start([{**row, "task_id": _pk(task)}], now)
+
+
+def _runs_start(rows: list[dict], now: datetime) -> None:
+    """`_run_start` for several tasks (each row: task_id, prompt_id, backend_id,
+    backend__name): one read of their attempts, one INSERT of the new ones."""
+    last: dict[int, tuple[int, int, str]] = {}
+    for pk, task_id, number, outcome in TaskRun.objects.filter(task_id__in=[r["task_id"] for r in rows]).values_list(
+            "pk", "task_id", "number", "outcome"):
+        if task_id not in last or number > last[task_id][1]:
+            last[task_id] = (pk, number, outcome)
+    left_open = [pk for pk, _number, outcome in last.values() if outcome == RunOutcome.RUNNING]
+    if left_open:
         # Left open: its backend was deleted under it (SET_NULL) and the task queued again.
-        TaskRun.objects.filter(pk=last["pk"]).update(
-            outcome=RunOutcome.LOST, ended_by=RunEnd.RECOVERY, ended_at=now)
-    TaskRun.objects.create(
-        task_id=_pk(task), number=(last["number"] if last else 0) + 1, backend_id=row["backend_id"],
-        backend_name=row["backend__name"] or "", prompt_id=row["prompt_id"], assigned_at=now,
-    )
+        TaskRun.objects.filter(pk__in=left_open).update(outcome=RunOutcome.LOST, ended_by=RunEnd.RECOVERY, ended_at=now)
+    TaskRun.objects.bulk_create([
+        TaskRun(task_id=r["task_id"], number=last.get(r["task_id"], (0, 0, ""))[1] + 1, backend_id=r["backend_id"],
+                backend_name=r["backend__name"] or "", prompt_id=r["prompt_id"], assigned_at=now)
+        for r in rows
+    ])
 
 
 def _run_end(task: TaskRef, outcome: str, ended_by: str, *, now: datetime | None = None,
@@ -166,22 +179,42 @@ def created(task: GenerationTask) -> None:
     events.task_created(task)
 
 
-def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None,
-           prompt_id=None, backend_name: str | None = None) -> bool:
+def assign(task: TaskRef, *, backend_id: int, now: datetime | None = None) -> bool:
     """The dispatcher gives a waiting task a backend (a task cancelled a moment ago stays
-    cancelled). `prompt_id` and `backend_name`, when the caller read them, spare a read."""
+    cancelled); dispatch assigns a whole pass at once with `assign_many`."""
     now = now or timezone.now()
-    qs = GenerationTask.objects.filter(pk=_pk(task), status=TaskStatus.PENDING, backend__isnull=True)
-    # No savepoint inside dispatch's transaction (two statements more per task): an
-    # error here ends the whole pass anyway.
+    prompt_id = GenerationTask.objects.filter(pk=_pk(task)).values_list("prompt_id", flat=True).first()
+    name = ComfyBackend.objects.filter(pk=backend_id).values_list("name", flat=True).first()
+    if not assign_many([(_pk(task), backend_id, prompt_id, name or "")], now=now):
+        return False
+    if not isinstance(task, int):
+        task.backend_id, task.assigned_at = backend_id, now
+        for key, value in message_fields("status", "").items():
+            setattr(task, key, value)
+    return True
+
+
+def assign_many(plan: list[tuple[int, int, object, str]], *, now: datetime | None = None) -> list[tuple[int, int]]:
+    """`assign` for a dispatch pass's whole plan, (task id, backend id, its prompt id, the
+    backend's name) each: one UPDATE, one read back, their attempts in one INSERT, where
+    one task at a time took three statements each. Answers the (task, backend) pairs
+    assigned (a task cancelled a moment ago stays cancelled). Call under dispatch's lock."""
+    if not plan:
+        return []
+    now = now or timezone.now()
+    ids = [task_id for task_id, _b, _p, _n in plan]
     with transaction.atomic(savepoint=False):
-        done = _apply(task, qs, {"backend_id": backend_id, "assigned_at": now, **message_fields("status", "")})
+        GenerationTask.objects.filter(pk__in=ids, status=TaskStatus.PENDING, backend__isnull=True).update(
+            backend_id=Case(*[When(pk=task_id, then=Value(backend_id)) for task_id, backend_id, _p, _n in plan]),
+            assigned_at=now, **message_fields("status", ""))
+        # This pass's own moment marks what it assigned (passes run one at a time).
+        got = dict(GenerationTask.objects.filter(pk__in=ids, assigned_at=now, status=TaskStatus.PENDING)
+                   .values_list("pk", "backend_id"))
+        done = [row for row in plan if got.get(row[0]) == row[1]]
         if done:
-            known = None
-            if prompt_id is not None and backend_name is not None:
-                known = {"prompt_id": prompt_id, "backend_id": backend_id, "backend__name": backend_name}
-            _run_start(task, now, known)
-    return done
+            _runs_start([{"task_id": task_id, "backend_id": backend_id, "prompt_id": prompt_id,
+                          "backend__name": backend_name} for task_id, backend_id, prompt_id, backend_name in done], now)
+    return [(task_id, backend_id) for task_id, backend_id, _p, _n in done]
 
 
 def claim(task: TaskRef, *, owner: str) -> bool:

@@ -118,14 +118,9 @@ def _pass(*, wait: bool, pumps: bool = True) -> list[tuple[int, int]] | None:
                 return None
         else:
             locks.transaction_lock(locks.DISPATCH)
-        assignments = _plan()
         now = timezone.now()
-        done: list[tuple[int, int]] = []
-        for task_id, backend_id, prompt_id, backend_name in assignments:
-            # Conditional: a task cancelled a moment ago stays cancelled.
-            if transitions.assign(task_id, backend_id=backend_id, now=now, prompt_id=prompt_id,
-                                  backend_name=backend_name):
-                done.append((task_id, backend_id))
+        # Conditional: a task cancelled a moment ago stays cancelled.
+        done = transitions.assign_many(_plan(), now=now)
         if done:
             users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
             get_user_model().objects.filter(pk__in=set(users)).update(last_served_at=now)

@@ -234,3 +234,36 @@ def test_a_web_request_does_not_wait_for_a_running_dispatch(fleet, make_user, mo
         holder.join()
     assert dispatch(probe=False) == [task.pk]
     assert not again_requested()  # that pass took the request
+
+
+def test_a_pass_assigns_any_number_of_tasks_in_the_same_statements(fleet, make_user):
+    """The assignments of a pass and their attempts are written together: a pass that
+    assigns eight tasks runs no more statements than one that assigns two."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from django.utils import timezone
+
+    from generation.models import Pump, TaskRun
+
+    # A live pump: neither pass queues one (that is not the assignments' cost).
+    Pump.objects.create(heartbeat_at=timezone.now(), started_at=timezone.now())
+
+    def a_pass(room: int) -> int:
+        ComfyBackend.objects.update(max_in_flight=room)
+        with CaptureQueriesContext(connection) as queries:
+            assert len(dispatch(probe=False)) == 2 * room
+        return len(queries.captured_queries)
+
+    users = [make_user(max_concurrent_tasks=20) for _ in range(4)]
+    for user in users:
+        for _ in range(3):
+            create(user)
+    two = a_pass(1)
+    GenerationTask.objects.filter(backend__isnull=False).update(status=TaskStatus.COMPLETED)
+    eight = a_pass(4)
+    assert eight == two
+    # Each assigned task has its one open attempt, on its backend.
+    for task in GenerationTask.objects.filter(backend__isnull=False):
+        [run] = TaskRun.objects.filter(task=task)
+        assert (run.backend_id, run.outcome, run.number) == (task.backend_id, "running", 1)
