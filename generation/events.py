@@ -83,9 +83,12 @@ def task_started(task) -> None:
     _record(task, TaskEventKind.STARTED, status=TaskStatus.PROCESSING)
 
 
-def task_completed(task) -> None:
-    """Completed, with its images as the status endpoint lists them (ids, paths)."""
-    images = list(GeneratedImage.objects.filter(task_id=_task_id(task)).order_by("index"))
+def task_completed(task, images=None) -> None:
+    """Completed, with its images as the status endpoint lists them (ids, paths): `images`
+    when the caller has the set the task keeps (the runner does), else as stored."""
+    if images is None:
+        images = GeneratedImage.objects.filter(task_id=_task_id(task)).order_by("index")
+    images = sorted(images, key=lambda image: image.index)
     writer = ImageSerializer(context={})
     _record(task, TaskEventKind.COMPLETED, status=TaskStatus.COMPLETED,
             result_id=images[0].pk if images else None,

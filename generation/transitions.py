@@ -269,9 +269,10 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
 
 def complete(
     task: TaskRef, *, owner: str, size: tuple[int, int] | None = None, now: datetime | None = None,
-    caller_dispatches: bool = False,
+    caller_dispatches: bool = False, images: list | None = None,
 ) -> bool:
-    """The images are stored: completed. Call inside the transaction that keeps them.
+    """The images are stored: completed. Call inside the transaction that keeps them;
+    `images`, the set the task keeps, when the caller has it (spares reading it back).
 
     `size` is the (width, height) of the first picture the task produced. It replaces the
     requested size, which an img2img workflow ignores (its result has the source's size),
@@ -294,7 +295,7 @@ def complete(
         if done:
             _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
             _ended(task, caller_dispatches=caller_dispatches)
-            events.task_completed(task)
+            events.task_completed(task, images)
     return done
 
 

@@ -122,8 +122,8 @@ def _pass(*, wait: bool, pumps: bool = True) -> list[tuple[int, int]] | None:
         # Conditional: a task cancelled a moment ago stays cancelled.
         done = transitions.assign_many(_plan(), now=now)
         if done:
-            users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values_list("user_id", flat=True)
-            get_user_model().objects.filter(pk__in=set(users)).update(last_served_at=now)
+            users = GenerationTask.objects.filter(pk__in=[t for t, _b in done]).values("user_id")
+            get_user_model().objects.filter(pk__in=users).update(last_served_at=now)  # one statement
     if done and pumps:
         # A pump claims assigned tasks within a poll; make sure one runs.
         ensure_pumps()

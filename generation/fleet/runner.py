@@ -546,7 +546,7 @@ class TaskRunner:
                 # the source's size, whatever width and height the request carried).
                 first = stored[0]
                 if not transitions.complete(self.task, owner=self.owner, size=(first.width, first.height),
-                                            caller_dispatches=self.on_slot_free is not None):
+                                            caller_dispatches=self.on_slot_free is not None, images=stored):
                     raise TaskGone()
                 # An earlier attempt may have stored images before dying: keep one set
                 # (their files go once this commits).
