@@ -52,7 +52,9 @@ from django.core import signals  # noqa: E402 (after the settings are set up)
 from django.db import connections  # noqa: E402
 
 
-def _close_db_connections(**kwargs):
+def _close_db_connections(sender=None, **kwargs):
+    if not (isinstance(sender, type) and issubclass(sender, ASGIHandler)):
+        return  # a request served otherwise (the test client, in a test's transaction)
     # Under ASGI each sync request runs in a thread of its own that ends with it: a
     # connection kept for a later request (DB_CONN_MAX_AGE) would never be used again and
     # stay open until the garbage collector finds it (on PostgreSQL, one server process
