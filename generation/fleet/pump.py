@@ -63,11 +63,15 @@ STALE_SECONDS = 10.0
 # at most this many (more would hold connections PostgreSQL may not have to spare).
 KEEP_CONNECTIONS = 32
 # Passes of dispatch at least this far apart: runners that end close together (and the
-# creates of a burst) are served by one pass, not one each. A backend holds a second
-# prompt meanwhile (max_in_flight), so it does not idle while a freed slot waits: 0.2 s
-# (was 0.1) made 8 engines of tiny tasks 5 % faster, dispatch's share of the pump's CPU
-# smaller, and bench/dispatch.py kept 0.96 with 8 engines at 0.3 s a prompt.
+# creates of a burst) are served by one pass, not one each. The spacing grows with the
+# prompts the pump follows, up to DISPATCH_SPACING: a small fleet ends few prompts in a
+# moment, and a fixed 0.1 s capped one engine of tiny prompts at max_in_flight / 0.1 a
+# second; a large one ends many, and 0.2 s (at 16 prompts) made 8 engines of tiny tasks
+# 5 % faster than 0.1 s with dispatch's share of the pump's CPU smaller. A backend holds
+# a second prompt meanwhile (max_in_flight), so it does not idle while its freed slot
+# waits; bench/dispatch.py keeps 0.96 with 8 engines at 0.3 s a prompt.
 DISPATCH_SPACING = 0.2
+DISPATCH_SPACING_PER_PROMPT = DISPATCH_SPACING / 16
 # How often a pump asks the offline backends that hold prompts Easel moved away from
 # whether they are back: one that resumes (a host unfrozen, a network healed) runs on
 # whatever it was running, so the sooner those prompts are taken off it, the less GPU
@@ -227,11 +231,14 @@ class PumpRun:
     def _pause(self) -> float:
         """Until the next pass of the loop: a poll, or what is left of the dispatch spacing."""
         if self.dispatch_due.is_set():
-            return max(0.0, DISPATCH_SPACING - (time.monotonic() - self.dispatched_at))
+            return max(0.0, self._spacing() - (time.monotonic() - self.dispatched_at))
         return POLL_SECONDS
 
+    def _spacing(self) -> float:
+        return min(DISPATCH_SPACING, DISPATCH_SPACING_PER_PROMPT * len(self.running))
+
     def _dispatch_due(self) -> None:
-        if time.monotonic() - self.dispatched_at < DISPATCH_SPACING:
+        if time.monotonic() - self.dispatched_at < self._spacing():
             return  # the loop comes back when the spacing is over (_pause)
         # Its runners ended tasks, or creates asked for a pass: taken here (a read each
         # poll, a write only when asked), so the pass below answers it rather than
