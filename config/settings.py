@@ -166,13 +166,13 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql" and env_boo
         "max_idle": 300,
     }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # Easel's own backend: Django's, with the writers of all processes queued on a file
+    # lock instead of polling in SQLite's busy handler (config/sqlite3/base.py).
+    DATABASES["default"]["ENGINE"] = "config.sqlite3"
     # The web server, the qcluster workers and the tests' helper processes share one
     # SQLite file: WAL lets readers run beside a writer, IMMEDIATE transactions take the
     # write lock up front (no "database is locked" on lock upgrade), and the timeout
     # lets a writer wait for another instead of failing.
-    # Easel's own backend: Django's, with the writers of all processes queued on a file
-    # lock instead of polling in SQLite's busy handler (config/sqlite3/base.py).
-    DATABASES["default"]["ENGINE"] = "config.sqlite3"
     DATABASES["default"]["OPTIONS"] = {
         "timeout": 30,
         "transaction_mode": "IMMEDIATE",

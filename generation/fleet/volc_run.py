@@ -15,6 +15,9 @@ start (a move keeps `started_at`):
 - The backend does not answer the polls for `EASEL_FAILOVER_GRACE_SECONDS` from the last contact and another backend
   offers the model: the task moves there; the abandoned provider task (no cancel exists) may still finish and be
   billed, which the run's reason says. With nowhere else to go it keeps polling here until the timeout.
+- Every submit is refused outright (the service cannot be reached, or fails; a rate limit is an answer) for
+  `EASEL_BACKEND_HANDBACK_SECONDS` and another backend offers the model: nothing reached VolcEngine, so the intent is
+  withdrawn and the task goes back to the queue, as a ComfyUI task not yet sent.
 """
 from __future__ import annotations
 
