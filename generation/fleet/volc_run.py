@@ -143,21 +143,18 @@ class VolcRun:
                 runner.log.info("VolcEngine refused the submit for now: %s", exc)
                 self._say(_as_text(exc.message))
                 if exc.kind != THROTTLED:  # a busy account is there; one that fails or cannot be reached is not
-                    now = time.monotonic()
-                    if failing_since is None:
-                        failing_since = now
-                        backend_mark(backend_id=self.backend.pk, online=False, error=str(exc))
+                    failing_since = self._unanswered(exc, failing_since)
                     # As a ComfyUI task not yet sent: back to the queue when another backend could take it. Every
                     # try was refused outright, so VolcEngine holds nothing and the intent is withdrawn first.
-                    if now - failing_since >= settings.EASEL_BACKEND_HANDBACK_SECONDS and runner.elsewhere(self.backend):
+                    if (time.monotonic() - failing_since >= settings.EASEL_BACKEND_HANDBACK_SECONDS
+                            and runner.elsewhere(self.backend)):
                         runner.update(submitted_at=None)
                         runner.hand_back(self.backend, text(gettext_noop("Waiting: backend %(name)s is unreachable."),
                                                             name=self.backend.name))
                         return None
                 runner.wait(backoff.next())
                 continue
-            if failing_since is not None:
-                backend_mark(backend_id=self.backend.pk, online=True)
+            self._answered(failing_since)
             # Stored at once: a restart from here on polls this id instead of submitting again.
             runner.update(provider_task_id=task_id)
             runner.last_contact = time.monotonic()
@@ -183,15 +180,9 @@ class VolcRun:
                 runner.log.info("polling VolcEngine failed for now: %s", exc)
                 self._say(_as_text(exc.message))
                 if exc.kind != THROTTLED:  # a busy account answered: it is there
-                    now = time.monotonic()
-                    if failing_since is None:
-                        failing_since = now
-                        # Marked offline like a ComfyUI backend that stops answering: dispatch sends it no more
-                        # work (the task moved away must not come straight back), and the health check or the
-                        # next answer here brings it back.
-                        backend_mark(backend_id=self.backend.pk, online=False, error=str(exc))
+                    failing_since = self._unanswered(exc, failing_since)
                     # From the last contact in this run (a resumed run that never reached it: its first failure).
-                    away = now - (runner.last_contact or failing_since)
+                    away = time.monotonic() - (runner.last_contact or failing_since)
                     if away >= settings.EASEL_FAILOVER_GRACE_SECONDS and runner.elsewhere(self.backend):
                         runner.fail_over(self.backend, text(gettext_noop(
                             "Backend %(name)s did not answer for %(n)d s; moved back to the queue to run elsewhere. "
@@ -200,14 +191,26 @@ class VolcRun:
                         return None
             else:
                 runner.last_contact = time.monotonic()
-                if failing_since is not None:
-                    failing_since = None
-                    backend_mark(backend_id=self.backend.pk, online=True)
+                failing_since = self._answered(failing_since)
                 if not result.running:
                     return result
                 self._say(text(gettext_noop("Queued at VolcEngine.")) if result.status == "in_queue"
                           else text(gettext_noop("VolcEngine is generating the picture.")))
             runner.wait(backoff.next())
+
+    def _unanswered(self, exc: VolcError, since: float | None) -> float:
+        """Since when the backend has not answered: `since`, or now for a first failure. It is marked offline then,
+        like a ComfyUI backend that stops answering: dispatch sends it no more work (a task moved away must not come
+        straight back), and the health check or its next answer brings it back."""
+        if since is None:
+            since = time.monotonic()
+            backend_mark(backend_id=self.backend.pk, online=False, error=str(exc))
+        return since
+
+    def _answered(self, since: float | None) -> None:
+        """The backend answered: online again if it had been marked offline (`since` set)."""
+        if since is not None:
+            backend_mark(backend_id=self.backend.pk, online=True)
 
     def _lost(self, task_id: str, failure: Message) -> None:
         """VolcEngine holds nothing under this id (`not_found`, `expired`): sending the task again cannot run it
