@@ -627,3 +627,27 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.key} → #{self.task_id}"
+
+
+class BackendLease(models.Model):
+    """Which pump drives a backend (generation.fleet.holdings): one pump at a time.
+
+    A row per backend, kept apart from the backend's own row so an admin saving a
+    backend never writes a stale lease back. The lease is renewed by its pump's beat
+    and judged by the database's clock; one that ran out is free for any pump.
+    """
+
+    backend = models.OneToOneField("models_catalog.ComfyBackend", on_delete=models.CASCADE, primary_key=True,
+                                   related_name="lease", verbose_name=_("backend"))
+    # The holding pump's run name ("pump<id>-<host>-<pid>-<random>"), unique to one run of it.
+    owner = models.CharField(_("held by"), max_length=120, blank=True, default="")
+    pump = models.ForeignKey(Pump, on_delete=models.SET_NULL, null=True, blank=True, related_name="leases",
+                             verbose_name=_("pump"))
+    until = models.DateTimeField(_("held until"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("backend lease")
+        verbose_name_plural = _("backend leases")
+
+    def __str__(self) -> str:
+        return f"{self.backend_id} ← {self.owner or '-'}"

@@ -182,19 +182,24 @@ def test_the_pumps_check_says_whether_one_runs(db):
     assert check.level == "ok" and "following 3 prompt(s), on w1" in check.message
 
 
-def test_the_pumps_check_names_the_backends_followed_and_warns_of_tasks_nobody_follows(db, catalog, make_user):
+def test_the_pumps_check_names_the_backends_held_and_warns_of_tasks_nobody_follows(db, catalog, make_user):
     from django.utils import timezone
 
-    from generation.models import GenerationTask, Pump
+    from generation.models import BackendLease, GenerationTask, Pump
 
     pump = Pump.objects.create(heartbeat_at=timezone.now(), started_at=timezone.now(), host="w1", pid=42, running=1)
+    # No pump holds the backend yet: what is assigned there does not start.
+    check = doctor.check_pumps()
+    assert check.level == "warning" and f"No pump holds {catalog['backend'].name}" in check.message and check.fix
+    BackendLease.objects.create(backend=catalog["backend"], owner=f"pump{pump.pk}-w1-42-abcdef", pump=pump,
+                                until=timezone.now() + timedelta(seconds=60))
     task = GenerationTask.objects.create(
         user=make_user(), prompt="a lighthouse", model_name="demo-sd15", checkpoint=catalog["checkpoint"],
         width=64, height=64, steps=4, cfg=7, sampler="euler", scheduler="normal", seed=1, status="processing",
         backend=catalog["backend"], assigned_at=timezone.now(),
         lease_owner=f"pump{pump.pk}-w1-42-abcdef:1", lease_until=timezone.now() + timedelta(seconds=60))
     check = doctor.check_pumps()
-    assert check.level == "ok" and f"Backends followed: {catalog['backend'].name}." in check.message
+    assert check.level == "ok" and f"Backends held: {catalog['backend'].name}." in check.message
     # Its pump died a minute ago: the lease lapsed and nobody took the task over yet.
     GenerationTask.objects.filter(pk=task.pk).update(lease_until=timezone.now() - timedelta(seconds=45))
     check = doctor.check_pumps()

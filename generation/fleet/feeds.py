@@ -223,6 +223,16 @@ class Feeds:
             for feed in feeds:
                 feed.close()
 
+    def close_backend(self, base_url: str) -> None:
+        """Close this pump's sockets on one backend (another pump drives it now) and
+        return once they are closed; a later prompt there opens a new one."""
+        with self.lock:
+            feeds = [feed for key, feed in self.feeds.items() if key[0] == base_url]
+        for feed in feeds:
+            feed.stopping = True
+        for feed in feeds:
+            feed.close()
+
     def count(self) -> int:
         with self.lock:
             return sum(1 for feed in self.feeds.values() if not (feed.closed or feed.stopping))

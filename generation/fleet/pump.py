@@ -3,18 +3,22 @@
 A run used to be one job per prompt, each holding a whole worker process for the
 length of its generation, so a fleet of N backends needed about 2N workers and a
 backend added in the admin gave nothing until someone raised Q_WORKERS. A pump job
-instead claims every assigned task no live job holds (the task's own lease, taken with
-a conditional UPDATE: two pumps never run one task) and follows each in a thread of
-its own (the run logic of `generation.fleet.runner`). Workers no longer depend on the
-number of backends: a new backend's tasks are claimed within a poll.
+instead holds backends (a lease per backend, `generation.fleet.holdings`: no backend is
+driven by two pumps at once), claims every assigned task of those backends (the task's
+own lease, taken with a conditional UPDATE) and follows each in a thread of its own
+(the run logic of `generation.fleet.runner`). Workers no longer depend on the number of
+backends: a new backend is held at the next beat and its tasks claimed within a poll.
 
 A pump runs for EASEL_PUMP_SECONDS, well below the cluster's timeout, so it never
 looks like a stuck job; then it hands its prompts over: each runner releases its
-task's lease without touching the prompt, and the successor pump (queued before this
-one ends) finds the prompt on its backend and follows it, never submitting it again.
-A pump that dies (SIGKILL) stops renewing its leases: its tasks are claimed by another
-pump once the lease runs out (EASEL_TASK_LEASE_SECONDS). `pumps_ensure` keeps
-EASEL_PUMPS of them alive; the tick, dispatch and a pump ending call it.
+task's lease without touching the prompt, the pump gives its backends back, and the
+successor pump (queued before this one ends) takes them and follows the prompts on
+them, never submitting one again. A pump that dies (SIGKILL) stops renewing its
+leases: its backends and tasks are taken by another pump once the leases run out
+(EASEL_TASK_LEASE_SECONDS). A pump that loses a backend (it stalled past the lease, or
+gives it back to a pump that started beside it) hands its runners there over at once.
+`pumps_ensure` keeps EASEL_PUMPS of them alive; the tick, dispatch and a pump ending
+call it.
 """
 from __future__ import annotations
 
@@ -48,6 +52,7 @@ from ..task_text import text
 from . import locks
 from .dispatch import again_requested, again_take, dispatch
 from .feeds import Feeds
+from .holdings import Holdings
 from .progress import ProgressBatch
 from .runner import TaskRunner, tasks_claimed
 
@@ -89,18 +94,6 @@ def pumps_alive():
 def kept_alive():
     """The live pumps the cluster keeps (EASEL_PUMPS of them); one run by hand is extra."""
     return pumps_alive().filter(extra=False)
-
-
-def pump_holdings() -> dict[int, list[str]]:
-    """Pump id → the backends of the prompts it follows now (its runners' leases name it)."""
-    held: dict[int, set[str]] = {}
-    rows = (GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, lease_owner__startswith="pump")
-            .exclude(backend__isnull=True).values_list("lease_owner", "backend__name").distinct())
-    for owner, backend in rows:
-        prefix = owner.split("-", 1)[0]  # "pump<id>"
-        if prefix[4:].isdigit():
-            held.setdefault(int(prefix[4:]), set()).add(backend)
-    return {pump_id: sorted(names) for pump_id, names in held.items()}
 
 
 # An assigned task no live pump holds for this long is "not followed" (a claim takes a poll).
@@ -159,6 +152,10 @@ class PumpRun:
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # One socket per backend for all the prompts this pump follows there.
         self.feeds = Feeds(self.name)
+        # The backends this pump drives, and for each the event its runners there hand
+        # over on (set when the pump ends or loses the backend).
+        self.holdings = Holdings(self.name, pump_id)
+        self.stops: dict[int, threading.Event] = {}
         self.running: dict[int, Future] = {}
         self.pool = ThreadPoolExecutor(max_workers=self.slots, thread_name_prefix=f"easel-pump{pump_id}")
         # One probe at a time, off the loop (a frozen backend answers only by a timeout).
@@ -186,6 +183,8 @@ class PumpRun:
             while time.monotonic() < deadline and not self.stopping.is_set():
                 try:
                     self._reap()
+                    if self.holdings.wanting or time.monotonic() - last_beat >= BEAT_SECONDS:
+                        self._hold()
                     self.feeds.sweep()
                     self._probe_returning()
                     self._dispatch_due()
@@ -219,6 +218,17 @@ class PumpRun:
 
     def stop(self) -> None:
         self.stopping.set()
+
+    # --- holding backends --------------------------------------------------------------
+
+    def _hold(self) -> None:
+        """Renew and balance this pump's backends (`Holdings.beat`); the runners on one
+        it no longer holds hand over at once (another pump drives it now, or will)."""
+        alive = pumps_alive().filter(started_at__isnull=False).count()
+        for backend_id in self.holdings.beat(pumps=alive):
+            logger.warning("pump %s no longer holds backend %s; handing its prompts there over",
+                           self.pump_id, backend_id)
+            self.stops.pop(backend_id, threading.Event()).set()
 
     # --- claiming ----------------------------------------------------------------------
 
@@ -276,8 +286,12 @@ class PumpRun:
         free = self.slots - len(self.running)
         if free <= 0:
             return
+        self.holdings.drain_check()
+        drivable = self.holdings.drivable()
+        if not drivable:
+            return
         claimable = list(
-            GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
+            GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend_id__in=drivable)
             .filter(transitions.lease_lapsed())
             .exclude(pk__in=list(self.running))
             .order_by("assigned_at", "id")
@@ -299,13 +313,14 @@ class PumpRun:
                     _release_quietly(task_id, f"{self.name}:{task_id}")
             raise
         for task in tasks:
-            self.running[task.pk] = self.pool.submit(self._follow, task, task.lease_owner)
+            stop = self.stops.setdefault(task.backend_id, threading.Event())
+            self.running[task.pk] = self.pool.submit(self._follow, task, task.lease_owner, stop)
 
-    def _follow(self, task: GenerationTask, owner: str) -> None:
+    def _follow(self, task: GenerationTask, owner: str, stop: threading.Event) -> None:
         # This thread's connection, kept from its last task, may have died meanwhile.
         if connection.connection is not None and not connection.is_usable():
             connection.close()
-        runner = TaskRunner(task, owner, stop=self.stopping, on_slot_free=self._slot_freed, progress=self.progress,
+        runner = TaskRunner(task, owner, stop=stop, on_slot_free=self._slot_freed, progress=self.progress,
                             feeds=self.feeds)
         try:
             runner.run()
@@ -326,10 +341,12 @@ class PumpRun:
                 # Leave the task claimable at once if this runner stops without finishing
                 # it (a task it completed or failed has no lease left to let go of).
                 if not runner.ended:
+                    # The successor follows this prompt on a socket under the same client
+                    # id: this pump's must be closed first (generation.fleet.feeds).
                     if self.stopping.is_set():
-                        # The successor follows this prompt on a socket under the same
-                        # client id: this pump's must be closed first (generation.fleet.feeds).
                         self.feeds.close_all()
+                    elif stop.is_set():
+                        self.feeds.close_backend(task.backend.base_url)
                     _release_quietly(task.pk, owner)
             finally:
                 # This thread's own connection: kept for its next task (a new PostgreSQL
@@ -345,6 +362,8 @@ class PumpRun:
         """Stop following: each runner lets go of its task at its next heartbeat (the
         prompt runs on); the successor pump, queued first, takes them over."""
         self.stopping.set()
+        for stop in self.stops.values():
+            stop.set()
         try:
             retry_once_if_lost(lambda: Pump.objects.filter(pk=self.pump_id).delete(), what="pump row")
         except Exception:  # a stale row is deleted by the next pumps_ensure
@@ -358,6 +377,12 @@ class PumpRun:
         if pending:
             logger.warning("pump %s: %d runner(s) still busy after %.0f s", self.pump_id, len(pending),
                            HANDOVER_SECONDS)
+        try:
+            # After the runners let go: the next holder claims nothing while a task of
+            # the backend is still leased, but gets going at once when nothing is.
+            retry_once_if_lost(self.holdings.release, what="backend leases")
+        except Exception:  # they run out by themselves (EASEL_TASK_LEASE_SECONDS)
+            logger.exception("pump %s could not give its backends back", self.pump_id)
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.prober.shutdown(wait=False, cancel_futures=True)
         logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))

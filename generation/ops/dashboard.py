@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 from django.utils.formats import date_format
 from django.utils.translation import gettext as _
 
+from ..fleet.holdings import backends_held
 from ..fleet.pump import pumps_alive
 from . import stats
 from .doctor import run_checks
@@ -169,6 +170,10 @@ def dashboard_view(request):
          "status_label": _cluster_status(c.get("status"))}
         for c in numbers["workers"]["clusters"]
     ]
+    pumps = list(pumps_alive().order_by("queued_at", "id"))
+    held = backends_held()
+    for pump in pumps:
+        pump.backends_held = held.get(pump.pk, [])
     context = {
         **admin.site.each_context(request),
         "title": _("Studio dashboard"),
@@ -176,7 +181,7 @@ def dashboard_view(request):
         "periods": PERIODS,
         "n": numbers,
         "clusters": clusters,
-        "pumps": list(pumps_alive().order_by("queued_at", "id")),
+        "pumps": pumps,
         "per_day_chart": bar_chart(numbers["per_day"]),
         "per_hour_chart": bar_chart(numbers["per_hour"]),
         "success_percent": None if totals["success_rate"] is None else round(totals["success_rate"] * 100, 1),

@@ -22,7 +22,8 @@ from django_q.status import Stat
 from models_catalog.models import Checkpoint, ComfyBackend
 from models_catalog.services import backend_check
 
-from ..fleet.pump import pump_holdings, pumps_alive, tasks_unfollowed
+from ..fleet.holdings import backends_held, backends_unheld
+from ..fleet.pump import pumps_alive, tasks_unfollowed
 from ..fleet.workers import worker_status
 
 OK, WARNING, ERROR = "ok", "warning", "error"
@@ -141,8 +142,14 @@ def check_pumps() -> Check:
         return Check("pumps", ERROR, _("No pump is running: assigned tasks will not start."),
                      _("Start the workers (python manage.py qcluster); they start the pumps within a minute."))
     running = sum(p.running for p in alive)
-    held = pump_holdings()
+    held = backends_held()
     backends = sorted({name for p in alive for name in held.get(p.pk, [])})
+    unheld = backends_unheld()
+    if unheld:
+        return Check("pumps", WARNING,
+                     _("No pump holds %(names)s: tasks assigned there do not start (a pump died? another "
+                       "takes its backends once their leases run out).") % {"names": ", ".join(unheld)},
+                     _("Check the workers' log; if it lasts, restart the qcluster."))
     unfollowed = tasks_unfollowed()
     if unfollowed:
         return Check("pumps", WARNING,
@@ -152,7 +159,7 @@ def check_pumps() -> Check:
     message = _("%(n)d pump(s) following %(running)d prompt(s), on %(hosts)s.") % {
         "n": len(alive), "running": running, "hosts": ", ".join(sorted({p.host for p in alive}))}
     if backends:
-        message += " " + _("Backends followed: %(names)s.") % {"names": ", ".join(backends)}
+        message += " " + _("Backends held: %(names)s.") % {"names": ", ".join(backends)}
     return Check("pumps", OK, message)
 
 

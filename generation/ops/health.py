@@ -27,7 +27,8 @@ from rest_framework.views import APIView
 
 from models_catalog.models import ComfyBackend
 
-from ..fleet.pump import pump_holdings, pumps_alive, tasks_unfollowed
+from ..fleet.holdings import backends_held
+from ..fleet.pump import pumps_alive, tasks_unfollowed
 from ..fleet.workers import worker_status
 
 
@@ -102,7 +103,7 @@ def studio_health() -> tuple[dict, int]:
     # The pumps that follow the prompts (shown; the worker check above says whether
     # any can run: a pump starts within seconds of a task being assigned).
     pumps = list(pumps_alive().order_by("queued_at", "id"))
-    held = pump_holdings()
+    held = backends_held()
     pump_check = {
         "ok": any(p.started_at for p in pumps),
         "items": [{"id": p.pk, "host": p.host, "pid": p.pid, "started_at": p.started_at,

@@ -7,6 +7,7 @@ once" is the engine's word, not Easel's.
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -221,3 +222,88 @@ def test_a_pass_asked_for_while_dispatch_was_busy_is_run_by_the_pump(fleet, clus
     rows = finished([task_id], timeout=30)
     assert rows[task_id].status == "completed"
     assert not again_requested()
+
+
+def test_two_clusters_share_the_backends_and_one_takes_over_when_the_other_is_killed(fleet, clusters, client):
+    """Two pumps, each in a cluster of its own, split the backends (a lease per backend).
+    At no moment do two pumps follow prompts on one backend. The second cluster is killed
+    with SIGKILL mid-run: the first pump takes its backends once their leases run out
+    and follows their prompts to the end. Every task completes once; the engines saw
+    each prompt submitted once."""
+    import threading
+
+    from django.db import connection
+    from django.db.models.functions import Now
+
+    from generation.fleet.holdings import backends_held
+    from generation.models import Pump
+
+    for engine, _backend in fleet:
+        engine.faults(step_delay=1.5)  # about 9 s a prompt
+    env = dict(EASEL_PUMPS=2, EASEL_TASK_LEASE_SECONDS=8, EASEL_PUMP_SECONDS=600)
+
+    def pumps_by_cluster():
+        return {os.getpgid(pid): pk for pk, pid in Pump.objects.filter(started_at__isnull=False, pid__isnull=False)
+                .values_list("pk", "pid") if _alive(pid)}
+
+    # One worker, for its pump. django-q2's pusher takes queued jobs ahead of its workers,
+    # so it is paused while the second cluster starts: the second pump is that cluster's.
+    first = clusters(Q_WORKERS=1, EASEL_PUMPS=1, **{k: v for k, v in env.items() if k != "EASEL_PUMPS"})
+    wait_for(lambda: first.proc.pid in pumps_by_cluster(), timeout=30, message="the first cluster's pump")
+    pusher = int(re.search(r"pushing tasks at (\d+)", first.output()).group(1))
+    os.kill(pusher, signal.SIGSTOP)
+    try:
+        second = clusters(**env)
+        mine = wait_for(lambda: (p := pumps_by_cluster()).keys() == {first.proc.pid, second.proc.pid} and p,
+                        timeout=60, message="a pump in each cluster")
+    finally:
+        os.kill(pusher, signal.SIGCONT)
+    held = wait_for(lambda: (h := backends_held()).keys() == set(mine.values())
+                    and sorted(sum(h.values(), [])) == ["gpu-0", "gpu-1", "gpu-2"] and h,
+                    timeout=30, message="the backends shared by the two pumps")
+    assert sorted(len(names) for names in held.values()) == [1, 2]
+
+    # Who follows what on each backend, sampled all through the run (the task leases).
+    seen_two: list = []
+    done = threading.Event()
+
+    def watch():
+        try:
+            while not done.is_set():
+                owners: dict[int, set[str]] = {}
+                for backend, owner in (GenerationTask.objects.filter(lease_until__gte=Now()).exclude(lease_owner="")
+                                       .values_list("backend_id", "lease_owner")):
+                    owners.setdefault(backend, set()).add(owner.split(":")[0])
+                seen_two.extend((b, o) for b, o in owners.items() if len(o) > 1)
+                done.wait(0.1)
+        finally:
+            connection.close()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        ids = create(client, 6)
+        running(ids)
+        os.killpg(second.proc.pid, signal.SIGKILL)
+        second.proc.wait(10)
+        try:
+            rows = finished(ids, timeout=150)
+        except AssertionError:
+            print(first.output()[-6000:])
+            raise
+    finally:
+        done.set()
+        watcher.join()
+    completed_once(fleet, rows)
+    assert seen_two == []
+    # The survivor holds every backend now, and claimed the dead pump's tasks again.
+    assert backends_held() == {mine[first.proc.pid]: ["gpu-0", "gpu-1", "gpu-2"]}
+    assert any(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.getpgid(pid)
+        return True
+    except ProcessLookupError:
+        return False
