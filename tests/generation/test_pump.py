@@ -307,3 +307,44 @@ def _alive(pid: int) -> bool:
         return True
     except ProcessLookupError:
         return False
+
+
+def test_engines_added_in_the_admin_are_busy_within_seconds(make_engine, no_cluster, clusters, client, django_user_model):
+    """The acceptance of the pump: with the run command's worker count, a second and a
+    third engine added in the admin while tasks wait take prompts within seconds, with
+    no change to Q_WORKERS and nothing restarted."""
+    import time
+
+    from django.test import Client
+
+    from models_catalog.builtin import ensure_builtin_templates
+    from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
+    from models_catalog.services import backend_ensure, catalog_sync
+
+    ensure_builtin_templates(WorkflowTemplate)
+    engines = [make_engine() for _ in range(3)]
+    for engine in engines:
+        engine.faults(step_delay=0.5)  # about 3 s a prompt
+    catalog_sync(backends=[backend_ensure(name="gpu-0", base_url=engines[0].url)])
+    Checkpoint.objects.update(default_steps=6, default_width=64, default_height=64)
+    clusters(Q_WORKERS=4)  # the studio's default
+    ids = create(client, 12)
+    running(ids[:2])  # the first engine's two slots; ten tasks wait
+
+    staff = Client()
+    staff.force_login(django_user_model.objects.create_superuser("boss", "boss@example.com", "pw-boss-123456"))
+    added_at = time.monotonic()
+    for i, engine in enumerate(engines[1:], start=1):
+        response = staff.post("/admin/models_catalog/comfybackend/add/", {
+            "name": f"gpu-{i}", "kind": "comfyui", "base_url": engine.url, "enabled": "on", "max_in_flight": 2,
+            "region": "cn-north-1", "requests_per_second": 2})
+        assert response.status_code == 302, response.content.decode()[-3000:]
+    assert ComfyBackend.objects.count() == 3
+    wait_for(lambda: all(engine.stats()["submissions"] for engine in engines[1:]), timeout=30,
+             message="the added engines to take prompts")
+    busy_after = time.monotonic() - added_at
+    rows = finished(ids, timeout=120)
+    fleet = [(engine, None) for engine in engines]
+    completed_once(fleet, rows)
+    print(f"the added engines took prompts {busy_after:.1f} s after they were added")
+    assert {t.backend.name for t in rows.values()} == {"gpu-0", "gpu-1", "gpu-2"}
