@@ -72,6 +72,18 @@ def completed_once(fleet, rows) -> None:
     assert all(t.images.count() == 1 for t in rows.values())
 
 
+def killed_then_finished(victim, survivor, ids, timeout: float) -> dict[int, GenerationTask]:
+    """SIGKILL to the victim cluster's whole process group, then the tasks once they end
+    (with the survivor's log when they do not)."""
+    os.killpg(victim.proc.pid, signal.SIGKILL)
+    victim.proc.wait(10)
+    try:
+        return finished(ids, timeout=timeout)
+    except AssertionError:
+        print(survivor.output()[-6000:])
+        raise
+
+
 def submissions(fleet) -> dict[str, int]:
     counts: dict[str, int] = {}
     for engine, _backend in fleet:
@@ -123,13 +135,7 @@ def test_a_killed_cluster_s_prompts_are_taken_over_by_the_other(fleet, clusters,
     ids = create(client, 6)
     running(ids)
     survivor = clusters(**env)
-    os.killpg(victim.proc.pid, signal.SIGKILL)
-    victim.proc.wait(10)
-    try:
-        rows = finished(ids, timeout=200)
-    except AssertionError:
-        print(survivor.output()[-6000:])
-        raise
+    rows = killed_then_finished(victim, survivor, ids, timeout=200)
     completed_once(fleet, rows)
     # Claimed a second time, by the survivor's pump.
     assert all(t.attempts >= 2 for t in rows.values()), {t.pk: t.attempts for t in rows.values()}
@@ -284,13 +290,7 @@ def test_two_clusters_share_the_backends_and_one_takes_over_when_the_other_is_ki
     try:
         ids = create(client, 6)
         running(ids)
-        os.killpg(second.proc.pid, signal.SIGKILL)
-        second.proc.wait(10)
-        try:
-            rows = finished(ids, timeout=150)
-        except AssertionError:
-            print(first.output()[-6000:])
-            raise
+        rows = killed_then_finished(second, first, ids, timeout=150)
     finally:
         done.set()
         watcher.join()
