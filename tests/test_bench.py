@@ -367,11 +367,13 @@ def smoke_viewers(bench: Bench) -> None:
     out = result.output
     assert re.search(r"^web memory idle: \d+\.\dMB$", out, re.M), out
     number = r" *\d+\.\d"
+    # So short a run may see no step change at all on a slow machine (the bench says so).
+    delay = r"progress delay(?: p50=\d+ms p95=\d+ms|: none seen)"
     assert re.search(rf"^polling  req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
-                     r"request p50=\d+ms p95=\d+ms progress delay p50=\d+ms p95=\d+ms "
+                     rf"request p50=\d+ms p95=\d+ms {delay} "
                      r"web memory peak=\d+\.\dMB$", out, re.M), out
     assert re.search(rf"^stream   req/s={number} queries/s={number} \(second half: \d+\.\d\) updates seen/s={number} "
-                     r"streams open=4 progress delay p50=\d+ms p95=\d+ms "
+                     rf"streams open=4 {delay} "
                      r"web memory peak=\d+\.\dMB$", out, re.M), out
     if url:
         assert not bench.exists(url), "viewers left its database behind"

@@ -13,6 +13,7 @@ from django.db.migrations.recorder import MigrationRecorder
 from django.utils import timezone
 
 from generation.ops import doctor
+from tests.conftest import wait_for
 
 
 def run(*args) -> tuple[int, str]:
@@ -29,6 +30,12 @@ def by_name(checks) -> dict:
 
 
 def test_healthy_studio_exits_zero(engine_catalog, qcluster, settings):
+    from generation.fleet.holdings import backends_held
+
+    # The cluster's pump takes the new backend at its next beat (2 s): until then the
+    # doctor rightly warns that no pump holds it.
+    wait_for(lambda: any("demo" in names for names in backends_held().values()), timeout=30,
+             message="a pump holding the demo backend")
     code, out = run("--json")
     report = json.loads(out)
     levels = {c["name"]: c["level"] for c in report["checks"]}
