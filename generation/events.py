@@ -2,8 +2,8 @@
 
 A row of `TaskEvent` is written in the transaction of the change it tells of
 (generation.transitions calls the `task_*` functions below inside its own atomic block),
-so an event exists if and only if its change was committed. On PostgreSQL the same
-transaction sends `NOTIFY easel_events`, which PostgreSQL delivers on commit: each web
+so an event exists if and only if its change was committed. On PostgreSQL a `NOTIFY
+easel_events` follows the commit (`_send_notify` says why not inside it): each web
 process's one listening connection wakes and reads the new rows once for all of its
 streams (generation.api.event_hub). On SQLite that process polls instead, one query a tick.
 
@@ -23,7 +23,7 @@ import threading
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,11 +36,26 @@ TRANSIENT_KEEP = timedelta(minutes=1)
 
 
 def _notify() -> None:
-    # Inside the caller's transaction: PostgreSQL sends it on commit, once per transaction
-    # however many events it wrote (identical notifications are folded), never on rollback.
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_notify(%s, '')", [CHANNEL])
+    """Wake the listeners once the caller's transaction has committed (never on rollback),
+    once per transaction however many events it wrote."""
+    if connection.vendor != "postgresql":
+        return
+    if connection.in_atomic_block and any(func is _send_notify for _sids, func, *_rest in connection.run_on_commit):
+        return
+    transaction.on_commit(_send_notify)
+
+
+def _send_notify() -> None:
+    # A transaction of its own, after the change's commit. PostgreSQL serializes every
+    # committing transaction that notified on one lock, held through the commit's WAL
+    # flush: a NOTIFY inside each change made the changes of all processes commit one
+    # at a time (under a burst of creates, half the samples of pg_stat_activity were a
+    # COMMIT waiting on that lock). This one commits without waiting for the flush
+    # (synchronous_commit off for it alone), so the lock is held for a moment; the change
+    # itself was flushed by its own commit, and a wake lost in a crash is made up by the
+    # hub's periodic read.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT set_config('synchronous_commit', 'off', true), pg_notify(%s, '')", [CHANNEL])
 
 
 def _user_id(task) -> int:

@@ -3,8 +3,8 @@
 A viewer costs a queue here, not a database connection nor a query: the hub reads "every
 event after the last one seen" once per wake and hands each row to the streams of its
 user. It wakes
-- on PostgreSQL, on `NOTIFY easel_events` (sent by generation.events in the transaction
-  of each change, so on its commit), on one listening connection of its own; and also
+- on PostgreSQL, on `NOTIFY easel_events` (sent by generation.events right after each
+  change's transaction commits), on one listening connection of its own; and also
   every few seconds, in case a notification was lost with that connection;
 - on SQLite, every EASEL_EVENTS_POLL_INTERVAL (0.5 s): one indexed query per tick.
 

@@ -104,7 +104,15 @@ def _preview_answer(data: bytes, content_type: str, version: int, *, immutable: 
     return response
 
 
-def preview_response(request, task_id: int, *, version: int | None) -> HttpResponse:
+def _no_frame(status: int) -> HttpResponse:
+    if status == 404:
+        raise Http404
+    response = HttpResponse(status=status)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def preview_response(request, task_id: int, *, version: int | None, missing: int = 404) -> HttpResponse:
     """A running task's latest live frame (`version` None), or the frame of that version.
 
     The caller has checked that the user may see the task. Frames are kept in the
@@ -114,6 +122,10 @@ def preview_response(request, task_id: int, *, version: int | None) -> HttpRespo
     frame's time. A versioned URL whose frame has been replaced since (another process's
     cache did not hold it) gets the newest frame, not kept by the browser (its URL names
     another one). 304 when `If-None-Match` names the frame that would be sent.
+
+    No frame (none yet, or the task ended): `missing`, 404 for the API (its documented
+    answer), 204 for the pages, whose script asks for a frame the task may have just
+    dropped and would otherwise make the browser log a failed load.
     """
     previews = caches["previews"]
     if version is not None:
@@ -125,7 +137,7 @@ def preview_response(request, task_id: int, *, version: int | None) -> HttpRespo
     else:
         updated_at = TaskPreview.objects.filter(task_id=task_id).values_list("updated_at", flat=True).first()
         if updated_at is None:
-            raise Http404
+            return _no_frame(missing)
         current = preview_version(updated_at)
         if etag_matches(request, _preview_etag(current)):
             return not_modified(_preview_etag(current), cache_control=PREVIEW_CACHE_CONTROL)
@@ -134,7 +146,7 @@ def preview_response(request, task_id: int, *, version: int | None) -> HttpRespo
             return _preview_answer(kept[1], kept[0], current, immutable=False)
     row = TaskPreview.objects.filter(task_id=task_id).values_list("image", "content_type", "updated_at").first()
     if row is None:
-        raise Http404
+        return _no_frame(missing)
     data, content_type, current = bytes(row[0]), row[1], preview_version(row[2])
     previews.set(_preview_key(task_id, current), (content_type, data), PREVIEW_CACHE_SECONDS)
     return _preview_answer(data, content_type, current, immutable=version == current)

@@ -183,9 +183,10 @@ def task_state(request, task_id: int):
 
 @login_required
 def task_preview(request, task_id: int):
-    """The live frame: `?v=` names one (the page's URLs from state.json), none the newest."""
+    """The live frame: `?v=` names one (the page's URLs from state.json), none the newest;
+    204 when there is none (the task ended between its state and this request)."""
     task_id = generation_visible_id(user=request.user, task_id=task_id)
-    return preview_response(request, task_id, version=_preview_version_query(request.GET.get("v")))
+    return preview_response(request, task_id, version=_preview_version_query(request.GET.get("v")), missing=204)
 
 
 def _own_task(request, task_id: int) -> GenerationTask:

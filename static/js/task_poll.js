@@ -128,7 +128,8 @@
       var url = wanted;
       fetch(url, { credentials: "same-origin" })
         .then(function (response) {
-          if (!response.ok) throw new Error("no preview");
+          // 204: no frame any more (the task ended a moment ago).
+          if (!response.ok || response.status === 204) throw new Error("no preview");
           return response.blob();
         })
         .then(function (blob) {

@@ -127,6 +127,12 @@ def test_every_endpoint_hides_other_users_objects(finished_task, make_user, api_
     assert GenerationTask.objects.filter(pk=finished_task.pk).exists()
 
 
+def test_the_preview_of_a_task_without_a_frame_is_a_404_for_apps(finished_task, api_client_for):
+    # The API's documented answer (the pages get 204, see test_pages).
+    response = api_client_for(finished_task.user).get(f"/api/v1/generation/preview/{finished_task.pk}")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+
+
 def test_delete_removes_the_task_and_its_files(finished_task, api_client_for, django_capture_on_commit_callbacks):
     image = finished_task.images.get()
     storage, names = image.file.storage, [image.file.name, image.thumbnail.name]

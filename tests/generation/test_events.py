@@ -315,7 +315,7 @@ def test_old_events_are_pruned_but_endings_outlive_progress(make_user, catalog):
     assert sorted(TaskEvent.objects.values_list("kind", flat=True)) == ["completed", "created", "queued"]
 
 
-def test_progress_writes_one_event_per_change_in_one_statement(make_user, catalog):
+def test_progress_writes_one_event_per_change_in_one_statement(make_user, catalog, django_capture_on_commit_callbacks):
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -330,11 +330,11 @@ def test_progress_writes_one_event_per_change_in_one_statement(make_user, catalo
         return [q["sql"] for q in queries
                 if not q["sql"].upper().startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
 
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         assert tasks_progressed([t.pk for t in tasks]) == 3
-    # Read the rows, insert the events (and on PostgreSQL the NOTIFY, sent on commit).
+    # Read the rows, insert the events (and on PostgreSQL the NOTIFY, sent once committed).
     assert len(statements(queries)) == 2 + (connection.vendor == "postgresql"), statements(queries)
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         assert tasks_progressed([t.pk for t in tasks]) == 0
     assert len(statements(queries)) == 1  # nothing changed: nothing written, no NOTIFY
     event = TaskEvent.objects.filter(kind="progress").latest("id")
@@ -484,3 +484,34 @@ def test_the_hub_reads_once_a_tick_however_many_streams(transactional_db, make_u
         from django.db import connection
 
         hub.executor.submit(lambda: connection.close()).result()  # the hub thread's own connection
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_wake_up_follows_the_commit_once_and_never_a_rollback(make_user, catalog):
+    """On PostgreSQL the NOTIFY is sent after the change's transaction commits, in a
+    transaction of its own (a NOTIFY inside it would make every change commit one at a
+    time), once however many events the transaction wrote; none after a rollback."""
+    from django.db import connection, transaction
+    from django.test.utils import CaptureQueriesContext
+
+    from generation import events
+
+    if connection.vendor != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's")
+    task = _task(make_user(), catalog)
+
+    def notifies(queries):
+        return [i for i, q in enumerate(queries) if "pg_notify" in q["sql"]]
+
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic():
+            events.task_queued(task)
+            events.task_queued(task)
+            assert notifies(queries) == []  # not inside the change's transaction
+    assert len(notifies(queries)) == 1
+    assert notifies(queries)[0] > max(i for i, q in enumerate(queries) if q["sql"].startswith("INSERT"))
+    with CaptureQueriesContext(connection) as queries:
+        with pytest.raises(RuntimeError), transaction.atomic():
+            events.task_queued(task)
+            raise RuntimeError("rolled back")
+    assert notifies(queries) == []

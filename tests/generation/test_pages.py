@@ -336,7 +336,9 @@ def test_staff_can_see_other_users_task(client, bob, completed_image):
 def test_owner_gets_preview_image_and_thumbnail(alice_client, completed_image):
     task = completed_image.task
     preview_url = reverse("generation:task_preview", args=[task.pk])
-    assert alice_client.get(preview_url).status_code == 404  # no frame yet
+    none = alice_client.get(preview_url)
+    assert none.status_code == 204 and none.content == b"" and none["Cache-Control"] == "no-store"  # no frame yet
+    assert alice_client.get(preview_url + "?v=5").status_code == 204
     TaskPreview.objects.create(task=task, image=b"jpegbytes")
     response = alice_client.get(preview_url + "?t=123")
     assert response.status_code == 200 and response.content == b"jpegbytes"

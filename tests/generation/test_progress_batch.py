@@ -30,16 +30,16 @@ def progress(row: GenerationTask) -> tuple:
     return row.progress_value, row.progress_max, row.progress_node
 
 
-def test_one_statement_writes_every_runner_s_latest_progress(tasks):
+def test_one_statement_writes_every_runner_s_latest_progress(tasks, django_capture_on_commit_callbacks):
     first, second, idle = tasks("pump1:a"), tasks("pump1:b"), tasks("pump1:c")
     batch = ProgressBatch()
     batch.put(first.pk, "pump1:a", {"progress_value": 3, "progress_max": 20, "progress_node": "KSampler"})
     batch.put(first.pk, "pump1:a", {"progress_value": 5, "progress_max": 20, "progress_node": "KSampler"})
     batch.put(second.pk, "pump1:b", {"progress_value": 9, "progress_max": 30, "progress_node": "VAE Decode"})
-    with CaptureQueriesContext(connection) as queries:
+    with CaptureQueriesContext(connection) as queries, django_capture_on_commit_callbacks(execute=True):
         assert batch.flush() == 2
     # One UPDATE for every task; beside it the owners' events (generation.events): one
-    # read and one insert for all of them, and a NOTIFY on PostgreSQL.
+    # read and one insert for all of them, and a NOTIFY on PostgreSQL once committed.
     statements = [q["sql"] for q in queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE", "BEGIN", "COMMIT"))]
     assert [s.split()[0] for s in statements] == ["UPDATE", "SELECT", "INSERT"] + (
         ["SELECT"] if connection.vendor == "postgresql" else []), statements
