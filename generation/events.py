@@ -42,7 +42,10 @@ def _notify() -> None:
         return
     if connection.in_atomic_block and any(func is _send_notify for _sids, func, *_rest in connection.run_on_commit):
         return
-    transaction.on_commit(_send_notify)
+    # Robust: the change is committed by now; a wake the database refuses (a cut
+    # connection) is logged, never the caller's error, and the hub's periodic read makes
+    # it up. The commit's other hooks (a new task's dispatch) still run.
+    transaction.on_commit(_send_notify, robust=True)
 
 
 def _send_notify() -> None:

@@ -515,3 +515,32 @@ def test_the_wake_up_follows_the_commit_once_and_never_a_rollback(make_user, cat
             events.task_queued(task)
             raise RuntimeError("rolled back")
     assert notifies(queries) == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_wake_up_that_fails_after_the_commit_never_fails_the_change(make_user, catalog, monkeypatch):
+    """The change is committed before its NOTIFY: a NOTIFY the database refuses (a cut
+    connection, a server going down) is logged and left to the hub's periodic read. The
+    caller sees its change succeed, and the commit's other hooks (the dispatch of a new
+    task) still run."""
+    from django.db import OperationalError, connection
+
+    from generation import services
+    from generation.models import GenerationTask
+
+    if connection.vendor != "postgresql":
+        pytest.skip("NOTIFY is PostgreSQL's")
+    enqueued = []
+    monkeypatch.setattr(services, "generation_enqueue", lambda: enqueued.append(1))
+    refused = []
+
+    def refuse_notify(execute, sql, params, many, context):
+        if "pg_notify" in sql:
+            refused.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse_notify):
+        task = services.generation_create(user=make_user(), prompt="a lighthouse", model_name="demo-sd15")
+    assert refused and enqueued == [1]
+    assert GenerationTask.objects.filter(pk=task.pk).count() == 1
