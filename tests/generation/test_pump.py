@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import time
 
 import pytest
 
@@ -313,8 +314,6 @@ def test_engines_added_in_the_admin_are_busy_within_seconds(make_engine, no_clus
     """The acceptance of the pump: with the run command's worker count, a second and a
     third engine added in the admin while tasks wait take prompts within seconds, with
     no change to Q_WORKERS and nothing restarted."""
-    import time
-
     from django.test import Client
 
     from models_catalog.builtin import ensure_builtin_templates
