@@ -159,8 +159,12 @@ def test_search_zip_img2img_phone_escaping_and_screenshots(
     page.screenshot(path=shots / "03-generate.png", full_page=True)
 
     # 1. Three tasks: the script prompt (running, then done), a whale, a cancelled whale.
+    # Slow steps until the page has shown one: on a busy machine the page hears of the
+    # run in bursts, and 1.2 s of steps could pass between two of them (seen in CI).
+    engine_catalog["engine"].faults(step_delay=1.0)
     fox = submit_prompt(page, base, XSS_PROMPT, steps=STEPS)
     page.wait_for_function(JS_STEP, timeout=30_000)
+    engine_catalog["engine"].faults(step_delay=STEP_DELAY)
     page.screenshot(path=shots / "04-task-running.png", full_page=True)
     _wait_completed(page)
     page.screenshot(path=shots / "05-task-done.png", full_page=True)
