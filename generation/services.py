@@ -29,7 +29,7 @@ from models_catalog.templates import template_fields
 
 from . import transitions
 from .errors import TaskStateError
-from .fleet.dispatch import again_request, again_requested, dispatch
+from .fleet.dispatch import dispatch
 from .fleet.pump import pumps_alive
 from .gallery.results import files_delete, results_delete
 from .limits import MAX_SEED, parameter_errors
@@ -395,16 +395,14 @@ def forget_pump() -> None:
 def generation_enqueue() -> None:
     """Let the dispatcher look at the queue now (a task arrived or came back).
 
-    With a pump alive, the request sets the "run again" flag, which the pump takes at its
-    next poll: one pass then serves every create of a burst, and a create spends no time
-    on a pass (a fifth of its CPU). With none alive (it starts, or the cluster is down),
+    With a pump alive, nothing: the pump looks for waiting tasks at every poll, so one
+    pass serves every create of a burst and a create spends no time on a pass (a fifth of
+    its CPU) nor on asking for one. With none alive (it starts, or the cluster is down),
     the dispatcher runs right here; if that fails, a django-q2 job does it instead, and
     the schedule would anyway.
     """
     try:
         if _pump_alive():
-            if not again_requested():  # a burst of creates writes the flag once
-                again_request()
             return
         dispatch(probe=False, wait=False)
     except Exception:

@@ -139,9 +139,13 @@ def ensure_pumps() -> None:
         logger.exception("could not ensure the pumps")
 
 
+def waiting_exists() -> bool:
+    """Whether any task waits for a backend (one index read: task_status_backend)."""
+    return GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
+
+
 def _probe_offline_backends() -> None:
-    waiting = GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
-    if waiting:
+    if waiting_exists():
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
 
 
@@ -179,7 +183,8 @@ def backends_able(task: GenerationTask, *, excluding: int | None = None) -> froz
 
 
 def _plan() -> list[tuple[int, int, object, str]]:
-    backends = {b.pk: b for b in _taking_work()}
+    # The fields a plan reads: a backend row also carries its health and catalog answers.
+    backends = {b.pk: b for b in _taking_work().only("id", "name", "max_in_flight", "loaded_checkpoint")}
     if not backends:
         return []
     load = dict(
@@ -192,18 +197,37 @@ def _plan() -> list[tuple[int, int, object, str]]:
         return []
     where = _models_on(backends)
     ckpt_names = dict(Checkpoint.objects.filter(pk__in=list(where)).values_list("pk", "ckpt_name"))
-    loaded = {pk: b.loaded_checkpoint for pk, b in backends.items()}
-
     room = sum(n for n in free.values() if n > 0)
-    waiting = list(
+    # A user gets at most `room` tasks in a pass, so their oldest `room` are enough unless
+    # some of those can run on no backend with room (a LoRA only a busy backend has): then
+    # once more, deeper. A pass after each ending (room 1-5) reads a few rows a user, not
+    # a screenful each.
+    plan, short = _plan_over(_waiting(room), backends, free, where, ckpt_names, room)
+    if short:
+        plan, _short = _plan_over(_waiting(room + USER_SCAN_MARGIN), backends, free, where, ckpt_names,
+                                  room + USER_SCAN_MARGIN)
+    return plan
+
+
+def _waiting(per_user: int) -> list[tuple]:
+    """The oldest `per_user` waiting tasks of each user, oldest first (at most SCAN_LIMIT)."""
+    return list(
         GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
         .annotate(place=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()]))
-        .filter(place__lte=room + USER_SCAN_MARGIN)
+        .filter(place__lte=per_user)
         .order_by("created_at", "id")
         .values_list("id", "user_id", "checkpoint_id", "required_files", "prompt_id")[:SCAN_LIMIT]
     )
+
+
+def _plan_over(waiting, backends: dict, free: dict, where: dict, ckpt_names: dict,
+               per_user: int) -> tuple[list[tuple[int, int, object, str]], bool]:
+    """The plan for these waiting tasks, and whether it is short: room is left that a
+    user's unread tasks might fill (their `per_user` read could not all be placed)."""
     if not waiting:
-        return []
+        return [], False
+    free = dict(free)
+    loaded = {pk: b.loaded_checkpoint for pk, b in backends.items()}
     # Tasks needing the same files share one answer (most need none, or the same LoRAs).
     having: dict[tuple, frozenset[int]] = {}
 
@@ -216,6 +240,7 @@ def _plan() -> list[tuple[int, int, object, str]]:
     queues: dict[int, deque[_Candidate]] = defaultdict(deque)
     for task_id, user_id, checkpoint_id, files, prompt_id in waiting:
         queues[user_id].append(_Candidate(task_id, user_id, checkpoint_id, prompt_id, options(checkpoint_id, files)))
+    read = {user_id: len(queue) for user_id, queue in queues.items()}
     users = {
         u["id"]: u
         for u in get_user_model().objects.filter(pk__in=list(queues)).values(
@@ -226,6 +251,10 @@ def _plan() -> list[tuple[int, int, object, str]]:
         .values_list("user_id")
         .annotate(n=Count("id"))
     )
+
+    def cap(user_id: int) -> int:
+        return users.get(user_id, {}).get("max_concurrent_tasks", 1)
+
     # Round-robin position: whoever was served longest ago (or never) goes first. Read
     # from the user's row (kept by `dispatch`), not from the history, whatever its size.
     def order_key(user_id: int):
@@ -243,8 +272,7 @@ def _plan() -> list[tuple[int, int, object, str]]:
         while progressed and any(n > 0 for n in free.values()):
             progressed = False
             for user_id in rotation:
-                cap = users.get(user_id, {}).get("max_concurrent_tasks", 1)
-                if in_flight.get(user_id, 0) >= cap or not queues[user_id]:
+                if in_flight.get(user_id, 0) >= cap(user_id) or not queues[user_id]:
                     continue
                 candidate = _first_placeable(queues[user_id], free)
                 if candidate is None:
@@ -257,7 +285,11 @@ def _plan() -> list[tuple[int, int, object, str]]:
                 in_flight[user_id] = in_flight.get(user_id, 0) + 1
                 plan.append((candidate.id, backend_id, candidate.prompt_id, backends[backend_id].name))
                 progressed = True
-    return plan
+    short = any(n > 0 for n in free.values()) and any(
+        read[user_id] >= per_user and queues[user_id] and in_flight.get(user_id, 0) < cap(user_id)
+        for user_id in queues
+    )
+    return plan, short
 
 
 def _first_placeable(queue, free) -> _Candidate | None:

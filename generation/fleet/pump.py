@@ -50,7 +50,7 @@ from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
 from . import locks
-from .dispatch import again_requested, again_take, dispatch
+from .dispatch import dispatch, waiting_exists
 from .feeds import Feeds
 from .holdings import Holdings
 from .progress import ProgressBatch
@@ -250,11 +250,11 @@ class PumpRun:
     def _dispatch_due(self) -> None:
         if time.monotonic() - self.dispatched_at < self._spacing():
             return  # the loop comes back when the spacing is over (_pause)
-        # Its runners ended tasks, or creates asked for a pass: taken here (a read each
-        # poll, a write only when asked), so the pass below answers it rather than
-        # running twice for it.
-        asked = again_requested() and again_take()
-        if not self.dispatch_due.is_set() and not asked:
+        # Its runners ended tasks, or tasks wait for a backend: created, retried, handed
+        # back, or waiting for a backend to come free. One read a poll finds the last
+        # kind, so a create writes nothing for dispatch (a flag it wrote cost a fifth
+        # of its statements); with every backend full the pass ends after two reads.
+        if not self.dispatch_due.is_set() and not waiting_exists():
             return
         self.dispatch_due.clear()
         self.dispatched_at = time.monotonic()

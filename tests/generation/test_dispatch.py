@@ -267,3 +267,33 @@ def test_a_pass_assigns_any_number_of_tasks_in_the_same_statements(fleet, make_u
     for task in GenerationTask.objects.filter(backend__isnull=False):
         [run] = TaskRun.objects.filter(task=task)
         assert (run.backend_id, run.outcome, run.number) == (task.backend_id, "running", 1)
+
+
+def test_a_pass_reads_only_as_many_waiting_tasks_of_a_user_as_there_is_room(fleet, make_user, monkeypatch):
+    """A pass after each ending has room for a few tasks: it reads that many of each
+    user's oldest, not a screenful, however long the queue."""
+    from generation.fleet import dispatch as dispatcher
+
+    read: list[int] = []
+    waiting = dispatcher._waiting
+    monkeypatch.setattr(dispatcher, "_waiting", lambda per_user: read.append(len(rows := waiting(per_user))) or rows)
+    users = [make_user(max_concurrent_tasks=100) for _ in range(3)]
+    for user in users:
+        for _ in range(30):
+            create(user)
+    assert len(dispatch(probe=False)) == 2  # a and b, one slot each
+    assert read == [2 * 3]  # room for 2: each user's two oldest, of 90
+
+
+def test_a_user_whose_oldest_tasks_wait_for_a_busy_backend_gets_the_free_one(fleet, make_user):
+    """The oldest tasks need model x, which only the busy backend a has: the pass reads
+    deeper and gives b the user's first task it can run."""
+    user = make_user(max_concurrent_tasks=100)
+    busy = create(user, model="x")
+    dispatch(probe=False)
+    assert assigned(busy) == "a"
+    for _ in range(3):
+        create(user, model="x")
+    runnable = create(user, model="y")
+    assert dispatch(probe=False) == [runnable.pk]
+    assert assigned(runnable) == "b"

@@ -130,3 +130,18 @@ def test_the_admin_shows_the_same_count_as_the_quota(painter, client, make_user)
     page = client.get("/admin/accounts/user/").content.decode()
     assert f"3 / {painter.daily_image_quota}" in page
 
+
+
+@pytest.mark.django_db
+def test_a_new_day_gives_the_quota_back_in_a_running_process(painter, monkeypatch):
+    """The sum is compiled once a day with the day's start in it: the next day, the same
+    process counts from the new midnight."""
+    from generation import quota
+
+    create(painter, batch_size=2)
+    assert quota_usage(user=painter)["used"] == 2
+    tomorrow = quota_resets_at()
+    monkeypatch.setattr(quota, "quota_day_start", lambda now=None: tomorrow)
+    assert quota_usage(user=painter)["used"] == 0
+    monkeypatch.undo()
+    assert quota_usage(user=painter)["used"] == 2
