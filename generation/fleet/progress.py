@@ -31,6 +31,13 @@ class ProgressBatch:
         with self._lock:
             self._latest[task_id] = (owner, values)
 
+    def discard(self, task_id: int, owner: str) -> None:
+        """Forget what this runner left unwritten: its task ended or it let go of it. (Most
+        tiny tasks end within the interval: the write would find them all finished.)"""
+        with self._lock:
+            if task_id in self._latest and self._latest[task_id][0] == owner:
+                del self._latest[task_id]
+
     def flush(self) -> int:
         """Write what was reported since the last flush, in one UPDATE; the rows written."""
         with self._lock:

@@ -187,6 +187,10 @@ class TaskRunner:
             self._abandon()
         except TaskFailed as exc:
             self.fail(exc.code, exc.message, exc.fields)
+        finally:
+            if self.progress is not None:
+                # Ended or let go: its last step is no longer the task's to show.
+                self.progress.discard(self.task.pk, self.owner)
 
     def _values(self) -> dict:
         task = self.task

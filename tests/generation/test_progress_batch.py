@@ -59,3 +59,19 @@ def test_a_late_report_touches_no_task_its_runner_no_longer_holds(tasks):
     assert batch.flush() == 0
     assert progress(taken_over) == (0, 20, "")
     assert progress(finished) == (0, 20, "")
+
+
+def test_a_runner_that_ended_leaves_nothing_to_write(tasks):
+    """A runner forgets its unwritten progress when it ends: a batch of tasks that all
+    ended within the interval costs no statement. Another runner's report stays."""
+    ended, other = tasks("pump1:a", status=TaskStatus.COMPLETED), tasks("pump1:b")
+    batch = ProgressBatch()
+    batch.put(ended.pk, "pump1:a", {"progress_value": 20, "progress_max": 20, "progress_node": "KSampler"})
+    batch.discard(ended.pk, "pump1:a")
+    with CaptureQueriesContext(connection) as queries:
+        assert batch.flush() == 0
+    assert len(queries) == 0
+    batch.put(other.pk, "pump1:b", {"progress_value": 4, "progress_max": 20, "progress_node": "KSampler"})
+    batch.discard(other.pk, "pump9:b")  # not its report: kept
+    assert batch.flush() == 1
+    assert progress(other) == (4, 20, "KSampler")
