@@ -83,8 +83,9 @@ def dispatch(*, probe: bool = True, wait: bool = True, pumps: bool = True) -> li
     if done is None:
         return []
     # Asked for while this pass held the lock: one more, which sees what they added.
-    # (One asked for after this check is run by the pump, which looks every poll.)
-    while again_take():
+    # (One asked for after this check is run by the pump, which looks every poll.) Read
+    # first: usually nobody asked, and a read takes no write lock (SQLite has one).
+    while again_requested() and again_take():
         done += _pass(wait=True, pumps=pumps) or []
     if done:
         logger.info("dispatched %d task(s): %s", len(done), ", ".join(f"{t}→{b}" for t, b in done))
