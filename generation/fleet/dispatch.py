@@ -78,7 +78,7 @@ def dispatch(*, probe: bool = True, wait: bool = True, pumps: bool = True) -> li
     runs them (a pump dispatching for itself knows one does).
     """
     if probe:
-        _probe_offline_backends()
+        probe_offline_backends()
     done = _pass(wait=wait, pumps=pumps)
     if done is None:
         return []
@@ -145,7 +145,7 @@ def waiting_exists() -> bool:
     return GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
 
 
-def _probe_offline_backends() -> None:
+def probe_offline_backends() -> None:
     if waiting_exists():
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
 

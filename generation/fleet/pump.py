@@ -50,7 +50,7 @@ from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
 from . import locks
-from .dispatch import dispatch, waiting_exists
+from .dispatch import dispatch, probe_offline_backends, waiting_exists
 from .feeds import Feeds
 from .holdings import Holdings
 from .progress import ProgressBatch
@@ -259,7 +259,7 @@ class PumpRun:
         self.dispatch_due.clear()
         self.dispatched_at = time.monotonic()
         try:
-            dispatch(pumps=False)
+            dispatch(pumps=False, probe=False)  # the prober's (_probe_returning)
         except Exception as exc:
             if connection_lost(exc):
                 self.dispatch_due.set()
@@ -268,15 +268,21 @@ class PumpRun:
             logger.exception("pump %s: dispatch failed", self.pump_id)
 
     def _probe_returning(self) -> None:
+        """Off the loop, one probe at a time: the offline backends holding prompts Easel
+        moved away from (every RETURN_PROBE_SECONDS), and while tasks wait, every other
+        offline one not asked for dispatch's PROBE_INTERVAL_SECONDS, so one that is back
+        gets work at the next pass. (Dispatch passes in this loop never probe: a frozen
+        backend answers only by a timeout, and tasks waiting make a pass every poll.)"""
         if time.monotonic() - self.probed_at < RETURN_PROBE_SECONDS:
             return
         if self.probing is not None and not self.probing.done():
             return
         self.probed_at = time.monotonic()
-        holding = [pk for pk, prompts in ComfyBackend.objects.filter(enabled=True, is_online=False)
-                   .values_list("pk", "abandoned_prompts") if prompts]
-        if holding:
-            self.probing = self.prober.submit(_probe, holding)
+        offline = list(ComfyBackend.objects.filter(enabled=True, is_online=False).values_list("pk", "abandoned_prompts"))
+        holding = [pk for pk, prompts in offline if prompts]
+        others = len(offline) > len(holding) and waiting_exists()
+        if holding or others:
+            self.probing = self.prober.submit(_probe, holding, others)
 
     def _reap(self) -> None:
         for task_id in [t for t, f in self.running.items() if f.done()]:
@@ -388,12 +394,15 @@ class PumpRun:
         logger.info("pump %s handed over %d task(s)", self.pump_id, len(self.running))
 
 
-def _probe(backend_ids: list[int]) -> None:
+def _probe(backend_ids: list[int], others: bool) -> None:
     """Ask these offline backends whether they are back; one that answers has the prompts
-    Easel moved away from it taken off first (`backend_check`)."""
+    Easel moved away from it taken off first (`backend_check`). With `others`, then the
+    rest of the offline ones, as dispatch would."""
     try:
         for backend in ComfyBackend.objects.filter(pk__in=backend_ids):
             backend_check(backend=backend, timeout=RETURN_PROBE_TIMEOUT)
+        if others:
+            probe_offline_backends()
     except Exception:
         logger.exception("probe of returning backends failed")
     finally:

@@ -127,6 +127,20 @@ def test_a_frozen_backend_that_resumes_does_not_finish_the_prompt_moved_away(two
     assert GeneratedImage.objects.filter(task_id=task_id).count() == 1
 
 
+def test_backends_marked_offline_that_answer_again_get_the_waiting_tasks(two_engines, qcluster, client):
+    """Both backends are marked offline while they answer: the tasks wait. The pump's
+    prober (off its loop: a frozen backend would answer only by a timeout) asks the
+    offline backends while tasks wait, and the next pass gives the tasks to them: in
+    seconds (about 2 here), where the schedule's health check took half a minute."""
+    from models_catalog.models import ComfyBackend
+
+    ComfyBackend.objects.update(is_online=False, last_checked_at=None)
+    ids = [create(client) for _ in range(2)]
+    states = wait_all(client, ids, timeout=20)
+    assert all(s["status"] == "completed" for s in states.values()), states
+    assert ComfyBackend.objects.filter(is_online=True).count() == 2
+
+
 def test_cancel_pending_never_reaches_a_backend(two_engines, qcluster, client):
     from models_catalog.models import ComfyBackend
 
