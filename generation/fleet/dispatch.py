@@ -78,7 +78,7 @@ def dispatch(*, probe: bool = True, wait: bool = True, pumps: bool = True) -> li
     runs them (a pump dispatching for itself knows one does).
     """
     if probe:
-        probe_offline_backends()
+        _probe_offline_backends()
     done = _pass(wait=wait, pumps=pumps)
     if done is None:
         return []
@@ -145,7 +145,7 @@ def waiting_exists() -> bool:
     return GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True).exists()
 
 
-def probe_offline_backends() -> None:
+def _probe_offline_backends() -> None:
     if waiting_exists():
         backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
 
@@ -203,10 +203,10 @@ def _plan() -> list[tuple[int, int, object, str]]:
     # some of those can run on no backend with room (a LoRA only a busy backend has): then
     # once more, deeper. A pass after each ending (room 1-5) reads a few rows a user, not
     # a screenful each.
-    plan, short = _plan_over(_waiting(room), backends, free, where, ckpt_names, room)
-    if short:
-        plan, _short = _plan_over(_waiting(room + USER_SCAN_MARGIN), backends, free, where, ckpt_names,
-                                  room + USER_SCAN_MARGIN)
+    for per_user in (room, room + USER_SCAN_MARGIN):
+        plan, short = _plan_over(_waiting(per_user), backends, free, where, ckpt_names, per_user)
+        if not short:
+            break
     return plan
 
 

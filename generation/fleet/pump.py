@@ -43,14 +43,14 @@ from django_q.status import Stat
 
 from config.db import close_lost_connection, connection_lost, retry_once_if_lost
 from models_catalog.models import ComfyBackend
-from models_catalog.services import backend_check
+from models_catalog.services import backend_check, backends_health_check
 
 from .. import transitions
 from ..models import ACTIVE_STATUSES, GenerationTask, Pump
 from ..queue import enqueue
 from ..task_text import text
 from . import locks
-from .dispatch import dispatch, probe_offline_backends, waiting_exists
+from .dispatch import PROBE_INTERVAL_SECONDS, dispatch, waiting_exists
 from .feeds import Feeds
 from .holdings import Holdings
 from .progress import ProgressBatch
@@ -401,8 +401,8 @@ def _probe(backend_ids: list[int], others: bool) -> None:
     try:
         for backend in ComfyBackend.objects.filter(pk__in=backend_ids):
             backend_check(backend=backend, timeout=RETURN_PROBE_TIMEOUT)
-        if others:
-            probe_offline_backends()
+        if others:  # (the loop saw tasks waiting)
+            backends_health_check(only_offline=True, min_interval=PROBE_INTERVAL_SECONDS)
     except Exception:
         logger.exception("probe of returning backends failed")
     finally:
