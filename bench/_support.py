@@ -404,14 +404,16 @@ def start_gunicorn(procs: Processes, env: dict, base: str, *, ready_path: str = 
 
 
 def start_web_and_cluster(procs: Processes, env: dict) -> str:
-    """gunicorn (2 uvicorn workers, as deployed) and a qcluster; the API's base URL once the
-    health check sees a worker."""
+    """gunicorn and a qcluster as `manage.py studio` starts them (deploy/gunicorn.conf.py,
+    WEB_CONCURRENCY 2 unless the environment says otherwise; on PostgreSQL its pool of
+    connections); the API's base URL once the health check sees a worker."""
     web_port = free_port()
+    web_env = {**env, "WEB_CONCURRENCY": env.get("WEB_CONCURRENCY", "2"), "GUNICORN_BIND": f"127.0.0.1:{web_port}"}
     procs.start(
         "gunicorn",
-        [sys.executable, "-m", "gunicorn", "config.asgi:application", "--bind", f"127.0.0.1:{web_port}",
-         "--workers", "2", "--worker-class", "config.asgi_worker.UvicornWorker"],
-        cwd=ROOT, env=env,
+        [sys.executable, "-m", "gunicorn", "--config", str(ROOT / "deploy" / "gunicorn.conf.py"),
+         "config.asgi:application"],
+        cwd=ROOT, env=web_env,
     )
     procs.start("qcluster", [sys.executable, "manage.py", "qcluster"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{web_port}/api/v1"

@@ -2,11 +2,14 @@
 
 Django's ASGI handler runs the async views (the event stream, GET /api/v1/events) in the
 server's event loop, so an open stream holds no thread; every other view is sync and runs
-in a thread of its own as before.
+in one of the process's request threads, which live as long as the process (each keeps
+its database connection from one request to the next, as under a threaded WSGI server).
 """
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
-from asgiref.sync import sync_to_async
+from asgiref.sync import ThreadSensitiveContext, sync_to_async
 from django.core.asgi import get_asgi_application
 from django.core.handlers.asgi import ASGIHandler
 
@@ -32,8 +35,53 @@ class SyncChainHandler(ASGIHandler):
     def load_middleware(self, is_async=False):
         super().load_middleware(is_async=False)
 
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            raise ValueError(f"Django can only handle ASGI/HTTP connections, not {scope['type']}.")
+        # Django's own handler gives each request a new thread (its ThreadSensitiveContext
+        # makes an executor per request), so each request also opened a new database
+        # connection (1.2 ms of CPU on SQLite, a new server session on PostgreSQL without
+        # the pool) and closed it at the end. Here every thread-sensitive step of the
+        # request (request_started, the chain with its view, closing the response and
+        # request_finished) runs on one kept thread: its connection serves the next
+        # request, checked and aged by Django's own close_old_connections at both ends,
+        # as under a threaded WSGI server.
+        executor = _request_threads.take()
+        try:
+            async with ThreadSensitiveContext(executor=executor):
+                await self.handle(scope, receive, send)
+        finally:
+            _request_threads.give_back(executor)
+
     async def get_response_async(self, request):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
+
+
+class RequestThreads:
+    """The process's request threads: one single-thread executor per request at a time.
+
+    `config.concurrency` lets GUNICORN_THREADS requests at most into sync code at once,
+    so that many threads are made and kept; more are made if ever needed, and kept too."""
+
+    def __init__(self):
+        self._free: list[ThreadPoolExecutor] = []
+        self._lock = threading.Lock()
+        self.made = 0
+
+    def take(self) -> ThreadPoolExecutor:
+        with self._lock:
+            if self._free:
+                return self._free.pop()
+            self.made += 1
+            number = self.made
+        return ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"easel-request-{number}")
+
+    def give_back(self, executor: ThreadPoolExecutor) -> None:
+        with self._lock:
+            self._free.append(executor)
+
+
+_request_threads = RequestThreads()
 
 
 def _routed(streams, others):
@@ -55,10 +103,13 @@ from django.db import connections  # noqa: E402
 def _close_db_connections(sender=None, **kwargs):
     if not (isinstance(sender, type) and issubclass(sender, ASGIHandler)):
         return  # a request served otherwise (the test client, in a test's transaction)
-    # Under ASGI each sync request runs in a thread of its own that ends with it: a
-    # connection kept for a later request (DB_CONN_MAX_AGE) would never be used again and
-    # stay open until the garbage collector finds it (on PostgreSQL, one server process
-    # each). request_finished is sent in that request's thread: its connections close.
+    if issubclass(sender, SyncChainHandler):
+        return  # its threads are kept, with their connections (SyncChainHandler.__call__)
+    # Under Django's own handler (the event stream) each request's sync steps run in a
+    # thread of its own that ends with it: a connection kept for a later request
+    # (DB_CONN_MAX_AGE) would never be used again and stay open until the garbage
+    # collector finds it (on PostgreSQL, one server process each). request_finished is
+    # sent in that request's thread: its connections close.
     for connection in connections.all(initialized_only=True):
         connection.close()
 

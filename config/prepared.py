@@ -1,5 +1,6 @@
-"""Reads whose SQL is compiled once and run again with new values: for the calls clients
-make many times a second (the status poll, its token check).
+"""Statements whose SQL is compiled once and run again with new values: reads for the
+calls clients make many times a second (the status poll, its token check), and the
+writes every task makes on its way through the pump (`PreparedUpdate`, `PreparedInsert`).
 
 Building a queryset's SQL is most of what a small read costs in Django: for a row of
 some forty columns the compiler spends about ten times as long writing the statement as
@@ -21,10 +22,12 @@ converters); the converters run with the calling thread's own connection.
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from datetime import datetime, timezone
+from typing import Any, Callable, Hashable
 
-from django.db import DEFAULT_DB_ALIAS, connections
-from django.db.models import QuerySet
+from django.db import DEFAULT_DB_ALIAS, connections, transaction
+from django.db.models import Model, QuerySet
+from django.db.models.sql import DeleteQuery, UpdateQuery
 
 
 class _Argument:
@@ -36,19 +39,60 @@ class _Argument:
         self.n = n
 
 
-# Values no real argument takes, to find each argument among the compiled parameters.
-_MARKER_BASE = -7_300_000_017
+# Values no real argument takes, to find each argument among the compiled parameters
+# (within a 32-bit column's range: the ORM answers a lookup outside it without the database).
+_MARKER_BASE = 2_013_265_921
+
+
+def datetime_markers(count: int) -> tuple[datetime, ...]:
+    """Markers for datetime arguments (moments in 1901 no task ever has)."""
+    return tuple(datetime(1901, 1, 1, 0, 0, n, tzinfo=timezone.utc) for n in range(count))
+
+
+def _markers(arguments: int, markers: tuple | None) -> tuple:
+    markers = markers or (None,) * arguments
+    if len(markers) != arguments:
+        raise ValueError("one marker per argument")
+    return tuple(_MARKER_BASE - n if marker is None else marker for n, marker in enumerate(markers))
+
+
+def _adapt(value, connection):
+    # What the ORM sends for a datetime (SQLite: text in UTC; PostgreSQL: the value);
+    # integers and text go as they are.
+    if isinstance(value, datetime):
+        return connection.ops.adapt_datetimefield_value(value)
+    return value
+
+
+def _template(params, markers: tuple, connection) -> tuple:
+    """The compiled parameters with each marker's place taken by its argument's number."""
+    expected = [_adapt(marker, connection) for marker in markers]
+    template: list[Any] = []
+    found = set()
+    for param in params:
+        if not isinstance(param, bool) and param in expected:
+            n = expected.index(param)
+            template.append(_Argument(n))
+            found.add(n)
+        else:
+            template.append(param)
+    if len(found) != len(markers):
+        raise ValueError("an argument is not a parameter of the statement")
+    return tuple(template)
+
+
+def _params(template: tuple, arguments: tuple, connection) -> list:
+    return [_adapt(arguments[p.n], connection) if isinstance(p, _Argument) else p for p in template]
 
 
 class Prepared:
     def __init__(self, build: Callable[..., QuerySet], *, arguments: int, markers: tuple | None = None):
         """`build(*markers)` returns the queryset, a `values_list()`, with the markers
         where the arguments go. The default markers are integers; give `markers` for
-        text arguments (distinct values that no constant of the query equals)."""
+        text arguments (distinct values that no constant of the query equals; None
+        where an integer goes)."""
         self._build = build
-        self._markers = markers or tuple(_MARKER_BASE - n for n in range(arguments))
-        if len(self._markers) != arguments:
-            raise ValueError("one marker per argument")
+        self._markers = _markers(arguments, markers)
         # Database alias → (SQL, parameter template, column converters).
         self._kept: dict[str, tuple] = {}
 
@@ -58,26 +102,16 @@ class Prepared:
         if entry is None:
             compiler = self._build(*self._markers).query.get_compiler(using=using)
             sql, params = compiler.as_sql()
-            template: list[Any] = []
-            found = set()
-            for param in params:
-                if param in self._markers and not isinstance(param, bool):
-                    n = self._markers.index(param)
-                    template.append(_Argument(n))
-                    found.add(n)
-                else:
-                    template.append(param)
-            if len(found) != len(self._markers):
-                raise ValueError("an argument is not a parameter of the statement")
+            template = _template(params, self._markers, connection)
             fields = [s[0] for s in compiler.select[0: compiler.col_count]]
             converters = tuple(compiler.get_converters(fields).items())
             # Two threads may both compile it first: the same entry, either one kept.
-            entry = self._kept[using] = (sql, tuple(template), converters)
+            entry = self._kept[using] = (sql, template, converters)
         return connection, entry
 
     def rows(self, *arguments, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
         connection, (sql, template, converters) = self._compiled(using)
-        params = [arguments[p.n] if isinstance(p, _Argument) else p for p in template]
+        params = _params(template, arguments, connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -98,3 +132,86 @@ class Prepared:
     def first(self, *arguments, using: str = DEFAULT_DB_ALIAS) -> tuple | None:
         rows = self.rows(*arguments, using=using)
         return rows[0] if rows else None
+
+
+class PreparedUpdate:
+    """An UPDATE (or a DELETE) compiled once, like a `Prepared` read: its SQL and
+    parameters are kept and run again with the arguments in the markers' places.
+
+    `build(*markers)` returns `(queryset, values)`: the rows to change, filtered on one
+    table (no joins), and the values to set as `update()` takes them (constants and
+    expressions such as `F()` or `Now()` are compiled in); or `(queryset, None)` for a
+    DELETE of rows no other row depends on (no cascade, no signal: what the ORM deletes
+    with one statement anyway). Arguments are integers, text or aware datetimes (give
+    `markers` for the last two: `datetime_markers()` for datetimes); `run()` answers how
+    many rows changed, as `update()` does."""
+
+    def __init__(self, build: Callable[..., tuple[QuerySet, dict | None]], *, arguments: int,
+                 markers: tuple | None = None, variant: Callable[[], Hashable] | None = None):
+        """`markers`: None where an integer goes. `variant`: what else the statement is
+        built from (a setting compiled into it); each value gets a statement of its own."""
+        self._build = build
+        self._markers = _markers(arguments, markers)
+        self._variant = variant
+        self._kept: dict[tuple, tuple] = {}
+
+    def _compiled(self, using: str):
+        connection = connections[using]
+        key = (using, self._variant() if self._variant else None)
+        entry = self._kept.get(key)
+        if entry is None:
+            queryset, values = self._build(*self._markers)
+            if values is None:
+                query = queryset.query.chain(DeleteQuery)
+            else:
+                query = queryset.query.chain(UpdateQuery)
+                query.add_update_values(values)
+            compiler = query.get_compiler(using=using)
+            sql, params = compiler.as_sql()
+            if len([alias for alias, count in query.alias_refcount.items() if count]) > 1:
+                raise ValueError("a prepared write changes the rows of one table, filtered on it alone")
+            entry = self._kept[key] = (sql, _template(params, self._markers, connection))
+        return connection, entry
+
+    def run(self, *arguments, using: str = DEFAULT_DB_ALIAS) -> int:
+        connection, (sql, template) = self._compiled(using)
+        # As the ORM's update(): an error inside a transaction marks it for rollback.
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.execute(sql, _params(template, arguments, connection))
+            return cursor.rowcount
+
+
+class PreparedInsert:
+    """An INSERT of rows of `model` with the values of `fields` (in that order), written
+    once per database: each value goes through its field as `save()` would send it (a
+    JSON field's object, a datetime), without building model instances. Nothing is read
+    back (no ids): for rows written and not looked at again by the writer."""
+
+    def __init__(self, model: type[Model], fields: tuple[str, ...]):
+        self._model = model
+        self._names = fields
+        self._kept: dict[str, tuple] = {}
+
+    def _compiled(self, using: str):
+        connection = connections[using]
+        entry = self._kept.get(using)
+        if entry is None:
+            meta = self._model._meta
+            fields = tuple(meta.get_field(name) for name in self._names)
+            left_out = {f.name for f in meta.concrete_fields if not f.primary_key} - {f.name for f in fields}
+            if left_out:
+                # The database has no defaults of Django's: a column left out would be NULL.
+                raise ValueError(f"every column but the id is written; left out: {sorted(left_out)}")
+            quote = connection.ops.quote_name
+            columns = ", ".join(quote(field.column) for field in fields)
+            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+            entry = self._kept[using] = (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ", row, fields)
+        return connection, entry
+
+    def run(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> None:
+        if not rows:
+            return
+        connection, (head, row, fields) = self._compiled(using)
+        params = [field.get_db_prep_save(value, connection) for values in rows for field, value in zip(fields, values)]
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.execute(head + ", ".join([row] * len(rows)), params)

@@ -27,6 +27,8 @@ from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
+from config.prepared import PreparedInsert
+
 from .representation import ImageSerializer
 from .models import DURABLE_EVENT_KINDS, GeneratedImage, GenerationTask, TaskEvent, TaskEventKind, TaskStatus
 
@@ -71,9 +73,14 @@ def _task_id(task) -> int:
     return task if isinstance(task, int) else task.pk
 
 
+# Written for every change of every task: the INSERT is written once (config.prepared),
+# no model instance is built, no id read back.
+_INSERT = PreparedInsert(TaskEvent, ("user_id", "task_id", "kind", "data", "created_at"))
+
+
 def _record(task, kind: str, **data) -> None:
     task_id = _task_id(task)
-    TaskEvent.objects.create(user_id=_user_id(task), task_id=task_id, kind=kind, data={"task_id": task_id, **data})
+    _INSERT.run([(_user_id(task), task_id, kind, {"task_id": task_id, **data}, timezone.now())])
     _notify()
 
 
@@ -82,12 +89,11 @@ def _record(task, kind: str, **data) -> None:
 
 def task_created(task: GenerationTask) -> None:
     """A new task waits in Easel's queue (the stream adds its place in the queue)."""
-    TaskEvent.objects.bulk_create([
-        TaskEvent(user_id=task.user_id, task_id=task.pk, kind=TaskEventKind.CREATED,
-                  data={"task_id": task.pk, "status": TaskStatus.PENDING, "prompt": task.prompt,
-                        "model_name": task.model_name}),
-        TaskEvent(user_id=task.user_id, task_id=task.pk, kind=TaskEventKind.QUEUED,
-                  data={"task_id": task.pk, "status": TaskStatus.PENDING}),
+    now = timezone.now()
+    _INSERT.run([
+        (task.user_id, task.pk, TaskEventKind.CREATED,
+         {"task_id": task.pk, "status": TaskStatus.PENDING, "prompt": task.prompt, "model_name": task.model_name}, now),
+        (task.user_id, task.pk, TaskEventKind.QUEUED, {"task_id": task.pk, "status": TaskStatus.PENDING}, now),
     ])
     _notify()
 

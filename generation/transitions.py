@@ -42,6 +42,7 @@ from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, 
 from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
+from config.prepared import PreparedUpdate, datetime_markers
 from models_catalog.models import ComfyBackend
 
 from .models import (
@@ -110,6 +111,54 @@ def owned_by(task: TaskRef, owner: str):
     return GenerationTask.objects.filter(pk=_pk(task), lease_owner=owner, status__in=ACTIVE_STATUSES)
 
 
+# --- the writes each task makes once on its way: compiled once (config.prepared) ------
+#
+# Building an UPDATE's SQL costs the ORM five times what running it costs (0.41 against
+# 0.07 ms of CPU on SQLite); the pump makes these for every task it runs.
+
+_OWNER_MARKER = "<easel lease owner marker>"
+_NOW, _THEN = datetime_markers(2)
+
+
+def _lease_seconds() -> int:
+    # Compiled into the statements that renew the lease (a test may change it).
+    return settings.EASEL_TASK_LEASE_SECONDS
+
+
+_START = PreparedUpdate(
+    lambda pk, owner, submitted, started: (owned_by(pk, owner), {
+        "status": TaskStatus.PROCESSING, "submitted_at": submitted, "started_at": started,
+        **message_fields("status", ""), "waiting_since": None, "lease_until": lease_until(),
+    }),
+    arguments=4, markers=(None, _OWNER_MARKER, _NOW, _THEN), variant=_lease_seconds,
+)
+_RUN_START = PreparedUpdate(
+    lambda task_id, now: (_open_run(task_id), {
+        "submitted_at": Coalesce("submitted_at", Value(now, output_field=DateTimeField())),
+        "started_at": Coalesce("started_at", Value(now, output_field=DateTimeField())),
+    }),
+    arguments=2, markers=(None, _NOW),
+)
+_COMPLETE = PreparedUpdate(
+    lambda pk, owner, now, width, height: (owned_by(pk, owner), {
+        "status": TaskStatus.COMPLETED, "progress_value": F("progress_max"), **message_fields("status", ""),
+        "completed_at": now, **_NO_LEASE, "width": width, "height": height,
+    }),
+    arguments=5, markers=(None, _OWNER_MARKER, _NOW, None, None),
+)
+_PREVIEW_GONE = PreparedUpdate(lambda task_id: (TaskPreview.objects.filter(task_id=task_id), None), arguments=1)
+# An attempt that ends without an error, by how it ended: (outcome, ended_by) → its UPDATE.
+_RUN_ENDS: dict[tuple[str, str], PreparedUpdate] = {}
+
+
+def _mirror(task: TaskRef, values: dict) -> None:
+    """What `_apply` does after its UPDATE: the plain values onto the task object."""
+    if not isinstance(task, int):
+        for key, value in values.items():
+            if not hasattr(value, "resolve_expression"):
+                setattr(task, key, value)
+
+
 def _open_run(task: TaskRef):
     return TaskRun.objects.filter(task_id=_pk(task), outcome=RunOutcome.RUNNING)
 
@@ -143,6 +192,18 @@ def _runs_start(rows: list[dict], now: datetime) -> None:
 def _run_end(task: TaskRef, outcome: str, ended_by: str, *, now: datetime | None = None,
              code: str = "", error: Text | str = "") -> None:
     """The task's open attempt (if any) ends this way."""
+    if not code and not error:
+        ending = _RUN_ENDS.get((outcome, ended_by))
+        if ending is None:
+            ending = _RUN_ENDS[(outcome, ended_by)] = PreparedUpdate(
+                lambda task_id, at: (_open_run(task_id), {
+                    "outcome": outcome, "ended_by": ended_by, "ended_at": at, "error_code": "",
+                    **message_fields("error", ""),
+                }),
+                arguments=2, markers=(None, _NOW),
+            )
+        ending.run(_pk(task), now or timezone.now())
+        return
     _open_run(task).update(
         outcome=outcome, ended_by=ended_by, ended_at=now or timezone.now(), error_code=code,
         **message_fields("error", error),
@@ -161,7 +222,7 @@ def _ended(task: TaskRef, *, caller_dispatches: bool = False) -> None:
     pass for many endings), so the job is queued only when there is a webhook to send
     (the tick's sweep sends one a lost job missed)."""
     task_id = _pk(task)
-    TaskPreview.objects.filter(task_id=task_id).delete()
+    _PREVIEW_GONE.run(task_id)
     if caller_dispatches:
         callback = (task.callback_url if isinstance(task, GenerationTask)
                     else GenerationTask.objects.filter(pk=task_id).values_list("callback_url", flat=True).first())
@@ -249,19 +310,14 @@ def start(task: GenerationTask, *, owner: str, now: datetime | None = None) -> b
     # A run that takes over a prompt already running (a hand-over to the next pump, a
     # restart) starts it again for its lease, not for the reader: `started` is said once.
     resumed = task.status == TaskStatus.PROCESSING
+    submitted, started = task.submitted_at or now, task.started_at or now
     with transaction.atomic():
-        done = _apply(task, owned_by(task, owner), {
-            "status": TaskStatus.PROCESSING,
-            "submitted_at": task.submitted_at or now,
-            "started_at": task.started_at or now,
-            **message_fields("status", ""),
-            "waiting_since": None,
-            "lease_until": lease_until(),
-        })
+        done = bool(_START.run(task.pk, owner, submitted, started))
         if done:
+            _mirror(task, {"status": TaskStatus.PROCESSING, "submitted_at": submitted, "started_at": started,
+                           **message_fields("status", ""), "waiting_since": None})
             # (The task keeps its first start across fail-overs; each run has its own.)
-            at = Value(now, output_field=DateTimeField())
-            _open_run(task).update(submitted_at=Coalesce("submitted_at", at), started_at=Coalesce("started_at", at))
+            _RUN_START.run(task.pk, now)
             if not resumed:
                 events.task_started(task)
     return done
@@ -291,7 +347,12 @@ def complete(
     # No savepoint inside the caller's transaction (the runner's, which keeps the images):
     # an error here rolls back all of it anyway.
     with transaction.atomic(savepoint=False):
-        done = _apply(task, owned_by(task, owner), values)
+        if size is not None:
+            done = bool(_COMPLETE.run(_pk(task), owner, now, size[0], size[1]))
+            if done:
+                _mirror(task, values)
+        else:
+            done = _apply(task, owned_by(task, owner), values)
         if done:
             _run_end(task, RunOutcome.COMPLETED, RunEnd.COMPLETION, now=now)
             _ended(task, caller_dispatches=caller_dispatches)

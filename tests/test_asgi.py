@@ -1,5 +1,6 @@
-"""What gunicorn serves (config.asgi): a sync view costs one thread hop, not ten, and a
-statement compiled once serves every request's thread (config.prepared)."""
+"""What gunicorn serves (config.asgi): a sync view costs one thread hop, not ten, its
+thread and database connection serve the next request, and a statement compiled once
+serves every request's thread (config.prepared)."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,7 @@ from config.asgi import SyncChainHandler, application
 from config.prepared import Prepared
 
 
-def _get(app, path: str) -> tuple[int, bytes]:
+def _get(app, path: str, headers: list | None = None) -> tuple[int, bytes]:
     sent: list[dict] = []
     messages = [{"type": "http.request", "body": b"", "more_body": False}]
 
@@ -27,7 +28,7 @@ def _get(app, path: str) -> tuple[int, bytes]:
 
     scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
              "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "",
-             "headers": [(b"host", b"127.0.0.1"), (b"accept", b"application/json")],
+             "headers": [(b"host", b"127.0.0.1"), (b"accept", b"application/json"), *(headers or [])],
              "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 80)}
     asyncio.run(app(scope, receive, send))
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
@@ -64,6 +65,40 @@ def test_a_sync_view_runs_its_middleware_and_view_in_one_hop(hops):
     status, _body = _get(ASGIHandler(), "/api/v1/health/live")
     assert status == 200
     assert hops["to_loop"] >= 1 and hops["to_thread"] >= 6
+
+
+@pytest.mark.django_db(transaction=True)
+def test_requests_one_after_another_share_one_thread_and_its_database_connection(django_user_model):
+    from django.db import connection
+    from django.db.backends.signals import connection_created
+    from django.core import signals
+
+    from accounts.services import token_create
+
+    user = django_user_model.objects.create_user(username="ada", password="pw-long-enough-1")
+    _token, key = token_create(user=user)
+    connection.close()  # the test's own; only the requests' count below
+    opened, threads = [], set()
+
+    def on_connection(sender, connection, **kwargs):
+        opened.append(threading.get_ident())
+
+    def on_request(sender, **kwargs):
+        threads.add(threading.get_ident())
+
+    connection_created.connect(on_connection)
+    signals.request_started.connect(on_request)
+    try:
+        for _ in range(5):
+            status, body = _get(application, "/api/v1/generation/history",
+                                [(b"authorization", f"Bearer {key}".encode())])
+            assert status == 200, body  # the token read and the history read: the database each time
+    finally:
+        connection_created.disconnect(on_connection)
+        signals.request_started.disconnect(on_request)
+    # Django's own handler made a thread per request, and each opened a connection.
+    assert len(threads) == 1 and threading.get_ident() not in threads
+    assert len(opened) == 1
 
 
 @pytest.mark.django_db(transaction=True)

@@ -54,7 +54,7 @@ from ..comfy import (
     is_transient,
 )
 from ..events import tasks_progressed
-from ..gallery.results import StorageFailed, UnreadableImage, files_delete, result_store
+from ..gallery.results import StorageFailed, UnreadableImage, files_delete, image_ids, result_store
 from ..models import ACTIVE_STATUSES, GeneratedImage, GenerationTask, SourceImage, TaskPreview
 from ..task_text import Text, message_fields, text
 from .dispatch import backends_able, dispatch
@@ -554,7 +554,8 @@ class TaskRunner:
                     raise TaskGone()
                 # An earlier attempt may have stored images before dying: keep one set
                 # (their files go once this commits).
-                earlier = list(GeneratedImage.objects.filter(task_id=self.task.pk).exclude(pk__in=[i.pk for i in stored]))
+                others = image_ids(task_id=self.task.pk) - {i.pk for i in stored}
+                earlier = list(GeneratedImage.objects.filter(pk__in=others)) if others else []
                 if earlier:
                     GeneratedImage.objects.filter(pk__in=[i.pk for i in earlier]).delete()
                     transaction.on_commit(lambda: files_delete(earlier))

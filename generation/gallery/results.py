@@ -11,6 +11,8 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image
 
+from config.prepared import Prepared
+
 from ..media_types import content_type_for, extension_for
 from ..models import GeneratedImage, GenerationTask
 from .png_params import png_with_parameters, task_parameters
@@ -46,6 +48,16 @@ def _storage_errors() -> tuple[type[BaseException], ...]:
 STORAGE_ERRORS = _storage_errors()
 
 
+# Read for every picture stored (config.prepared: compiled once).
+_INDEXES = Prepared(lambda task_id: GeneratedImage.objects.filter(task_id=task_id).values_list("index"), arguments=1)
+_IDS = Prepared(lambda task_id: GeneratedImage.objects.filter(task_id=task_id).values_list("pk"), arguments=1)
+
+
+def image_ids(*, task_id: int) -> set[int]:
+    """The ids of the pictures stored for a task (by any of its attempts)."""
+    return {pk for (pk,) in _IDS.rows(task_id)}
+
+
 def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedImage:
     """Store one output picture of `task` (as the backend wrote it, plus Easel's own
     parameter chunks in a PNG: gallery.png_params) with a WebP thumbnail.
@@ -75,7 +87,7 @@ def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedI
         task=task, content_type=content_type, width=width, height=height, seed=task.seed + index,
         size_bytes=len(data),
     )
-    taken = set(GeneratedImage.objects.filter(task_id=task.pk).values_list("index", flat=True))
+    taken = {index for (index,) in _INDEXES.rows(task.pk)}
     image.index = index
     while image.index in taken:
         image.index += 100
