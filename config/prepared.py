@@ -56,33 +56,54 @@ def _markers(arguments: int, markers: tuple | None) -> tuple:
     return tuple(_MARKER_BASE - n if marker is None else marker for n, marker in enumerate(markers))
 
 
-def _adapt(value, connection):
-    # What the ORM sends for a datetime (SQLite: text in UTC; PostgreSQL: the value);
-    # integers and text go as they are.
-    if isinstance(value, datetime):
+class JsonMarker(dict):
+    """The marker of a JSON argument (see `json_marker`)."""
+
+
+def json_marker(n: int = 0) -> JsonMarker:
+    """A marker for a JSON argument, written as the ORM writes a JSONField without an
+    encoder of its own (None is SQL NULL)."""
+    return JsonMarker({"<easel json marker>": n})
+
+
+def _adapt(value, marker, connection):
+    # What the ORM sends for a datetime (SQLite: text in UTC; PostgreSQL: the value) and
+    # for JSON (SQLite: the text; PostgreSQL: psycopg's Jsonb); integers and text go as
+    # they are. The marker says which.
+    if isinstance(marker, datetime):
         return connection.ops.adapt_datetimefield_value(value)
+    if isinstance(marker, JsonMarker):
+        return None if value is None else connection.ops.adapt_json_value(value, None)
     return value
+
+
+def _is_marker(param, marker, connection) -> bool:
+    if isinstance(param, bool):
+        return False
+    if isinstance(marker, JsonMarker):
+        # PostgreSQL's Jsonb compares as an object: its `obj` is what it wraps.
+        return getattr(param, "obj", None) == marker or param == _adapt(marker, marker, connection)
+    return param == _adapt(marker, marker, connection)
 
 
 def _template(params, markers: tuple, connection) -> tuple:
     """The compiled parameters with each marker's place taken by its argument's number."""
-    expected = [_adapt(marker, connection) for marker in markers]
     template: list[Any] = []
     found = set()
     for param in params:
-        if not isinstance(param, bool) and param in expected:
-            n = expected.index(param)
+        n = next((n for n, marker in enumerate(markers) if _is_marker(param, marker, connection)), None)
+        if n is None:
+            template.append(param)
+        else:
             template.append(_Argument(n))
             found.add(n)
-        else:
-            template.append(param)
     if len(found) != len(markers):
         raise ValueError("an argument is not a parameter of the statement")
     return tuple(template)
 
 
-def _params(template: tuple, arguments: tuple, connection) -> list:
-    return [_adapt(arguments[p.n], connection) if isinstance(p, _Argument) else p for p in template]
+def _params(template: tuple, arguments: tuple, markers: tuple, connection) -> list:
+    return [_adapt(arguments[p.n], markers[p.n], connection) if isinstance(p, _Argument) else p for p in template]
 
 
 class Prepared:
@@ -111,7 +132,7 @@ class Prepared:
 
     def rows(self, *arguments, using: str = DEFAULT_DB_ALIAS) -> list[tuple]:
         connection, (sql, template, converters) = self._compiled(using)
-        params = _params(template, arguments, connection)
+        params = _params(template, arguments, self._markers, connection)
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             rows = cursor.fetchall()
@@ -142,9 +163,9 @@ class PreparedUpdate:
     table (no joins), and the values to set as `update()` takes them (constants and
     expressions such as `F()` or `Now()` are compiled in); or `(queryset, None)` for a
     DELETE of rows no other row depends on (no cascade, no signal: what the ORM deletes
-    with one statement anyway). Arguments are integers, text or aware datetimes (give
-    `markers` for the last two: `datetime_markers()` for datetimes); `run()` answers how
-    many rows changed, as `update()` does."""
+    with one statement anyway). Arguments are integers, text, aware datetimes or JSON
+    (give `markers` for all but integers: `datetime_markers()`, `json_marker()`); `run()`
+    answers how many rows changed, as `update()` does."""
 
     def __init__(self, build: Callable[..., tuple[QuerySet, dict | None]], *, arguments: int,
                  markers: tuple | None = None, variant: Callable[[], Hashable] | None = None):
@@ -177,7 +198,7 @@ class PreparedUpdate:
         connection, (sql, template) = self._compiled(using)
         # As the ORM's update(): an error inside a transaction marks it for rollback.
         with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
-            cursor.execute(sql, _params(template, arguments, connection))
+            cursor.execute(sql, _params(template, arguments, self._markers, connection))
             return cursor.rowcount
 
 

@@ -138,3 +138,29 @@ def test_a_prepared_read_is_compiled_once_for_all_threads(django_user_model):
     # Converted like the ORM's own rows (a datetime, not SQLite's text).
     assert answers == [("ada", user.date_joined)] * 3
     assert timezone.is_aware(answers[0][1])
+
+
+def test_an_api_input_copies_its_declared_fields_without_building_them_again(monkeypatch):
+    from rest_framework import fields
+
+    from generation.api.tasks import TaskCreateInput
+
+    built = []
+    init = fields.Field.__init__
+
+    def counted(self, *args, **kwargs):
+        if not isinstance(self, TaskCreateInput):
+            built.append(type(self).__name__)
+        init(self, *args, **kwargs)
+
+    monkeypatch.setattr(fields.Field, "__init__", counted)
+    first = TaskCreateInput(data={"prompt": "a cat", "steps": 8, "sampler": "euler"})
+    second = TaskCreateInput(data={"prompt": "a dog", "steps": "8"})
+    assert first.is_valid(), first.errors
+    assert first.validated_data["prompt"] == "a cat" and first.validated_data["steps"] == 8
+    assert not second.is_valid() and set(second.errors) == {"steps"}  # text for a number, from JSON
+    assert built == []  # DRF's deep copy built each of the fifteen fields again, per request
+    # Each serializer binds copies of its own.
+    assert first.fields["prompt"] is not second.fields["prompt"]
+    assert first.fields["prompt"].parent is first and second.fields["prompt"].parent is second
+    assert TaskCreateInput._declared_fields["prompt"].parent is None

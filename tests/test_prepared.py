@@ -10,7 +10,7 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.db import connection
 
-from config.prepared import PreparedInsert, PreparedUpdate, datetime_markers
+from config.prepared import PreparedInsert, PreparedUpdate, datetime_markers, json_marker
 from generation.models import TaskEvent
 
 pytestmark = pytest.mark.django_db
@@ -41,6 +41,19 @@ def test_an_update_is_built_once_and_changes_the_rows_its_arguments_name():
     for event in (first, second):
         assert (rows[event.pk].kind, rows[event.pk].created_at, rows[event.pk].user_id) == ("started", moment, 2)
     assert (rows[other.pk].kind, rows[other.pk].created_at) == ("failed", moment + timedelta(days=1))
+
+
+def test_a_json_argument_is_written_as_the_orm_writes_it():
+    update = PreparedUpdate(lambda task_id, data: (TaskEvent.objects.filter(task_id=task_id), {"data": data}),
+                            arguments=2, markers=(None, json_marker()))
+    event, other = _event(1, 10), _event(1, 11)
+    graph = {"sampler": {"class_type": "KSampler", "inputs": {"seed": 2**53, "text": "un chat « noir »"}}}
+    assert update.run(10, graph) == 1
+    assert update.run(11, [1, "two", None]) == 1
+    event.refresh_from_db(), other.refresh_from_db()
+    assert event.data == graph and other.data == [1, "two", None]
+    # The ORM's own reads find it as they find what they wrote themselves.
+    assert TaskEvent.objects.filter(data__sampler__class_type="KSampler").get() == event
 
 
 def test_a_setting_compiled_into_the_statement_gets_a_statement_of_its_own():

@@ -27,6 +27,7 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
+from config.prepared import Prepared, PreparedUpdate, datetime_markers, json_marker
 from models_catalog.inputs import UPLOAD_KINDS
 from models_catalog.models import ComfyBackend
 from models_catalog.services import (
@@ -82,6 +83,27 @@ SEEN_REFRESH_SECONDS = 10.0
 def _seen_lately(backend: ComfyBackend) -> bool:
     return bool(backend.is_online and backend.last_seen_at and not backend.last_error
                 and timezone.now() - backend.last_seen_at < timedelta(seconds=SEEN_REFRESH_SECONDS))
+
+
+# What a runner writes and reads while it follows a task, compiled once (config.prepared):
+# the intent before its first POST (every task), the lease's renewal and the check that
+# the task is still its own (each running task, every few seconds and every second).
+_OWNER = "<easel runner owner marker>"
+_INTENT_FIELDS = ("submitted_at", "rendered_prompt", "client_id")
+_INTENT = PreparedUpdate(
+    lambda pk, owner, submitted_at, rendered_prompt, client_id: (transitions.owned_by(pk, owner), {
+        "submitted_at": submitted_at, "rendered_prompt": rendered_prompt, "client_id": client_id,
+        "lease_until": transitions.lease_until(),
+    }),
+    arguments=5, markers=(None, _OWNER, *datetime_markers(1), json_marker(), "<easel client id marker>"),
+    variant=lambda: settings.EASEL_TASK_LEASE_SECONDS,
+)
+_RENEW = PreparedUpdate(
+    lambda pk, owner: (transitions.owned_by(pk, owner), {"lease_until": transitions.lease_until()}),
+    arguments=2, markers=(None, _OWNER), variant=lambda: settings.EASEL_TASK_LEASE_SECONDS,
+)
+_STILL_OWNED = Prepared(lambda pk, owner: transitions.owned_by(pk, owner).values_list("pk"),
+                        arguments=2, markers=(None, _OWNER))
 
 
 @dataclass
@@ -141,8 +163,14 @@ class TaskRunner:
 
     def update(self, **values) -> None:
         """Write progress (or just renew the lease); TaskGone when the task is no longer ours."""
-        values.setdefault("lease_until", transitions.lease_until())
-        if not self._owned().update(**values):
+        if not values:
+            done = _RENEW.run(self.task.pk, self.owner)
+        elif tuple(values) == _INTENT_FIELDS:
+            done = _INTENT.run(self.task.pk, self.owner, *values.values())
+        else:
+            values.setdefault("lease_until", transitions.lease_until())
+            done = self._owned().update(**values)
+        if not done:
             raise TaskGone()
         self.lease_renewed = time.monotonic()
         for key, value in values.items():
@@ -159,7 +187,7 @@ class TaskRunner:
         self.last_check = now
         if now - self.lease_renewed > settings.EASEL_TASK_LEASE_SECONDS / 3:
             self.update()
-        elif not self._owned().exists():
+        elif _STILL_OWNED.first(self.task.pk, self.owner) is None:
             raise TaskGone()
 
     def wait(self, seconds: float) -> None:
@@ -369,6 +397,7 @@ class TaskRunner:
             else:
                 graph = self._graph(client)
                 self.submitted_to = backend
+                # (In this order: a first submit writes all three, in one compiled UPDATE.)
                 intent = {} if task.submitted_at else {"submitted_at": timezone.now()}
                 if task.rendered_prompt != graph:
                     intent["rendered_prompt"] = graph
