@@ -201,6 +201,16 @@ class PreparedUpdate:
             cursor.execute(sql, _params(template, arguments, self._markers, connection))
             return cursor.rowcount
 
+    def run_many(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> int:
+        """`run` for each row of arguments, in one call to the driver (SQLite steps one
+        statement; psycopg sends them in a pipeline); the rows changed in all."""
+        if not rows:
+            return 0
+        connection, (sql, template) = self._compiled(using)
+        with transaction.mark_for_rollback_on_error(using), connection.cursor() as cursor:
+            cursor.executemany(sql, [_params(template, arguments, self._markers, connection) for arguments in rows])
+            return cursor.rowcount
+
 
 class PreparedInsert:
     """An INSERT of rows of `model` with the values of `fields` (in that order), written

@@ -148,6 +148,7 @@ def tasks_progressed(task_ids) -> int:
     rows = (GenerationTask.objects.filter(pk__in=task_ids, status=TaskStatus.PROCESSING)
             .values_list("pk", "user_id", "progress_value", "progress_max", "progress_node", "preview__updated_at"))
     events = []
+    now = timezone.now()
     with _last_lock:
         if len(_last_progress) > 5000:
             _last_progress.clear()
@@ -157,15 +158,15 @@ def tasks_progressed(task_ids) -> int:
             if _last_progress.get(pk) != numbers:
                 _last_progress[pk] = numbers
                 fraction = round(min(1.0, value / maximum), 4) if maximum else 0.0
-                events.append(TaskEvent(user_id=user_id, task_id=pk, kind=TaskEventKind.PROGRESS, data={
-                    "task_id": pk, "value": value, "max": maximum, "fraction": fraction, "node": node}))
+                events.append((user_id, pk, TaskEventKind.PROGRESS, {
+                    "task_id": pk, "value": value, "max": maximum, "fraction": fraction, "node": node}, now))
             if frame_at is not None and _last_preview.get(pk) != frame_at:
                 _last_preview[pk] = frame_at
                 version = int(frame_at.timestamp() * 1000)
-                events.append(TaskEvent(user_id=user_id, task_id=pk, kind=TaskEventKind.PREVIEW, data={
-                    "task_id": pk, "url": f"{reverse('api-generation-preview', args=[pk])}?v={version}"}))
+                events.append((user_id, pk, TaskEventKind.PREVIEW, {
+                    "task_id": pk, "url": f"{reverse('api-generation-preview', args=[pk])}?v={version}"}, now))
     if events:
-        TaskEvent.objects.bulk_create(events)
+        _INSERT.run(events)
         _notify()
     return len(events)
 

@@ -1,24 +1,34 @@
-"""Progress of every prompt a pump follows, written in one statement per interval.
+"""Progress of every prompt a pump follows, written at once every interval.
 
-A pump may follow hundreds of prompts, each reporting a step a few times a second: one
-UPDATE per prompt per interval would be hundreds of statements a second for a number
-pages show. The runners (one thread each) leave their latest progress here; the pump's
-loop writes all of it at once every EASEL_PROGRESS_WRITE_INTERVAL, each row only while
+A pump may follow hundreds of prompts, each reporting a step a few times a second: a
+write per report would be hundreds of transactions a second for a number pages show.
+The runners (one thread each) leave their latest progress here; the pump's loop writes
+all of it at once every EASEL_PROGRESS_WRITE_INTERVAL (one statement, compiled once, run
+for every row in one call to the driver, in one transaction), each row only while
 the runner that reported it still holds the task's lease and the task is unfinished (a
 late write never touches a task that completed, was cancelled or moved on).
 """
 from __future__ import annotations
 
 import threading
-from functools import reduce
-from operator import or_
 
-from django.db.models import Case, F, Q, Value, When
+from django.db import transaction
 
+from config.prepared import PreparedUpdate
+
+from .. import transitions
 from ..events import tasks_progressed
-from ..models import ACTIVE_STATUSES, GenerationTask
 
 FIELDS = ("progress_value", "progress_max", "progress_node")
+
+# One row's progress, compiled once (config.prepared) and run for every row of a flush
+# in one call to the driver: a CASE with a branch per task was compiled anew each time.
+_WRITE = PreparedUpdate(
+    lambda pk, owner, value, maximum, node: (transitions.owned_by(pk, owner), {
+        "progress_value": value, "progress_max": maximum, "progress_node": node,
+    }),
+    arguments=5, markers=(None, "<easel progress owner marker>", None, None, "<easel progress node marker>"),
+)
 
 
 class ProgressBatch:
@@ -39,18 +49,14 @@ class ProgressBatch:
                 del self._latest[task_id]
 
     def flush(self) -> int:
-        """Write what was reported since the last flush, in one UPDATE; the rows written."""
+        """Write what was reported since the last flush, in one transaction; the rows written."""
         with self._lock:
             latest, self._latest = self._latest, {}
         if not latest:
             return 0
-        owned = reduce(or_, (Q(pk=pk, lease_owner=owner) for pk, (owner, _v) in latest.items()))
-        values = {}
-        for name in FIELDS:
-            field = GenerationTask._meta.get_field(name)
-            values[name] = Case(*(When(pk=pk, then=Value(v[name], output_field=field)) for pk, (_o, v) in latest.items()),
-                                default=F(name), output_field=field)
-        written = GenerationTask.objects.filter(owned, status__in=ACTIVE_STATUSES).update(**values)
+        with transaction.atomic():
+            written = _WRITE.run_many([(pk, owner, *(values[name] for name in FIELDS))
+                                       for pk, (owner, values) in latest.items()])
         if written:
             tasks_progressed(latest)  # the owners' event streams (generation.events)
         return written
