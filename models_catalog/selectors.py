@@ -6,6 +6,7 @@ from django.db.models import Exists, OuterRef, QuerySet
 from . import files as file_rule
 from .models import Checkpoint, ComfyBackend, ModelFile, WorkflowTemplate
 from .remembered import remembered
+from .templates import template_fields_keep
 
 
 def checkpoint_list_usable() -> QuerySet[Checkpoint]:
@@ -121,6 +122,7 @@ def template_default(*, kind: str = WorkflowTemplate.KIND_TXT2IMG) -> WorkflowTe
         template = qs.filter(is_default=True).order_by("pk").first() or qs.order_by("pk").first()
         if template is not None:
             template.input_list  # read with it, so every copy handed out shares the inputs
+            template_fields_keep(template)  # and what they make of them
         return template
 
     return remembered(("template-default", kind), load)
@@ -154,6 +156,7 @@ def template_get_enabled(*, slug: str) -> WorkflowTemplate | None:
         template = WorkflowTemplate.objects.filter(slug=slug, enabled=True).first()
         if template is not None:
             template.input_list
+            template_fields_keep(template)
         return template
 
     return remembered(("template", slug), load)

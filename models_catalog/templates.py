@@ -654,6 +654,9 @@ def template_fields(template: WorkflowTemplate) -> list[Field]:
     """Every input of the template, in order, with its spec and default (the row's
     default; for a custom input else the graph's literal value; none for uploads and
     optional files)."""
+    kept = template.__dict__.get(_KEPT_FIELDS)
+    if kept is not None:
+        return list(kept)
     graph = template.graph if isinstance(template.graph, dict) else {}
     fields = []
     for row in template.input_list:
@@ -672,6 +675,16 @@ def template_fields(template: WorkflowTemplate) -> list[Field]:
             spec=spec, default=default, optional=row.optional, node_id=row.node_id, input_name=row.input_name,
         ))
     return fields
+
+
+_KEPT_FIELDS = "_easel_kept_fields"
+
+
+def template_fields_keep(template: WorkflowTemplate) -> None:
+    """Work out the template's fields once for this instance and every shallow copy of it
+    (models_catalog.remembered hands out copies that share its graph and inputs, which
+    nobody changes): every create asks for them (a tenth of a create's CPU)."""
+    template.__dict__[_KEPT_FIELDS] = tuple(template_fields(template))
 
 
 def template_schema(template: WorkflowTemplate, *, file_choices=None) -> dict:

@@ -69,3 +69,17 @@ def test_a_pump_reads_a_template_s_inputs_once_per_version(catalog, remembering)
         template_inputs_attach([third])
         third.input_list
     assert len(queries) == 1
+
+
+def test_a_remembered_template_s_fields_are_worked_out_once_for_every_copy(catalog, remembering, monkeypatch):
+    from models_catalog import templates
+
+    fresh = templates.template_fields(WorkflowTemplate.objects.get(is_default=True, kind="txt2img"))
+    worked = []
+    row_spec = templates.row_spec
+    monkeypatch.setattr(templates, "row_spec", lambda row, graph: worked.append(row.name) or row_spec(row, graph))
+    answers = [templates.template_fields(template_default()) for _ in range(3)]
+    assert answers == [fresh] * 3  # the same fields as worked out afresh
+    assert sorted(worked) == sorted(field.name for field in fresh)  # once, not once per create
+    answers[0].pop()  # a caller's list is its own
+    assert templates.template_fields(template_default()) == fresh
