@@ -42,7 +42,7 @@ from django.db.models import Case, CharField, DateTimeField, ExpressionWrapper, 
 from django.db.models.functions import Cast, Coalesce, Concat, Now
 from django.utils import timezone
 
-from config.prepared import PreparedUpdate, datetime_markers
+from config.prepared import PreparedInsert, PreparedUpdate, datetime_markers
 from models_catalog.models import ComfyBackend
 
 from .models import (
@@ -146,6 +146,17 @@ _COMPLETE = PreparedUpdate(
     }),
     arguments=5, markers=(None, _OWNER_MARKER, _NOW, None, None),
 )
+# Dispatch's assignments: one task's UPDATE, run for every task of a pass in one call
+# (a CASE with a branch per task was compiled anew every pass); their attempts' INSERT.
+_ASSIGN = PreparedUpdate(
+    lambda pk, backend_id, now: (GenerationTask.objects.filter(pk=pk, status=TaskStatus.PENDING, backend__isnull=True),
+                                 {"backend_id": backend_id, "assigned_at": now, **message_fields("status", "")}),
+    arguments=3, markers=(None, None, _NOW),
+)
+_RUNS_INSERT = PreparedInsert(TaskRun, (
+    "task", "number", "backend", "backend_name", "prompt_id", "assigned_at", "submitted_at", "started_at", "ended_at",
+    "outcome", "ended_by", "error_code", "error_message", "error_params",
+))
 _PREVIEW_GONE = PreparedUpdate(lambda task_id: (TaskPreview.objects.filter(task_id=task_id), None), arguments=1)
 # An attempt that ends without an error, by how it ended: (outcome, ended_by) → its UPDATE.
 _RUN_ENDS: dict[tuple[str, str], PreparedUpdate] = {}
@@ -182,9 +193,9 @@ def _runs_start(rows: list[dict], now: datetime) -> None:
     if left_open:
         # Left open: its backend was deleted under it (SET_NULL) and the task queued again.
         TaskRun.objects.filter(pk__in=left_open).update(outcome=RunOutcome.LOST, ended_by=RunEnd.RECOVERY, ended_at=now)
-    TaskRun.objects.bulk_create([
-        TaskRun(task_id=r["task_id"], number=last.get(r["task_id"], (0, 0, ""))[1] + 1, backend_id=r["backend_id"],
-                backend_name=r["backend__name"] or "", prompt_id=r["prompt_id"], assigned_at=now)
+    _RUNS_INSERT.run([
+        (r["task_id"], last.get(r["task_id"], (0, 0, ""))[1] + 1, r["backend_id"], r["backend__name"] or "",
+         r["prompt_id"], now, None, None, None, RunOutcome.RUNNING, "", "", "", {})
         for r in rows
     ])
 
@@ -265,9 +276,7 @@ def assign_many(plan: list[tuple[int, int, object, str]], *, now: datetime | Non
     now = now or timezone.now()
     ids = [task_id for task_id, _b, _p, _n in plan]
     with transaction.atomic(savepoint=False):
-        GenerationTask.objects.filter(pk__in=ids, status=TaskStatus.PENDING, backend__isnull=True).update(
-            backend_id=Case(*[When(pk=task_id, then=Value(backend_id)) for task_id, backend_id, _p, _n in plan]),
-            assigned_at=now, **message_fields("status", ""))
+        _ASSIGN.run_many([(task_id, backend_id, now) for task_id, backend_id, _p, _n in plan])
         # This pass's own moment marks what it assigned (passes run one at a time).
         got = dict(GenerationTask.objects.filter(pk__in=ids, assigned_at=now, status=TaskStatus.PENDING)
                    .values_list("pk", "backend_id"))

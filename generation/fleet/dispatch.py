@@ -23,6 +23,7 @@ import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from datetime import datetime, timezone as dt_timezone
+from typing import NamedTuple
 
 from django.contrib.auth import get_user_model
 from django.core.cache import caches
@@ -31,6 +32,7 @@ from django.db.models import Count, F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from config.prepared import Prepared
 from models_catalog.models import Checkpoint, ComfyBackend
 from models_catalog.selectors import backends_having
 from models_catalog.services import backends_health_check
@@ -183,21 +185,41 @@ def backends_able(task: GenerationTask, *, excluding: int | None = None) -> froz
     return _able(task.checkpoint_id, task.required_files, ids, _models_on(ids))
 
 
+class _Backend(NamedTuple):
+    pk: int
+    name: str
+    max_in_flight: int
+    loaded_checkpoint: str
+
+
+# What every pass reads, compiled once (config.prepared): the backends taking work (the
+# fields a plan reads: a backend row also carries its health and catalog answers), the
+# tasks on each backend, the checkpoints' file names, and each user's oldest waiting.
+_BACKENDS = Prepared(lambda: _taking_work().values_list("id", "name", "max_in_flight", "loaded_checkpoint"),
+                     arguments=0)
+_LOAD = Prepared(lambda: GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend__isnull=False)
+                 .values_list("backend_id").annotate(n=Count("id")), arguments=0)
+_CHECKPOINT_FILES = Prepared(lambda: Checkpoint.objects.values_list("pk", "ckpt_name"), arguments=0)
+_WAITING = Prepared(
+    lambda per_user: GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
+    .annotate(place=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()]))
+    .filter(place__lte=per_user)
+    .order_by("created_at", "id")
+    .values_list("id", "user_id", "checkpoint_id", "required_files", "prompt_id")[:SCAN_LIMIT],
+    arguments=1,
+)
+
+
 def _plan() -> list[tuple[int, int, object, str]]:
-    # The fields a plan reads: a backend row also carries its health and catalog answers.
-    backends = {b.pk: b for b in _taking_work().only("id", "name", "max_in_flight", "loaded_checkpoint")}
+    backends = {row[0]: _Backend(*row) for row in _BACKENDS.rows()}
     if not backends:
         return []
-    load = dict(
-        GenerationTask.objects.filter(status__in=ACTIVE_STATUSES, backend_id__in=list(backends))
-        .values_list("backend_id")
-        .annotate(n=Count("id"))
-    )
+    load = dict(_LOAD.rows())
     free = {pk: b.max_in_flight - load.get(pk, 0) for pk, b in backends.items()}
     if all(n <= 0 for n in free.values()):
         return []
     where = _models_on(backends)
-    ckpt_names = dict(Checkpoint.objects.filter(pk__in=list(where)).values_list("pk", "ckpt_name"))
+    ckpt_names = {pk: name for pk, name in _CHECKPOINT_FILES.rows() if pk in where}
     room = sum(n for n in free.values() if n > 0)
     # A user gets at most `room` tasks in a pass, so their oldest `room` are enough unless
     # some of those can run on no backend with room (a LoRA only a busy backend has): then
@@ -212,13 +234,7 @@ def _plan() -> list[tuple[int, int, object, str]]:
 
 def _waiting(per_user: int) -> list[tuple]:
     """The oldest `per_user` waiting tasks of each user, oldest first (at most SCAN_LIMIT)."""
-    return list(
-        GenerationTask.objects.filter(status=TaskStatus.PENDING, backend__isnull=True)
-        .annotate(place=Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("created_at").asc(), F("id").asc()]))
-        .filter(place__lte=per_user)
-        .order_by("created_at", "id")
-        .values_list("id", "user_id", "checkpoint_id", "required_files", "prompt_id")[:SCAN_LIMIT]
-    )
+    return _WAITING.rows(per_user)
 
 
 def _plan_over(waiting, backends: dict, free: dict, where: dict, ckpt_names: dict,
