@@ -148,6 +148,9 @@ class PumpRun:
         self.wake = threading.Event()
         self.dispatch_due = threading.Event()
         self.dispatched_at = 0.0
+        # When the loop looks for tasks to claim next (see _claim).
+        self.claim_due = True
+        self.claimed_at = 0.0
         self.progress = ProgressBatch()
         self.name = f"pump{pump_id}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         # One socket per backend for all the prompts this pump follows there.
@@ -225,6 +228,7 @@ class PumpRun:
         """Renew and balance this pump's backends (`Holdings.beat`); the runners on one
         it no longer holds hand over at once (another pump drives it now, or will)."""
         alive = pumps_alive().filter(started_at__isnull=False).count()
+        self.claim_due = True  # a backend taken now has tasks to claim at once
         for backend_id in self.holdings.beat(pumps=alive):
             logger.warning("pump %s no longer holds backend %s; handing its prompts there over",
                            self.pump_id, backend_id)
@@ -259,7 +263,8 @@ class PumpRun:
         self.dispatch_due.clear()
         self.dispatched_at = time.monotonic()
         try:
-            dispatch(pumps=False, probe=False)  # the prober's (_probe_returning)
+            if dispatch(pumps=False, probe=False):  # (probing is the prober's: _probe_returning)
+                self.claim_due = True
         except Exception as exc:
             if connection_lost(exc):
                 self.dispatch_due.set()
@@ -292,6 +297,15 @@ class PumpRun:
         free = self.slots - len(self.running)
         if free <= 0:
             return
+        # Each ending wakes the loop, but what it frees is assigned by the next pass, which
+        # comes a spacing later: look right after a pass of this pump that assigned tasks,
+        # else once a poll (tasks others assigned, leases that ran out, a backend taken
+        # over), not at every wake (a read an ending, finding nothing, was a tenth of the
+        # pump's CPU).
+        if not self.claim_due and time.monotonic() - self.claimed_at < POLL_SECONDS:
+            return
+        self.claim_due = False
+        self.claimed_at = time.monotonic()
         self.holdings.drain_check()
         drivable = self.holdings.drivable()
         if not drivable:

@@ -183,3 +183,35 @@ def test_a_pump_run_by_hand_is_extra_never_instead_of_the_cluster_s(no_cluster, 
     with caplog.at_level(logging.INFO, logger="generation.fleet.pump"):
         PumpRun(own.pk, seconds=0.2).run()
     assert f"pump {own.pk} started" in caplog.text  # not "not needed": the older one is extra
+
+
+def test_a_pump_looks_for_tasks_to_claim_after_a_pass_that_assigned_some_and_once_a_poll(no_cluster, monkeypatch):
+    """Every ending wakes the pump's loop, but its freed slot is filled by the next pass,
+    a spacing later: a look for claimable tasks at each wake found nothing (a read per
+    task ended, a tenth of the pump's CPU)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation.fleet import pump as pump_module
+    from generation.models import Pump
+
+    def looks() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            run._claim()
+        return len(queries)
+
+    pump = Pump.objects.create(heartbeat_at=timezone.now(), started_at=timezone.now())
+    run = pump_module.PumpRun(pump.pk, seconds=1)
+    run.holdings.held = {1}  # a backend it drives (none of its tasks waits)
+    try:
+        assert looks() == 1  # the first look
+        assert looks() == 0 and looks() == 0  # woken by endings: no pass since, nothing to look for
+        monkeypatch.setattr(pump_module, "dispatch", lambda **kwargs: [41])  # a pass that assigned a task
+        run.dispatch_due.set()
+        run._dispatch_due()
+        assert looks() == 1 and looks() == 0
+        run.claimed_at -= pump_module.POLL_SECONDS  # a poll later: tasks others may have assigned
+        assert looks() == 1
+    finally:
+        run.pool.shutdown()
+        run.prober.shutdown()
