@@ -5,8 +5,8 @@ hand; not a test.
     .venv/bin/python bench/capacity.py --engines 8 --tasks 500 --users 10
 
 Easel runs as `manage.py studio` runs it: a qcluster with its default workers and pumps
-(Q_WORKERS, EASEL_PUMPS, ... from the environment, nothing overridden), and gunicorn as
-bench/dispatch.py starts it; the engines are registered as backends with their catalog
+(Q_WORKERS, EASEL_PUMPS, ... from the environment, nothing overridden), and gunicorn with
+deploy/gunicorn.conf.py and two workers, as the run command starts it; the engines are registered as backends with their catalog
 synced. The N tasks (64 x 64, --steps sampler steps) come from U users through the web
 API, each user submitting its share from a thread of its own.
 
