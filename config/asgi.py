@@ -46,12 +46,12 @@ class SyncChainHandler(ASGIHandler):
         # request_finished) runs on one kept thread: its connection serves the next
         # request, checked and aged by Django's own close_old_connections at both ends,
         # as under a threaded WSGI server.
-        executor = _request_threads.take()
+        executor = request_threads.take()
         try:
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
-            _request_threads.give_back(executor)
+            request_threads.give_back(executor)
 
     async def get_response_async(self, request):
         return await sync_to_async(self.get_response, thread_sensitive=True)(request)
@@ -80,8 +80,18 @@ class RequestThreads:
         with self._lock:
             self._free.append(executor)
 
+    def close_connections(self) -> None:
+        """Close the database connections of the threads not serving a request now (the
+        tests' end: their database cannot be dropped while a connection is open)."""
+        from django.db import connections
 
-_request_threads = RequestThreads()
+        with self._lock:
+            idle = list(self._free)
+        for executor in idle:
+            executor.submit(connections.close_all).result()
+
+
+request_threads = RequestThreads()
 
 
 def _routed(streams, others):

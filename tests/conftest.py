@@ -51,6 +51,17 @@ def _language_reset():
 
 
 @pytest.fixture(autouse=True)
+def _request_threads_let_go():
+    """A test that served requests through the ASGI application in this process leaves
+    its kept request threads' connections closed (config.asgi): on PostgreSQL an open one
+    keeps the test database from being dropped at the end."""
+    yield
+    served = sys.modules.get("config.asgi")
+    if served is not None:
+        served.request_threads.close_connections()
+
+
+@pytest.fixture(autouse=True)
 def _catalog_not_remembered(settings):
     """Tests change the catalog with plain UPDATEs (no signal) and create at once: each
     create reads it afresh. What creates remember is tested on its own
