@@ -51,6 +51,8 @@ class SyncChainHandler(ASGIHandler):
             async with ThreadSensitiveContext(executor=executor):
                 await self.handle(scope, receive, send)
         finally:
+            # (A view still running after its client went away keeps the thread a moment
+            # longer: the next request given it waits its turn, as on a WSGI thread.)
             request_threads.give_back(executor)
 
     async def get_response_async(self, request):

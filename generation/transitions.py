@@ -99,10 +99,7 @@ def _apply(task: TaskRef, qs, values: dict) -> bool:
     (values the database computes, like `retries + 1`, are left for a refresh)."""
     if not qs.update(**values):
         return False
-    if not isinstance(task, int):
-        for key, value in values.items():
-            if not hasattr(value, "resolve_expression"):
-                setattr(task, key, value)
+    _mirror(task, values)
     return True
 
 
@@ -163,7 +160,8 @@ _RUN_ENDS: dict[tuple[str, str], PreparedUpdate] = {}
 
 
 def _mirror(task: TaskRef, values: dict) -> None:
-    """What `_apply` does after its UPDATE: the plain values onto the task object."""
+    """After an UPDATE that happened: its plain values onto the task object (values the
+    database computes, like `retries + 1`, are left for a refresh)."""
     if not isinstance(task, int):
         for key, value in values.items():
             if not hasattr(value, "resolve_expression"):
