@@ -113,12 +113,15 @@ def owned_by(task: TaskRef, owner: str):
 # Building an UPDATE's SQL costs the ORM five times what running it costs (0.41 against
 # 0.07 ms of CPU on SQLite); the pump makes these for every task it runs.
 
-_OWNER_MARKER = "<easel lease owner marker>"
+# Where a lease owner's name goes in a compiled statement on `owned_by` (the runner's
+# and the progress writes use it too).
+OWNER_MARKER = "<easel lease owner marker>"
 _NOW, _THEN = datetime_markers(2)
 
 
-def _lease_seconds() -> int:
-    # Compiled into the statements that renew the lease (a test may change it).
+def lease_seconds() -> int:
+    """The `variant` of a compiled statement that renews the lease (`lease_until`
+    compiles the lease's length in; a test may change it)."""
     return settings.EASEL_TASK_LEASE_SECONDS
 
 
@@ -127,7 +130,7 @@ _START = PreparedUpdate(
         "status": TaskStatus.PROCESSING, "submitted_at": submitted, "started_at": started,
         **message_fields("status", ""), "waiting_since": None, "lease_until": lease_until(),
     }),
-    arguments=4, markers=(None, _OWNER_MARKER, _NOW, _THEN), variant=_lease_seconds,
+    arguments=4, markers=(None, OWNER_MARKER, _NOW, _THEN), variant=lease_seconds,
 )
 _RUN_START = PreparedUpdate(
     lambda task_id, now: (_open_run(task_id), {
@@ -141,7 +144,7 @@ _COMPLETE = PreparedUpdate(
         "status": TaskStatus.COMPLETED, "progress_value": F("progress_max"), **message_fields("status", ""),
         "completed_at": now, **_NO_LEASE, "width": width, "height": height,
     }),
-    arguments=5, markers=(None, _OWNER_MARKER, _NOW, None, None),
+    arguments=5, markers=(None, OWNER_MARKER, _NOW, None, None),
 )
 # Dispatch's assignments: one task's UPDATE, run for every task of a pass in one call
 # (a CASE with a branch per task was compiled anew every pass); their attempts' INSERT.

@@ -27,7 +27,7 @@ _WRITE = PreparedUpdate(
     lambda pk, owner, value, maximum, node: (transitions.owned_by(pk, owner), {
         "progress_value": value, "progress_max": maximum, "progress_node": node,
     }),
-    arguments=5, markers=(None, "<easel progress owner marker>", None, None, "<easel progress node marker>"),
+    arguments=5, markers=(None, transitions.OWNER_MARKER, None, None, "<easel progress node marker>"),
 )
 
 

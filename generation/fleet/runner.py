@@ -88,22 +88,21 @@ def _seen_lately(backend: ComfyBackend) -> bool:
 # What a runner writes and reads while it follows a task, compiled once (config.prepared):
 # the intent before its first POST (every task), the lease's renewal and the check that
 # the task is still its own (each running task, every few seconds and every second).
-_OWNER = "<easel runner owner marker>"
 _INTENT_FIELDS = ("submitted_at", "rendered_prompt", "client_id")
 _INTENT = PreparedUpdate(
     lambda pk, owner, submitted_at, rendered_prompt, client_id: (transitions.owned_by(pk, owner), {
         "submitted_at": submitted_at, "rendered_prompt": rendered_prompt, "client_id": client_id,
         "lease_until": transitions.lease_until(),
     }),
-    arguments=5, markers=(None, _OWNER, *datetime_markers(1), json_marker(), "<easel client id marker>"),
-    variant=lambda: settings.EASEL_TASK_LEASE_SECONDS,
+    arguments=5, markers=(None, transitions.OWNER_MARKER, *datetime_markers(1), json_marker(), "<easel client id marker>"),
+    variant=transitions.lease_seconds,
 )
 _RENEW = PreparedUpdate(
     lambda pk, owner: (transitions.owned_by(pk, owner), {"lease_until": transitions.lease_until()}),
-    arguments=2, markers=(None, _OWNER), variant=lambda: settings.EASEL_TASK_LEASE_SECONDS,
+    arguments=2, markers=(None, transitions.OWNER_MARKER), variant=transitions.lease_seconds,
 )
 _STILL_OWNED = Prepared(lambda pk, owner: transitions.owned_by(pk, owner).values_list("pk"),
-                        arguments=2, markers=(None, _OWNER))
+                        arguments=2, markers=(None, transitions.OWNER_MARKER))
 
 
 @dataclass
