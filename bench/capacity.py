@@ -24,7 +24,9 @@ Prints:
   posted straight to the engines by a pipelined client that keeps --direct-depth prompts
   queued on each engine and follows their completion over the WebSocket; it runs first,
   before Easel's processes start, so nothing else competes for the CPU; and the ratio
-  Easel/direct. `--skip-direct` leaves it out.
+  Easel/direct. `--skip-direct` leaves it out; `--direct-fetch` has it also fetch each
+  prompt's image (/history, /view), as any client that wants its pictures must, and as
+  Easel does. The CPU the engines and the client spent on it is printed beside it.
 
 The load average (`uptime`) is printed with the figures: the machine may be busy with
 other work. Everything the run makes goes away when it ends, as with bench/dispatch.py
@@ -68,6 +70,9 @@ def main() -> int:
     parser.add_argument("--direct-depth", type=int, default=2,
                         help="prompts the direct client keeps queued on each engine (default 2)")
     parser.add_argument("--skip-direct", action="store_true", help="measure Easel only")
+    parser.add_argument("--direct-fetch", action="store_true",
+                        help="the direct client also fetches each prompt's image (/history, then /view), "
+                             "as a client that wants its pictures must")
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", ""),
                         help="a PostgreSQL database to create for the run and drop after it "
                              "(default: SQLite in the run's temporary folder)")
@@ -86,8 +91,12 @@ def run(args, work: Path, procs, database_url: str) -> int:
     print(f"engines: {len(engines)} up (no step or node delay); {load()}", flush=True)
 
     direct = None
+    engine_leaders = {name: proc.pid for name, proc in procs.procs.items() if name.startswith("engine")}
     if not args.skip_direct:
-        direct = direct_run(engines, args.tasks, args.steps, args.direct_depth)
+        engines_before, client_before = cpu_seconds(engine_leaders), time.process_time()
+        direct = direct_run(engines, args.tasks, args.steps, args.direct_depth, fetch=args.direct_fetch)
+        engines_after, client_after = cpu_seconds(engine_leaders), time.process_time()
+        direct_cpu = (sum(engines_after.values()) - sum(engines_before.values()), client_after - client_before)
         for url in engines:  # Easel's figures read the engines' history: only its own prompts in it
             requests.post(f"{url}/history", json={"clear": True}, timeout=30).raise_for_status()
 
@@ -97,7 +106,6 @@ def run(args, work: Path, procs, database_url: str) -> int:
     idle = settled_memory(leaders)
     sampler = MemorySampler(leaders)
     sampler.start()
-    engine_leaders = {name: proc.pid for name, proc in procs.procs.items() if name.startswith("engine")}
     cpu_before = cpu_seconds({**leaders, **engine_leaders})
     try:
         started, submit_seconds, counts = easel_submit_and_wait(base, tokens, database_url, args.tasks,
@@ -144,7 +152,10 @@ def run(args, work: Path, procs, database_url: str) -> int:
         done, seconds, direct_load = direct
         direct_rate = done / seconds
         print(f"direct: completed={done} in {seconds:.2f}s = {direct_rate:.2f} tasks/s "
-              f"({args.direct_depth} queued per engine; {direct_load})")
+              f"({args.direct_depth} queued per engine; "
+              f"{'each image fetched' if args.direct_fetch else 'images not fetched'}; {direct_load})")
+        print(f"direct CPU per prompt: the engines {1000 * direct_cpu[0] / done:.1f}ms, "
+              f"the client {1000 * direct_cpu[1] / done:.1f}ms")
         print(f"easel/direct = {easel_rate / direct_rate:.3f}")
     return 1 if failed else 0
 
@@ -317,10 +328,13 @@ class MemorySampler(threading.Thread):
 # --- direct -------------------------------------------------------------------------
 
 
-def direct_run(engines: list[str], tasks: int, steps: int, depth: int) -> tuple[int, float, str]:
+def direct_run(engines: list[str], tasks: int, steps: int, depth: int, *, fetch: bool = False
+               ) -> tuple[int, float, str]:
     """The ceiling: `tasks` prompts straight to the engines, `depth` queued on each, each
     engine's next prompt posted as soon as one of its own ends (ComfyUI's end-of-prompt
-    marker on the WebSocket: `executing` with no node). (completed, seconds, load)."""
+    marker on the WebSocket: `executing` with no node). With `fetch`, each ended prompt's
+    images are then read (/history, /view), after its successor was posted, as Easel
+    reads them. (completed, seconds, load)."""
     graph = json.loads(GRAPH.read_text())
     for node in graph.values():
         if node["class_type"] == "KSampler":
@@ -354,6 +368,13 @@ def direct_run(engines: list[str], tasks: int, steps: int, depth: int) -> tuple[
             session.post(f"{url}/prompt", json={"prompt": prompt, "client_id": client_id, "prompt_id": prompt_id},
                          timeout=60).raise_for_status()
 
+        def fetch_images(prompt_id: str) -> None:
+            entry = session.get(f"{url}/history/{prompt_id}", timeout=60).json().get(prompt_id) or {}
+            for output in (entry.get("outputs") or {}).values():
+                for image in output.get("images") or []:
+                    session.get(f"{url}/view", params={k: image.get(k, "") for k in ("filename", "subfolder", "type")},
+                                timeout=60).raise_for_status()
+
         try:
             in_flight = 0
             while in_flight < depth and take():
@@ -374,6 +395,8 @@ def direct_run(engines: list[str], tasks: int, steps: int, depth: int) -> tuple[
                     if take():
                         post()
                         in_flight += 1
+                    if fetch:
+                        fetch_images(data["prompt_id"])
         except Exception as exc:  # noqa: BLE001 - reported with the figures
             errors.append(f"{url}: {exc!r}")
         finally:

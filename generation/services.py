@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils.translation import gettext as _
 
+from config.prepared import PreparedCreate
 from models_catalog import inputs as kinds
 from models_catalog.files import graph_files
 from models_catalog.models import WorkflowTemplate
@@ -305,6 +306,10 @@ def generation_check(*, user, **request) -> dict[str, list[str]]:
     return _resolve(user=user, **request)[1]
 
 
+# The task's INSERT, compiled once (config.prepared).
+_TASK_CREATE = PreparedCreate(GenerationTask)
+
+
 def generation_create(*, user, **request) -> GenerationTask:
     """Validate a request, store it as a pending task and queue the job once committed.
 
@@ -321,7 +326,7 @@ def generation_create(*, user, **request) -> GenerationTask:
         # The quota check and the insert under one lock on the user: concurrent creates
         # pass one at a time, so together they can never exceed the quota.
         quota_check(user=user_lock(user), images=values["batch_size"])
-        task = GenerationTask.objects.create(user=user, **values)
+        task = _TASK_CREATE.create(GenerationTask(user=user, **values))
         transitions.created(task)
         transaction.on_commit(generation_enqueue)
     return task

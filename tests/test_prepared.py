@@ -10,8 +10,8 @@ from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 from django.db import connection
 
-from config.prepared import PreparedInsert, PreparedUpdate, datetime_markers, json_marker
-from generation.models import TaskEvent
+from config.prepared import PreparedCreate, PreparedGet, PreparedInsert, PreparedUpdate, datetime_markers, json_marker
+from generation.models import GenerationTask, TaskEvent
 
 pytestmark = pytest.mark.django_db
 
@@ -115,3 +115,52 @@ def test_a_failed_write_inside_a_transaction_rolls_it_back():
             _event(1, 10)
             insert.run([(None, 11, "created", {}, datetime.now(tz.utc))])  # user_id is NOT NULL
     assert not TaskEvent.objects.exists()
+
+
+def _columns(task: GenerationTask, *, moments: bool) -> dict:
+    fields = [f for f in GenerationTask._meta.concrete_fields if not f.primary_key]
+    return {f.attname: getattr(task, f.attname) for f in fields
+            if moments or f.attname not in ("created_at", "queued_at", "updated_at", "prompt_id", "client_id")}
+
+
+def test_a_prepared_create_stores_the_row_create_would(make_user):
+    user = make_user()
+    values = dict(prompt="a 'quoted' fox", model_name="demo-model", width=512, height=640, steps=20, cfg=7.5,
+                  sampler="euler", scheduler="normal", seed=42, inputs={"strength": 0.4, "tags": ["a", "b"]})
+    create = PreparedCreate(GenerationTask)
+    made = create.create(GenerationTask(user=user, **values))
+    again = create.create(GenerationTask(user=user, **values))
+    by_orm = GenerationTask.objects.create(user=user, **values)
+    assert made.pk and again.pk == made.pk + 1 and not made._state.adding
+    stored = GenerationTask.objects.get(pk=made.pk)
+    # Every column as the ORM's own create writes it (the moments and the random ids aside)...
+    assert _columns(stored, moments=False) == _columns(GenerationTask.objects.get(pk=by_orm.pk), moments=False)
+    # ...and as the instance holds it: the auto_now times were set on it, as save() sets them.
+    assert _columns(stored, moments=True) == _columns(made, moments=True)
+    assert stored.created_at is not None and stored.prompt_id == made.prompt_id
+
+
+def test_a_prepared_create_is_refused_for_a_model_with_save_signals():
+    from django.db.models.signals import post_save
+
+    def receiver(**kwargs):
+        pass
+
+    post_save.connect(receiver, sender=TaskEvent)
+    try:
+        with pytest.raises(ValueError, match="signal"):
+            PreparedCreate(TaskEvent).create(TaskEvent(user_id=1, task_id=1, kind="created", data={}))
+    finally:
+        post_save.disconnect(receiver, sender=TaskEvent)
+    assert not TaskEvent.objects.exists()
+
+
+def test_a_prepared_get_makes_the_instance_the_orm_makes(make_user):
+    user = make_user()
+    task = GenerationTask.objects.create(user=user, prompt="a fox", model_name="m", width=64, height=64, steps=2,
+                                         cfg=7, sampler="euler", scheduler="normal", seed=1, inputs={"a": [1]})
+    read = PreparedGet(GenerationTask)
+    got = read.get(task.pk)
+    assert _columns(got, moments=True) == _columns(GenerationTask.objects.get(pk=task.pk), moments=True)
+    assert got.pk == task.pk and not got._state.adding and got.user == user
+    assert read.get(task.pk + 1000) is None

@@ -10,8 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-import requests
-
 from .client import ComfyPromptRejected, ComfyProtocolError, ComfyUnreachable
 
 ALL = "__all__"
@@ -246,4 +244,4 @@ def is_transient(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ComfyProtocolError):
         return exc.status is not None and exc.status >= 500
-    return isinstance(exc, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError))
+    return isinstance(exc, (ConnectionError, TimeoutError))

@@ -13,6 +13,7 @@ No database transaction is held open around a network call.
 """
 from __future__ import annotations
 
+import copy
 import io
 import logging
 import threading
@@ -27,9 +28,9 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.translation import gettext_noop
 
-from config.prepared import Prepared, PreparedUpdate, datetime_markers, json_marker
+from config.prepared import Prepared, PreparedGet, PreparedUpdate, datetime_markers, json_marker
 from models_catalog.inputs import UPLOAD_KINDS
-from models_catalog.models import ComfyBackend
+from models_catalog.models import Checkpoint, ComfyBackend, WorkflowTemplate
 from models_catalog.services import (
     backend_abandon_prompt,
     backend_mark,
@@ -119,11 +120,33 @@ def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
     return GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image").get(pk=task_id)
 
 
+# A claimed task is read with the rows its run reads (config.prepared: each SELECT compiled
+# once, where a select_related over five tables was compiled anew for every claim, and
+# built each row's model: a thirteenth of a pump's CPU).
+_TASK = PreparedGet(GenerationTask)
+_TASK_RELATED = tuple((GenerationTask._meta.get_field(name), PreparedGet(model)) for name, model in (
+    ("template", WorkflowTemplate), ("checkpoint", Checkpoint), ("backend", ComfyBackend),
+    ("source_image", SourceImage)))
+
+
 def tasks_claimed(task_ids: list[int], *, owner_prefix: str) -> list[GenerationTask]:
-    """The tasks among these whose lease `transitions.claim_many` gave to `owner_prefix`."""
-    tasks = list(GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image")
-                 .filter(pk__in=task_ids, lease_owner__startswith=owner_prefix + ":")
-                 .order_by("assigned_at", "id"))
+    """The tasks among these whose lease `transitions.claim_many` gave to `owner_prefix`,
+    in the order given, each with its template, checkpoint, backend and source image."""
+    mine = owner_prefix + ":"
+    read: dict[tuple, object] = {}  # a backend or template of several tasks is read once...
+    tasks = []
+    for pk in task_ids:
+        task = _TASK.get(pk)
+        if task is None or not (task.lease_owner or "").startswith(mine):
+            continue
+        for field, reader in _TASK_RELATED:
+            related_id = getattr(task, field.attname)
+            if related_id is not None:
+                if (field.name, related_id) not in read:
+                    read[field.name, related_id] = reader.get(related_id)
+                # ...and each task gets its own copy, as with a join (a runner marks its backend offline).
+                field.set_cached_value(task, copy.copy(read[field.name, related_id]))
+        tasks.append(task)
     template_inputs_attach([task.template for task in tasks])
     return tasks
 

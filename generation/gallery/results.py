@@ -11,7 +11,7 @@ from django.core.files.base import ContentFile
 from django.db import transaction
 from PIL import Image
 
-from config.prepared import Prepared
+from config.prepared import Prepared, PreparedCreate
 
 from ..media_types import content_type_for, extension_for
 from ..models import GeneratedImage, GenerationTask
@@ -50,6 +50,8 @@ STORAGE_ERRORS = _storage_errors()
 
 # Read for every picture stored (config.prepared: compiled once).
 _INDEXES = Prepared(lambda task_id: GeneratedImage.objects.filter(task_id=task_id).values_list("index"), arguments=1)
+# The image's INSERT, compiled once (config.prepared).
+_IMAGE_CREATE = PreparedCreate(GeneratedImage)
 _IDS = Prepared(lambda task_id: GeneratedImage.objects.filter(task_id=task_id).values_list("pk"), arguments=1)
 
 
@@ -99,7 +101,7 @@ def result_store(*, task: GenerationTask, index: int, data: bytes) -> GeneratedI
         files_delete([image])  # the picture may have been written before its thumbnail failed
         raise StorageFailed(f"{type(exc).__name__}: {exc}") from exc
     try:
-        image.save()
+        _IMAGE_CREATE.create(image)
     except BaseException:
         files_delete([image])
         raise

@@ -293,6 +293,8 @@ def test_download(client, server):
         client.download({"filename": "gone.png", "subfolder": "", "type": "temp"}, io.BytesIO())
     with pytest.raises(ComfyUnreachable):
         client.download({"filename": "flaky.png", "subfolder": "", "type": "output"}, io.BytesIO())
+    # The connection cut mid-answer is not kept for the next call.
+    assert client.system_stats()["system"]["comfyui_version"] == "0.3.64"
 
 
 def test_upload_image(client, server):
@@ -399,25 +401,35 @@ def test_base_url_with_path_prefix(server):
         assert isinstance(sock.recv(timeout=2), Event)
 
 
-# --- one session per thread and backend -----------------------------------------------
+# --- one connection pool per thread and backend -----------------------------------------
 
-def test_clients_of_one_backend_share_their_thread_s_session_and_no_other():
+def test_clients_of_one_backend_share_their_thread_s_connections_and_no_other():
     first, again = ComfyClient("http://gpu-1.invalid:8188"), ComfyClient("http://gpu-1.invalid:8188/")
     other_backend = ComfyClient("http://gpu-2.invalid:8188")
-    assert first.session is again.session
-    assert other_backend.session is not first.session
+    assert first.http is again.http
+    assert other_backend.http is not first.http
     elsewhere = []
-    thread = threading.Thread(target=lambda: elsewhere.append(ComfyClient("http://gpu-1.invalid:8188").session))
+    thread = threading.Thread(target=lambda: elsewhere.append(ComfyClient("http://gpu-1.invalid:8188").http))
     thread.start()
     thread.join()
-    assert elsewhere[0] is not first.session  # a session is never shared between threads
+    assert elsewhere[0] is not first.http  # connections are never shared between threads
 
 
 def test_the_environment_s_proxies_still_apply_read_once_per_backend(monkeypatch):
     monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
-    monkeypatch.setenv("NO_PROXY", "gpu-local.invalid")
-    assert ComfyClient("http://gpu-far.invalid:8188").session.proxies.get("http") == "http://proxy.invalid:3128"
-    assert not ComfyClient("http://gpu-local.invalid:8188").session.proxies.get("http")
+    monkeypatch.setenv("NO_PROXY", "gpu-local.invalid,.lan")
+    assert ComfyClient("http://gpu-far.invalid:8188").http.proxy == "http://proxy.invalid:3128"
+    assert ComfyClient("http://gpu-local.invalid:8188").http.proxy is None
+    assert ComfyClient("http://gpu-3.lan:8188").http.proxy is None
+
+
+def test_a_call_goes_through_the_environment_s_proxy(monkeypatch, demo_engine):
+    # The proxy is a demo engine too (a plain HTTP proxy is sent the whole URL, which
+    # aiohttp routes by its path): the call reaches the backend only through it.
+    monkeypatch.setenv("HTTP_PROXY", demo_engine.url)
+    client = ComfyClient("http://gpu-behind-proxy.invalid:8188", timeout=5)
+    assert client.http.proxy == demo_engine.url
+    assert client.system_stats()["system"]["comfyui_version"] == "0.3.64"
 
 
 def test_a_kept_connection_to_a_restarted_backend_is_replaced(demo_engine):

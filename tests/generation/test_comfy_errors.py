@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import requests
 
 from generation.comfy.client import (
     ComfyPromptRejected,
@@ -200,7 +199,7 @@ def test_is_transient():
     assert is_transient(ComfyUnreachable("down"))
     assert is_transient(ComfySocketClosed("dropped"))
     assert is_transient(ComfyProtocolError("oops", status=500))
-    assert is_transient(requests.ConnectionError())
+    assert is_transient(ConnectionResetError()) and is_transient(TimeoutError())
     assert not is_transient(ComfyProtocolError("bad body", status=200))
     assert not is_transient(ComfyPromptRejected(400, {"error": {"type": "no_prompt"}, "node_errors": {}}))
     assert not is_transient(ComfyPromptRejected(500, "500 Internal Server Error"))

@@ -78,6 +78,43 @@ def test_claim_many_takes_each_free_lease_once_under_its_own_owner(task, catalog
     assert list(tasks_claimed(ids, owner_prefix="pump9-hostX1")) == []
 
 
+def test_claimed_tasks_come_with_the_rows_their_run_reads_each_its_own_copy(task, catalog, make_user):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from generation.fleet.runner import tasks_claimed
+    from models_catalog.models import WorkflowTemplate
+
+    backend = catalog["backend"]
+    task.template = WorkflowTemplate.objects.filter(builtin=True).order_by("pk").first()
+    task.save()
+    other = GenerationTask.objects.create(
+        user=make_user(), prompt="a harbour", model_name="demo-sd15", checkpoint=task.checkpoint,
+        template=task.template, width=64, height=64, steps=4, cfg=7, sampler="euler", scheduler="normal", seed=2)
+    for row in (task, other):
+        assert transitions.assign(row.pk, backend_id=backend.pk)
+    transitions.claim_many([other.pk, task.pk], owner_prefix="pump3-host")
+    with CaptureQueriesContext(connection) as reads:
+        claimed = tasks_claimed([other.pk, task.pk], owner_prefix="pump3-host")
+    assert [t.pk for t in claimed] == [other.pk, task.pk]  # in the order given
+    # The backend, template and checkpoint shared by both were read once, each task once.
+    tables = [q["sql"].split(" FROM ")[1].split()[0].strip('"`') for q in reads.captured_queries]
+    for table in ("generation_generationtask", "models_catalog_workflowtemplate", "models_catalog_checkpoint",
+                  "models_catalog_comfybackend"):
+        assert tables.count(table) == (2 if table == "generation_generationtask" else 1), tables
+    with CaptureQueriesContext(connection) as later:
+        for claimed_task in claimed:
+            assert claimed_task.backend.name == backend.name and claimed_task.backend.base_url == backend.base_url
+            assert claimed_task.checkpoint.ckpt_name == task.checkpoint.ckpt_name
+            assert claimed_task.template.pk == task.template_id and claimed_task.template.input_list is not None
+            assert claimed_task.source_image is None
+            assert claimed_task.prompt == GenerationTask.objects.get(pk=claimed_task.pk).prompt
+    assert len(later) == 2  # only the two reads of the check above
+    # Each its own backend: one runner marking it offline does not change another's.
+    claimed[0].backend.is_online = not backend.is_online
+    assert claimed[1].backend.is_online == backend.is_online
+
+
 def test_a_lease_is_judged_by_the_database_s_clock(task, catalog, monkeypatch):
     """Leases are taken on several hosts: one whose clock runs ten minutes ahead must
     not find a live lease lapsed (nor give its own a longer life)."""
