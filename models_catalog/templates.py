@@ -680,11 +680,12 @@ def template_fields(template: WorkflowTemplate) -> list[Field]:
 _KEPT_FIELDS = "_easel_kept_fields"
 
 
-def template_fields_keep(template: WorkflowTemplate) -> None:
+def template_fields_keep(template: WorkflowTemplate, fields: tuple[Field, ...] | None = None) -> None:
     """Work out the template's fields once for this instance and every shallow copy of it
     (models_catalog.remembered hands out copies that share its graph and inputs, which
-    nobody changes): every create asks for them (a tenth of a create's CPU)."""
-    template.__dict__[_KEPT_FIELDS] = tuple(template_fields(template))
+    nobody changes): every create asks for them (a tenth of a create's CPU). `fields`:
+    worked out already, for another instance of the same version of the template."""
+    template.__dict__[_KEPT_FIELDS] = tuple(template_fields(template)) if fields is None else fields
 
 
 def template_schema(template: WorkflowTemplate, *, file_choices=None) -> dict:

@@ -83,3 +83,23 @@ def test_a_remembered_template_s_fields_are_worked_out_once_for_every_copy(catal
     assert sorted(worked) == sorted(field.name for field in fresh)  # once, not once per create
     answers[0].pop()  # a caller's list is its own
     assert templates.template_fields(template_default()) == fresh
+
+
+def test_a_pump_works_a_template_s_fields_out_once_per_version(catalog, remembering, monkeypatch):
+    from models_catalog import templates
+    from models_catalog.selectors import template_inputs_attach
+
+    fresh = templates.template_fields(WorkflowTemplate.objects.get(is_default=True, kind="txt2img"))
+    worked = []
+    row_spec = templates.row_spec
+    monkeypatch.setattr(templates, "row_spec", lambda row, graph: worked.append(row.name) or row_spec(row, graph))
+    claimed = [WorkflowTemplate.objects.get(is_default=True, kind="txt2img") for _ in range(3)]  # one a task
+    template_inputs_attach(claimed)
+    assert [templates.template_fields(t) for t in claimed] == [fresh] * 3
+    assert sorted(worked) == sorted(field.name for field in fresh)  # once for the three
+    # A new version (saved: `updated_at` moves) is worked out afresh.
+    claimed[0].save()
+    worked.clear()
+    again = WorkflowTemplate.objects.get(pk=claimed[0].pk)
+    template_inputs_attach([again])
+    assert templates.template_fields(again) == fresh and sorted(worked) == sorted(field.name for field in fresh)
