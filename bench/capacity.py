@@ -342,7 +342,7 @@ def direct_run(engines: list[str], tasks: int, steps: int, depth: int, *, fetch:
         if node["class_type"] == "EmptyLatentImage":
             node["inputs"].update(width=SIZE, height=SIZE)
     lock = threading.Lock()
-    state = {"left": tasks, "done": 0}
+    state = {"left": tasks, "done": 0, "fetched": 0}
     errors: list[str] = []
 
     def take() -> bool:
@@ -374,6 +374,8 @@ def direct_run(engines: list[str], tasks: int, steps: int, depth: int, *, fetch:
                 for image in output.get("images") or []:
                     session.get(f"{url}/view", params={k: image.get(k, "") for k in ("filename", "subfolder", "type")},
                                 timeout=60).raise_for_status()
+                    with lock:
+                        state["fetched"] += 1
 
         try:
             in_flight = 0
@@ -413,6 +415,8 @@ def direct_run(engines: list[str], tasks: int, steps: int, depth: int, *, fetch:
     if errors:
         raise RuntimeError(f"the direct client failed: {errors[:3]}")
     print(f"direct: {state['done']} prompts in {seconds:.2f} s", flush=True)
+    if fetch and state["fetched"] < state["done"]:
+        raise RuntimeError(f"the direct client fetched {state['fetched']} images of {state['done']} prompts")
     return state["done"], seconds, load()
 
 

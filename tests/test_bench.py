@@ -300,7 +300,7 @@ def smoke_capacity(bench: Bench) -> None:
     url = bench.database_url("capacity") if bench.pg_server else None
     database = ["--database-url", url] if url else []
 
-    result = bench.run("capacity.py", *sizes, *database)
+    result = bench.run("capacity.py", *sizes, *database, "--direct-fetch")
     assert result.returncode == 0, result.output
     out = result.output
     assert re.search(r"^easel: completed=10 failed=0 in \d+\.\d+s = \d+\.\d+ tasks/s .*load average: ", out, re.M), out
@@ -311,7 +311,9 @@ def smoke_capacity(bench: Bench) -> None:
     # Both of Easel's processes, each with the workers it started (gunicorn's two at least).
     assert re.search(r"^  gunicorn \(pid \d+\): [3-9]\d* process\(es\), \d+\.\dMB ", out, re.M), out
     assert re.search(r"^  qcluster \(pid \d+\): [3-9]\d* process\(es\), \d+\.\dMB ", out, re.M), out
-    assert re.search(r"^direct: completed=10 in \d+\.\d+s = \d+\.\d+ tasks/s ", out, re.M), out
+    assert re.search(r"^direct: completed=10 in \d+\.\d+s = \d+\.\d+ tasks/s \(2 queued per engine; each image fetched; ",
+                     out, re.M), out
+    assert re.search(r"^direct CPU per prompt: the engines \d+\.\dms, the client \d+\.\dms$", out, re.M), out
     assert re.search(r"^easel/direct = \d+\.\d{3}$", out, re.M), out
     if url:
         assert not bench.exists(url), "capacity left its database behind"
