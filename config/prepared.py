@@ -229,7 +229,23 @@ class PreparedUpdate:
             return cursor.rowcount
 
 
-class PreparedInsert:
+class _KeptPerDatabase:
+    """A statement written once per database alias (`_compile(connection)`), then kept."""
+
+    _kept: dict[str, tuple]
+
+    def _compiled(self, using: str):
+        connection = connections[using]
+        entry = self._kept.get(using)
+        if entry is None:
+            entry = self._kept[using] = self._compile(connection)
+        return connection, entry
+
+    def _compile(self, connection) -> tuple:
+        raise NotImplementedError
+
+
+class PreparedInsert(_KeptPerDatabase):
     """An INSERT of rows of `model` with the values of `fields` (in that order), written
     once per database: each value goes through its field as `save()` would send it (a
     JSON field's object, a datetime), without building model instances. Nothing is read
@@ -240,21 +256,17 @@ class PreparedInsert:
         self._names = fields
         self._kept: dict[str, tuple] = {}
 
-    def _compiled(self, using: str):
-        connection = connections[using]
-        entry = self._kept.get(using)
-        if entry is None:
-            meta = self._model._meta
-            fields = tuple(meta.get_field(name) for name in self._names)
-            left_out = {f.name for f in meta.concrete_fields if not f.primary_key} - {f.name for f in fields}
-            if left_out:
-                # The database has no defaults of Django's: a column left out would be NULL.
-                raise ValueError(f"every column but the id is written; left out: {sorted(left_out)}")
-            quote = connection.ops.quote_name
-            columns = ", ".join(quote(field.column) for field in fields)
-            row = "(" + ", ".join(["%s"] * len(fields)) + ")"
-            entry = self._kept[using] = (f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ", row, fields)
-        return connection, entry
+    def _compile(self, connection) -> tuple:
+        meta = self._model._meta
+        fields = tuple(meta.get_field(name) for name in self._names)
+        left_out = {f.name for f in meta.concrete_fields if not f.primary_key} - {f.name for f in fields}
+        if left_out:
+            # The database has no defaults of Django's: a column left out would be NULL.
+            raise ValueError(f"every column but the id is written; left out: {sorted(left_out)}")
+        quote = connection.ops.quote_name
+        columns = ", ".join(quote(field.column) for field in fields)
+        row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+        return f"INSERT INTO {quote(meta.db_table)} ({columns}) VALUES ", row, fields
 
     def run(self, rows: list[tuple], using: str = DEFAULT_DB_ALIAS) -> None:
         if not rows:
@@ -265,7 +277,7 @@ class PreparedInsert:
             cursor.execute(head + ", ".join([row] * len(rows)), params)
 
 
-class PreparedCreate:
+class PreparedCreate(_KeptPerDatabase):
     """`Model.save()` of a new row of `model`, its INSERT written once per database: every
     column but the id, each value prepared as `save()` prepares it (`pre_save`: the
     `auto_now` times; then the field's own conversion), the new id read back onto the
@@ -280,26 +292,22 @@ class PreparedCreate:
         self._model = model
         self._kept: dict[str, tuple] = {}
 
-    def _compiled(self, using: str):
-        connection = connections[using]
-        entry = self._kept.get(using)
-        if entry is None:
-            meta = self._model._meta
-            if signals.pre_save.has_listeners(self._model) or signals.post_save.has_listeners(self._model):
-                raise ValueError(f"{meta.label} has save signal receivers, which a prepared create would skip")
-            if not isinstance(meta.pk, AutoFieldMixin) or meta.parents:
-                raise ValueError(f"{meta.label}: only a model whose database makes its id")
-            fields = tuple(f for f in meta.concrete_fields if not f.primary_key)
-            if any(f.generated or f.db_default is not NOT_PROVIDED for f in fields):
-                raise ValueError(f"{meta.label}: a column the database fills is written by save() only")
-            quote = connection.ops.quote_name
-            sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
-                   f"VALUES ({', '.join(['%s'] * len(fields))})")
-            returning = connection.features.can_return_columns_from_insert
-            if returning:
-                sql += f" RETURNING {quote(meta.pk.column)}"
-            entry = self._kept[using] = (sql, fields, returning)
-        return connection, entry
+    def _compile(self, connection) -> tuple:
+        meta = self._model._meta
+        if signals.pre_save.has_listeners(self._model) or signals.post_save.has_listeners(self._model):
+            raise ValueError(f"{meta.label} has save signal receivers, which a prepared create would skip")
+        if not isinstance(meta.pk, AutoFieldMixin) or meta.parents:
+            raise ValueError(f"{meta.label}: only a model whose database makes its id")
+        fields = tuple(f for f in meta.concrete_fields if not f.primary_key)
+        if any(f.generated or f.db_default is not NOT_PROVIDED for f in fields):
+            raise ValueError(f"{meta.label}: a column the database fills is written by save() only")
+        quote = connection.ops.quote_name
+        sql = (f"INSERT INTO {quote(meta.db_table)} ({', '.join(quote(f.column) for f in fields)}) "
+               f"VALUES ({', '.join(['%s'] * len(fields))})")
+        returning = connection.features.can_return_columns_from_insert
+        if returning:
+            sql += f" RETURNING {quote(meta.pk.column)}"
+        return sql, fields, returning
 
     def create(self, instance: Model, using: str = DEFAULT_DB_ALIAS) -> Model:
         connection, (sql, fields, returning) = self._compiled(using)
