@@ -113,13 +113,6 @@ class Outcome:
     error: dict | None = None
 
 
-def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
-    """Take the lease on an assigned, unfinished task, or None when another job holds it."""
-    if not transitions.claim(task_id, owner=owner):
-        return None
-    return GenerationTask.objects.select_related("template", "checkpoint", "backend", "source_image").get(pk=task_id)
-
-
 # A claimed task is read with the rows its run reads (config.prepared: each SELECT compiled
 # once, where a select_related over five tables was compiled anew for every claim, and
 # built each row's model: a thirteenth of a pump's CPU).
@@ -129,26 +122,37 @@ _TASK_RELATED = tuple((GenerationTask._meta.get_field(name), PreparedGet(model))
     ("source_image", SourceImage)))
 
 
+def task_claim(*, task_id: int, owner: str) -> GenerationTask | None:
+    """Take the lease on an assigned, unfinished task, or None when another job holds it."""
+    if not transitions.claim(task_id, owner=owner):
+        return None
+    return _claimed(task_id, owner, {})
+
+
 def tasks_claimed(task_ids: list[int], *, owner_prefix: str) -> list[GenerationTask]:
     """The tasks among these whose lease `transitions.claim_many` gave to `owner_prefix`,
     in the order given, each with its template, checkpoint, backend and source image."""
-    mine = owner_prefix + ":"
-    read: dict[tuple, object] = {}  # a backend or template of several tasks is read once...
-    tasks = []
-    for pk in task_ids:
-        task = _TASK.get(pk)
-        if task is None or not (task.lease_owner or "").startswith(mine):
-            continue
-        for field, reader in _TASK_RELATED:
-            related_id = getattr(task, field.attname)
-            if related_id is not None:
-                if (field.name, related_id) not in read:
-                    read[field.name, related_id] = reader.get(related_id)
-                # ...and each task gets its own copy, as with a join (a runner marks its backend offline).
-                field.set_cached_value(task, copy.copy(read[field.name, related_id]))
-        tasks.append(task)
+    read: dict[tuple, object] = {}  # a backend or template of several tasks is read once
+    tasks = [task for task in (_claimed(pk, owner_prefix + ":", read, prefix=True) for pk in task_ids) if task is not None]
     template_inputs_attach([task.template for task in tasks])
     return tasks
+
+
+def _claimed(pk: int, owner: str, read: dict[tuple, object], *, prefix: bool = False) -> GenerationTask | None:
+    """The task, when its lease owner is `owner` (with `prefix`: starts with it), with the
+    rows its run reads: from `read` when another task of the claim read them, each task
+    its own copy, as with a join (a runner marks its backend offline)."""
+    task = _TASK.get(pk)
+    held = (task.lease_owner or "") if task is not None else ""
+    if not (held.startswith(owner) if prefix else held == owner):
+        return None
+    for field, reader in _TASK_RELATED:
+        related_id = getattr(task, field.attname)
+        if related_id is not None:
+            if (field.name, related_id) not in read:
+                read[field.name, related_id] = reader.get(related_id)
+            field.set_cached_value(task, copy.copy(read[field.name, related_id]))
+    return task
 
 
 class TaskRunner:
